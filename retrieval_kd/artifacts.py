@@ -1,0 +1,154 @@
+"""Artifact conventions shared by every stage.
+
+Every output is written under a temporary name and renamed into place only when
+complete, so a killed process never leaves a half-written artifact behind. Every
+output directory carries a ``manifest.json`` recording the inputs' fingerprints,
+the parameters, library versions and timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+_TRACKED_LIBRARIES = (
+    "retrieval-kd", "torch", "sentence-transformers", "transformers", "faiss-cpu", "faiss-gpu",
+    "ranx", "bm25s", "PyStemmer", "pyarrow", "numpy", "ir_datasets", "pyserini",
+)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_records(records: Iterable[Iterable[str]]) -> str:
+    """Order-sensitive sha256 of string tuples (fields and records are delimited unambiguously)."""
+    h = hashlib.sha256()
+    for rec in records:
+        for field in rec:
+            b = field.encode("utf-8")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 of the canonical JSON form of ``obj`` (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _tmp_sibling(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = _tmp_sibling(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Text variant of :func:`atomic_write_bytes` (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``final`` only if the block succeeds.
+
+    On any exception the temporary directory is removed and ``final`` is left as it was.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that can change an artifact's content."""
+    out = {"python": platform.python_version()}
+    for name in _TRACKED_LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def manifest(
+    kind: str,
+    *,
+    inputs: dict[str, Any],
+    params: dict[str, Any],
+    timings: dict[str, float] | None = None,
+    outputs: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Build the manifest record every artifact directory carries."""
+    return {
+        "kind": kind,
+        "created": now_iso(),
+        "inputs": inputs,
+        "params": params,
+        "outputs": outputs or {},
+        "timings_s": {k: round(v, 3) for k, v in (timings or {}).items()},
+        "versions": library_versions(),
+        **extra,
+    }
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any] | None:
+    p = Path(directory) / MANIFEST
+    return read_json(p) if p.is_file() else None

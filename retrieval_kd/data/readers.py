@@ -1,0 +1,80 @@
+"""Line-oriented readers that report malformed input by file and line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from retrieval_kd.errors import DataError, NotFoundError
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise NotFoundError(f"{path}: file not found")
+    return open(path, encoding="utf-8")
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a JSONL file."""
+    path = Path(path)
+    with _open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", lineno)
+            if not isinstance(obj, dict):
+                raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", lineno)
+            yield lineno, obj
+
+
+def read_tsv(
+    path: str | Path, ncols: int | tuple[int, ...], *, sep: str | None = "\t"
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, fields) for each non-blank line; the column count is checked.
+
+    ``sep=None`` splits on any whitespace (TREC qrels and runs).
+    """
+    path = Path(path)
+    allowed = (ncols,) if isinstance(ncols, int) else ncols
+    with _open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split(sep) if sep is not None else line.split()
+            if len(fields) not in allowed:
+                want = " or ".join(map(str, allowed))
+                raise DataError(path, f"expected {want} columns, found {len(fields)}", lineno)
+            yield lineno, fields
+
+
+def require_str(path: Path, lineno: int, obj: dict[str, Any], key: str, *, required: bool) -> str:
+    """Fetch a string field from a JSON object, with a located error if it is missing or typed wrong."""
+    if key not in obj or obj[key] is None:
+        if required:
+            raise DataError(path, f"missing field '{key}'", lineno)
+        return ""
+    val = obj[key]
+    if isinstance(val, (int, float)) and not isinstance(val, bool) and key == "_id":
+        return str(val)
+    if not isinstance(val, str):
+        raise DataError(path, f"field '{key}' must be a string, got {type(val).__name__}", lineno)
+    return val
+
+
+def parse_relevance(path: Path, lineno: int, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        try:
+            f = float(raw)
+        except ValueError:
+            raise DataError(path, f"relevance '{raw}' is not a number", lineno) from None
+        if not f.is_integer():
+            raise DataError(path, f"relevance '{raw}' is not an integer grade", lineno)
+        return int(f)

@@ -1,0 +1,141 @@
+"""TREC formats: topics (TSV or SGML ``<top>``), qrels, run files and a TSV corpus."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from retrieval_kd.artifacts import atomic_write_text
+from retrieval_kd.data.readers import parse_relevance, read_tsv
+from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, Run, cross_check
+from retrieval_kd.errors import DataError, NotFoundError
+
+_TOP = re.compile(r"<top>(.*?)</top>", re.S | re.I)
+_NUM = re.compile(r"<num>\s*(?:Number:)?\s*(\S+)", re.I)
+_TITLE = re.compile(r"<title>\s*(?:Topic:)?\s*(.*?)\s*(?=<|\Z)", re.S | re.I)
+
+
+def load_topics(path: str | Path) -> Queries:
+    """Read TREC topics: SGML ``<top><num>..<title>..`` blocks, or ``qid<TAB>text`` lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path}: file not found")
+    raw = path.read_text(encoding="utf-8")
+    texts: dict[str, str] = {}
+    if "<top>" in raw.lower():
+        for m in _TOP.finditer(raw):
+            lineno = raw.count("\n", 0, m.start()) + 1
+            num, title = _NUM.search(m.group(1)), _TITLE.search(m.group(1))
+            if not num or not title or not title.group(1).strip():
+                raise DataError(path, "topic without <num> or <title>", lineno)
+            _add_query(texts, path, lineno, num.group(1), " ".join(title.group(1).split()))
+    else:
+        for lineno, (qid, text) in read_tsv(path, 2):
+            _add_query(texts, path, lineno, qid, text)
+    if not texts:
+        raise DataError(path, "no topics")
+    return Queries(texts)
+
+
+def _add_query(texts: dict[str, str], path: Path, lineno: int, qid: str, text: str) -> None:
+    if qid in texts:
+        raise DataError(path, f"duplicate query id '{qid}'", lineno)
+    if not text.strip():
+        raise DataError(path, f"query '{qid}' has empty text", lineno)
+    texts[qid] = text
+
+
+def load_corpus_tsv(path: str | Path) -> Corpus:
+    """Read ``docid<TAB>text`` lines (tabs after the first belong to the text)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path}: file not found")
+    docs: dict[str, Document] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            did, sep, text = line.partition("\t")
+            if not sep:
+                raise DataError(path, "expected 'docid<TAB>text'", lineno)
+            if did in docs:
+                raise DataError(path, f"duplicate document id '{did}'", lineno)
+            if not text.strip():
+                raise DataError(path, f"document '{did}' has empty text", lineno)
+            docs[did] = Document(text=text)
+    if not docs:
+        raise DataError(path, "no documents")
+    return Corpus(docs)
+
+
+def load_trec_qrels(path: str | Path) -> Qrels:
+    """Read TREC qrels: ``qid iteration docid relevance`` (whitespace separated)."""
+    path = Path(path)
+    qrels: Qrels = {}
+    for lineno, (qid, _it, did, rel) in read_tsv(path, 4, sep=None):
+        judged = qrels.setdefault(qid, {})
+        if did in judged:
+            raise DataError(path, f"duplicate judgement for query '{qid}', document '{did}'", lineno)
+        judged[did] = parse_relevance(path, lineno, rel)
+    if not qrels:
+        raise DataError(path, "no judgements")
+    return qrels
+
+
+def load_trec_run(path: str | Path) -> Run:
+    """Read a TREC run (``qid Q0 docid rank score tag``); a repeated (qid, docid) is an error."""
+    path = Path(path)
+    run: Run = {}
+    for lineno, fields in read_tsv(path, 6, sep=None):
+        qid, _q0, did, _rank, score, _tag = fields
+        try:
+            val = float(score)
+        except ValueError:
+            raise DataError(path, f"score '{score}' is not a number", lineno) from None
+        ranked = run.setdefault(qid, {})
+        if did in ranked:
+            raise DataError(path, f"document '{did}' listed twice for query '{qid}'", lineno)
+        ranked[did] = val
+    return run
+
+
+def sorted_hits(hits: dict[str, float]) -> list[tuple[str, float]]:
+    """Hits by descending score, ties broken by document id (deterministic ranks)."""
+    return sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def format_trec_run(run: Run, tag: str) -> str:
+    lines = []
+    for qid in run:
+        for rank, (did, score) in enumerate(sorted_hits(run[qid]), 1):
+            lines.append(f"{qid} Q0 {did} {rank} {score:.6f} {tag}")
+    return "\n".join(lines) + "\n"
+
+
+def write_trec_run(run: Run, path: str | Path, tag: str = "rkd") -> None:
+    """Atomically write a TREC run file, hits ranked by score."""
+    atomic_write_text(path, format_trec_run(run, tag))
+
+
+def load_trec_dir(root: str | Path, name: str | None = None, split: str = "test") -> Dataset:
+    """Load a TREC-style directory: ``corpus.tsv``, ``queries.tsv`` (or topics), ``qrels.txt``."""
+    root = Path(root)
+    corpus = load_corpus_tsv(root / "corpus.tsv")
+    all_queries = load_topics(root / "queries.tsv")
+    qrels = load_trec_qrels(root / "qrels.txt")
+    report = cross_check(corpus, all_queries, qrels)
+    queries = Queries({q: all_queries.texts[q] for q in qrels if q in all_queries.texts})
+    return Dataset(
+        name=name or root.name,
+        split=split,
+        corpus=corpus,
+        queries=queries,
+        qrels=qrels,
+        sources={
+            "corpus": str(root / "corpus.tsv"),
+            "queries": str(root / "queries.tsv"),
+            "qrels": str(root / "qrels.txt"),
+        },
+        report=report,
+    )

@@ -1,0 +1,134 @@
+"""Typed containers for a retrieval dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from retrieval_kd.artifacts import sha256_records
+
+Qrels = dict[str, dict[str, int]]
+"""qid -> {docid: graded relevance}."""
+
+Run = dict[str, dict[str, float]]
+"""qid -> {docid: score}; higher is better."""
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    title: str = ""
+
+    def joined(self, sep: str = " ") -> str:
+        """Title and body as one passage, the way BEIR feeds encoders and BM25."""
+        return f"{self.title}{sep}{self.text}" if self.title else self.text
+
+
+@dataclass
+class Corpus:
+    """Documents keyed by id, in file order."""
+
+    docs: dict[str, Document]
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def ids(self) -> list[str]:
+        return list(self.docs)
+
+    def texts(self, sep: str = " ") -> list[str]:
+        return [d.joined(sep) for d in self.docs.values()]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 over (id, title, text) of every document, in order."""
+        return sha256_records((i, d.title, d.text) for i, d in self.docs.items())
+
+
+@dataclass
+class Queries:
+    """Query texts keyed by id, in file order."""
+
+    texts: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def ids(self) -> list[str]:
+        return list(self.texts)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return sha256_records(self.texts.items())
+
+
+def qrels_fingerprint(qrels: Qrels) -> str:
+    return sha256_records(
+        (q, d, str(r)) for q in sorted(qrels) for d, r in sorted(qrels[q].items())
+    )
+
+
+@dataclass
+class ValidationReport:
+    """Cross-reference problems between qrels and corpus / queries (reported, not fatal)."""
+
+    qrels_docs_missing: list[tuple[str, str]] = field(default_factory=list)
+    qrels_queries_missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.qrels_docs_missing or self.qrels_queries_missing)
+
+    def lines(self, examples: int = 5) -> list[str]:
+        out = []
+        if self.qrels_docs_missing:
+            ex = ", ".join(f"{q}->{d}" for q, d in self.qrels_docs_missing[:examples])
+            out.append(
+                f"{len(self.qrels_docs_missing)} qrels judgements name documents absent "
+                f"from the corpus (e.g. {ex})"
+            )
+        if self.qrels_queries_missing:
+            ex = ", ".join(self.qrels_queries_missing[:examples])
+            out.append(
+                f"{len(self.qrels_queries_missing)} qrels queries are absent from the "
+                f"queries file (e.g. {ex})"
+            )
+        return out
+
+
+@dataclass
+class Dataset:
+    """One split of a dataset: corpus, the split's queries and their qrels."""
+
+    name: str
+    split: str
+    corpus: Corpus
+    queries: Queries
+    qrels: Qrels
+    sources: dict[str, str] = field(default_factory=dict)
+    """Which files (or ids) each part was read from."""
+    report: ValidationReport = field(default_factory=ValidationReport)
+
+    def protocol(self) -> dict[str, object]:
+        """What identifies this split's content, for manifests and result records."""
+        return {
+            "dataset": self.name,
+            "split": self.split,
+            "sources": self.sources,
+            "n_docs": len(self.corpus),
+            "n_queries": len(self.queries),
+            "n_judgements": sum(len(v) for v in self.qrels.values()),
+            "corpus_sha256": self.corpus.fingerprint,
+            "queries_sha256": self.queries.fingerprint,
+            "qrels_sha256": qrels_fingerprint(self.qrels),
+        }
+
+
+def cross_check(corpus: Corpus, queries: Queries, qrels: Qrels) -> ValidationReport:
+    """Find qrels entries whose query or document is not present."""
+    rep = ValidationReport()
+    for qid, judged in qrels.items():
+        if qid not in queries.texts:
+            rep.qrels_queries_missing.append(qid)
+        rep.qrels_docs_missing.extend((qid, d) for d in judged if d not in corpus.docs)
+    return rep
