@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval_kd.data.readers import parse_relevance, read_jsonl, read_tsv, require_str
+from retrieval_kd.data.readers import add_judgement, read_jsonl, read_tsv, require_str
 from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, cross_check
 from retrieval_kd.errors import DataError, NotFoundError
 
@@ -57,12 +57,7 @@ def load_qrels_tsv(path: str | Path) -> Qrels:
     for lineno, (qid, did, rel) in read_tsv(path, 3):
         if lineno == 1 and (qid, did, rel) == QRELS_HEADER:
             continue
-        if not qid or not did:
-            raise DataError(path, "empty query or document id", lineno)
-        judged = qrels.setdefault(qid, {})
-        if did in judged:
-            raise DataError(path, f"duplicate judgement for query '{qid}', document '{did}'", lineno)
-        judged[did] = parse_relevance(path, lineno, rel)
+        add_judgement(qrels, path, lineno, qid, did, rel)
     if not qrels:
         raise DataError(path, "no judgements")
     return qrels

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval_kd.data.types import Corpus, Dataset, Document, Queries, Qrels, cross_check
+from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, cross_check
 
 
 def load_ir_datasets(dataset_id: str, name: str | None = None, split: str = "test") -> Dataset:

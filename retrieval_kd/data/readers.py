@@ -78,3 +78,14 @@ def parse_relevance(path: Path, lineno: int, raw: str) -> int:
         if not f.is_integer():
             raise DataError(path, f"relevance '{raw}' is not an integer grade", lineno)
         return int(f)
+
+
+def add_judgement(qrels: dict[str, dict[str, int]], path: Path, lineno: int, qid: str, did: str,
+                  rel: str) -> None:
+    """Add one qrels line; an empty id or a repeated (query, document) pair is an error."""
+    if not qid or not did:
+        raise DataError(path, "empty query or document id", lineno)
+    judged = qrels.setdefault(qid, {})
+    if did in judged:
+        raise DataError(path, f"duplicate judgement for query '{qid}', document '{did}'", lineno)
+    judged[did] = parse_relevance(path, lineno, rel)

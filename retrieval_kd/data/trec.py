@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from retrieval_kd.artifacts import atomic_write_text
-from retrieval_kd.data.readers import parse_relevance, read_tsv
+from retrieval_kd.data.readers import add_judgement, read_tsv
 from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, Run, cross_check
 from retrieval_kd.errors import DataError, NotFoundError
 
@@ -74,10 +74,7 @@ def load_trec_qrels(path: str | Path) -> Qrels:
     path = Path(path)
     qrels: Qrels = {}
     for lineno, (qid, _it, did, rel) in read_tsv(path, 4, sep=None):
-        judged = qrels.setdefault(qid, {})
-        if did in judged:
-            raise DataError(path, f"duplicate judgement for query '{qid}', document '{did}'", lineno)
-        judged[did] = parse_relevance(path, lineno, rel)
+        add_judgement(qrels, path, lineno, qid, did, rel)
     if not qrels:
         raise DataError(path, "no judgements")
     return qrels

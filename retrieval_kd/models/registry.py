@@ -40,7 +40,7 @@ _MODELS = [
     ),
     ModelSpec(
         name="splade-tiny",
-        hf_id="prithivida/Splade_PP_en_v1-tiny",
+        hf_id="rasyosef/splade-tiny",
         family="splade",
         description="SPLADE-tiny (BertForMaskedLM, 2 layers, hidden 128, 4.4M params)",
         license="Apache-2.0",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,12 +35,19 @@ def load_encoder(model: ModelRef, params: DenseParams):
     return st
 
 
-def encode(st, texts: list[str], params: DenseParams, prompt: str, progress: bool) -> np.ndarray:
-    emb = st.encode(
-        [prompt + t for t in texts], batch_size=params.batch_size, show_progress_bar=progress,
-        convert_to_numpy=True, normalize_embeddings=params.normalize,
-    )
-    return np.ascontiguousarray(emb, dtype=np.float32)
+def encode_texts(st, texts: list[str], params: DenseParams, prompt: str = "",
+                 on_progress: Callable[[int], None] | None = None, chunk: int = 1024) -> np.ndarray:
+    """Encode in chunks (so progress can be reported) into one float32 matrix."""
+    parts = []
+    for i in range(0, len(texts), chunk):
+        batch = [prompt + t for t in texts[i:i + chunk]]
+        parts.append(st.encode(batch, batch_size=params.batch_size, show_progress_bar=False,
+                               convert_to_numpy=True, normalize_embeddings=params.normalize))
+        if on_progress:
+            on_progress(len(batch))
+    if not parts:
+        return np.zeros((0, st.get_sentence_embedding_dimension()), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def flat_search(doc_emb: np.ndarray, query_emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,15 +62,17 @@ def flat_search(doc_emb: np.ndarray, query_emb: np.ndarray, k: int) -> tuple[np.
     return scores, idx
 
 
+def topk_run(doc_ids: list[str], doc_emb: np.ndarray, qids: list[str], q_emb: np.ndarray,
+             k: int) -> Run:
+    scores, idx = flat_search(doc_emb, q_emb, k)
+    return {qid: {doc_ids[j]: float(s) for j, s in zip(idx[i], scores[i]) if j >= 0}
+            for i, qid in enumerate(qids)}
+
+
 def dense_search(st, corpus: Corpus, queries: Queries, params: DenseParams | None = None,
-                 k: int = 1000, progress: bool = False) -> Run:
+                 k: int = 1000) -> Run:
     """Encode corpus and queries, return the exact top-``k`` run."""
     params = params or DenseParams()
-    d = encode(st, corpus.texts(params.title_sep), params, params.doc_prompt, progress)
-    q = encode(st, list(queries.texts.values()), params, params.query_prompt, progress)
-    scores, idx = flat_search(d, q, k)
-    ids = corpus.ids()
-    return {
-        qid: {ids[j]: float(s) for j, s in zip(idx[i], scores[i]) if j >= 0}
-        for i, qid in enumerate(queries.ids())
-    }
+    d = encode_texts(st, corpus.texts(params.title_sep), params, params.doc_prompt)
+    q = encode_texts(st, list(queries.texts.values()), params, params.query_prompt)
+    return topk_run(corpus.ids(), d, queries.ids(), q, k)

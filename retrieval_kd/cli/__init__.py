@@ -1,0 +1,1 @@
+"""The ``rkd`` command line."""

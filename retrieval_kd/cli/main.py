@@ -1,0 +1,44 @@
+"""``rkd``: the retrieval-kd command line. Errors print as one line and exit with status 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from retrieval_kd.cli import data_cmd, eval_cmd, models_cmd, retrieve_cmd
+from retrieval_kd.errors import RkdError
+from retrieval_kd.progress import console
+
+app = typer.Typer(
+    name="rkd", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Distil retrieval models from stored teacher scores.",
+)
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(models_cmd.app, name="models")
+app.add_typer(retrieve_cmd.app, name="retrieve")
+app.command("eval")(eval_cmd.eval_runs)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except RkdError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as e:
+        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as e:
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation through ranx, with results that carry their protocol."""

@@ -1,0 +1,42 @@
+"""Metrics through ranx (which matches trec_eval / pytrec_eval exactly)."""
+
+from __future__ import annotations
+
+from retrieval_kd.data.types import Qrels, Run
+
+DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000", "map")
+
+
+def drop_identical_ids(run: Run) -> Run:
+    """BEIR's ``ignore_identical_ids``: a document whose id equals the query id is removed."""
+    return {q: {d: s for d, s in hits.items() if d != q} for q, hits in run.items()}
+
+
+def evaluate_run(
+    qrels: Qrels,
+    run: Run,
+    metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
+    *,
+    ignore_identical_ids: bool = True,
+    per_query: bool = False,
+) -> dict[str, float] | dict[str, dict[str, float]]:
+    """Mean metrics over the judged queries (a judged query missing from the run scores 0).
+
+    With ``per_query`` the result is ``{metric: {qid: value}}`` instead of means.
+    """
+    from ranx import Qrels as RQrels
+    from ranx import Run as RRun
+    from ranx import evaluate
+
+    if ignore_identical_ids:
+        run = drop_identical_ids(run)
+    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
+    run = {q: dict(run.get(q, {})) for q in judged}
+    rq, rr = RQrels(judged), RRun(run)
+    out = evaluate(rq, rr, list(metrics), make_comparable=True, return_mean=not per_query)
+    if isinstance(out, float):  # ranx returns a bare float for a single metric
+        out = {metrics[0]: out}
+    if per_query:
+        qids = list(rr.keys())
+        return {m: {q: float(v) for q, v in zip(qids, out[m])} for m in metrics}
+    return {m: float(out[m]) for m in metrics}

@@ -1,0 +1,94 @@
+"""Evaluation results with their protocol, as JSON and a Markdown table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from retrieval_kd.artifacts import (
+    atomic_write_text,
+    now_iso,
+    read_manifest,
+    sha256_file,
+    write_json,
+)
+from retrieval_kd.data.trec import load_trec_run
+from retrieval_kd.data.types import Dataset, Run
+
+RUN_FILE = "run.trec"
+
+
+def locate_run(path: str | Path) -> tuple[Path, dict[str, Any] | None]:
+    """Accept a run directory (``run.trec`` + ``manifest.json``) or a bare TREC run file."""
+    p = Path(path)
+    if p.is_dir():
+        return p / RUN_FILE, read_manifest(p)
+    return p, read_manifest(p.parent)
+
+
+def system_name(run_file: Path, manifest: dict[str, Any] | None) -> str:
+    if manifest and manifest.get("params", {}).get("name"):
+        return str(manifest["params"]["name"])
+    return run_file.parent.name if run_file.name == RUN_FILE else run_file.stem
+
+
+def load_run_with_provenance(path: str | Path) -> tuple[str, Run, dict[str, Any]]:
+    """Read a run and describe the system that produced it (from its manifest, if any)."""
+    run_file, man = locate_run(path)
+    run = load_trec_run(run_file)
+    system: dict[str, Any] = {"run_file": str(run_file), "run_sha256": sha256_file(run_file)}
+    if man:
+        system["stage"] = man.get("kind")
+        system["params"] = man.get("params", {})
+        if "model" in man.get("inputs", {}):
+            system["model"] = man["inputs"]["model"]
+    return system_name(run_file, man), run, system
+
+
+def result_record(
+    name: str, metrics: dict[str, float], dataset: Dataset, system: dict[str, Any],
+    metric_names: list[str], ignore_identical_ids: bool, n_run_queries: int,
+) -> dict[str, Any]:
+    """One system's result and everything needed to reproduce the number."""
+    from importlib.metadata import version
+
+    return {
+        "system": name,
+        "metrics": {k: round(v, 4) for k, v in metrics.items()},
+        "protocol": {
+            **dataset.protocol(),
+            "metrics": metric_names,
+            "cutoffs": sorted({int(m.split("@")[1]) for m in metric_names if "@" in m}),
+            "ignore_identical_ids": ignore_identical_ids,
+            "judged_queries": len(dataset.qrels),
+            "run_queries": n_run_queries,
+            "evaluator": f"ranx {version('ranx')}",
+            "system": system,
+            "evaluated": now_iso(),
+        },
+    }
+
+
+def markdown_table(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return ""
+    metrics = list(records[0]["metrics"])
+    p = records[0]["protocol"]
+    head = (f"**{p['dataset']}** / {p['split']} ({p['judged_queries']} judged queries, "
+            f"{p['n_docs']} docs; ranx, ignore_identical_ids={p['ignore_identical_ids']})\n\n")
+    lines = ["| system | " + " | ".join(metrics) + " |",
+             "|---|" + "---:|" * len(metrics)]
+    for r in records:
+        lines.append(f"| {r['system']} | " + " | ".join(f"{r['metrics'][m]:.4f}" for m in metrics) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def write_results(records: list[dict[str, Any]], out: str | Path) -> tuple[Path, Path]:
+    """Write ``<out>.json`` (records with protocol) and ``<out>.md`` (table)."""
+    out = Path(out)
+    if out.suffix in (".json", ".md"):
+        out = out.with_suffix("")
+    js, md = out.with_suffix(".json"), out.with_suffix(".md")
+    write_json(js, {"results": records})
+    atomic_write_text(md, markdown_table(records))
+    return js, md

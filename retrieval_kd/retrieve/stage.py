@@ -1,0 +1,61 @@
+"""The retrieve stage: a run directory holding ``run.trec`` and ``manifest.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retrieval_kd.artifacts import MANIFEST, atomic_dir, manifest, sha256_file, write_json
+from retrieval_kd.data.registry import load_dataset
+from retrieval_kd.data.trec import write_trec_run
+from retrieval_kd.data.types import Dataset, Run
+from retrieval_kd.eval.results import RUN_FILE
+from retrieval_kd.models.resolve import resolve_model
+from retrieval_kd.progress import Timer, make_progress
+from retrieval_kd.retrieve.bm25 import BM25Params, bm25_search
+from retrieval_kd.retrieve.dense import DenseParams, encode_texts, load_encoder, topk_run
+
+
+def _write(out: Path, run: Run, ds: Dataset, kind: str, name: str, params: dict, timer: Timer,
+           extra_inputs: dict | None = None) -> Path:
+    with atomic_dir(out) as tmp:
+        write_trec_run(run, tmp / RUN_FILE, tag=name)
+        write_json(tmp / MANIFEST, manifest(
+            kind, inputs={"dataset": ds.protocol(), **(extra_inputs or {})},
+            params={"name": name, **params}, timings=timer.timings,
+            outputs={RUN_FILE: {"sha256": sha256_file(tmp / RUN_FILE), "queries": len(run)}},
+        ))
+    return out
+
+
+def bm25_stage(dataset: str, split: str, out: Path, params: BM25Params, k: int = 1000,
+               name: str = "bm25") -> Path:
+    """Retrieve the top-``k`` BM25 documents for every query of the split."""
+    timer = Timer()
+    with timer("load_s", f"loading {dataset}/{split}"):
+        ds = load_dataset(dataset, split)
+    with timer("search_s", f"BM25 ({params.backend}) over {len(ds.corpus):,} docs, "
+                           f"{len(ds.queries):,} queries"):
+        run = bm25_search(ds.corpus, ds.queries, params, k=k)
+    return _write(out, run, ds, "retrieve.bm25", name, {**params.model_dump(), "k": k}, timer)
+
+
+def dense_stage(dataset: str, split: str, out: Path, model: str, params: DenseParams,
+                k: int = 1000, name: str | None = None) -> Path:
+    """Exact dense retrieval (FAISS flat, inner product) with a sentence-transformers model."""
+    timer = Timer()
+    with timer("load_s", f"loading {dataset}/{split} and {model}"):
+        ds = load_dataset(dataset, split)
+        ref = resolve_model(model)
+        st = load_encoder(ref, params)
+    texts = ds.corpus.texts(params.title_sep)
+    with timer("encode_docs_s"), make_progress() as prog:
+        task = prog.add_task(f"encoding {len(texts):,} docs", total=len(texts))
+        d = encode_texts(st, texts, params, params.doc_prompt, lambda n: prog.advance(task, n))
+    with timer("encode_queries_s", f"encoding {len(ds.queries):,} queries"):
+        q = encode_texts(st, list(ds.queries.texts.values()), params, params.query_prompt)
+    with timer("search_s", "FAISS flat search"):
+        run = topk_run(ds.corpus.ids(), d, ds.queries.ids(), q, k)
+    timer.timings["docs_per_s"] = len(texts) / max(timer.timings["encode_docs_s"], 1e-9)
+    return _write(out, run, ds, "retrieve.dense", name or model,
+                  {**params.model_dump(), "k": k, "index": "faiss.IndexFlatIP"}, timer,
+                  {"model": ref.provenance()})
