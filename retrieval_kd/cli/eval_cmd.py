@@ -31,7 +31,7 @@ def eval_runs(
         scores = evaluate_run(ds.qrels, run, names, ignore_identical_ids=ignore_identical_ids)
         records.append(result_record(name, scores, ds, system, names, ignore_identical_ids,
                                      len(run)))
-    console.print(markdown_table(records), highlight=False)
+    typer.echo(markdown_table(records))
     if out:
         js, md = write_results(records, out)
         console.print(f"results written to {js} and {md}")

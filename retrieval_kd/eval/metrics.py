@@ -24,6 +24,8 @@ def evaluate_run(
 
     With ``per_query`` the result is ``{metric: {qid: value}}`` instead of means.
     """
+    import warnings
+
     from ranx import Qrels as RQrels
     from ranx import Run as RRun
     from ranx import evaluate
@@ -33,8 +35,10 @@ def evaluate_run(
     judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
     run = {q: dict(run.get(q, {})) for q in judged}
     rq, rr = RQrels(judged), RRun(run)
-    out = evaluate(rq, rr, list(metrics), make_comparable=True, return_mean=not per_query)
-    if isinstance(out, float):  # ranx returns a bare float for a single metric
+    with warnings.catch_warnings():  # numba's uint64->int64 cast note on ranx's kernels
+        warnings.filterwarnings("ignore", message=".*unsafe cast.*")
+        out = evaluate(rq, rr, list(metrics), make_comparable=True, return_mean=not per_query)
+    if not isinstance(out, dict):  # ranx returns a bare value for a single metric
         out = {metrics[0]: out}
     if per_query:
         qids = list(rr.keys())

@@ -28,7 +28,9 @@ class DenseParams(BaseModel):
 def load_encoder(model: ModelRef, params: DenseParams):
     """Load a SentenceTransformer from a resolved reference."""
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress covers loading
     st = SentenceTransformer(model.location, device=params.device)
     if params.max_seq_length:
         st.max_seq_length = params.max_seq_length

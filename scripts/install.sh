@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install retrieval-kd with the extras in $RKD_EXTRAS.
+# pip (not uv/poetry) keeps torch on the local CPU wheel: see ../shared/install-notes.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${RKD_EXTRAS:-cpu,llm,dev}"
+if [ ! -x .venv/bin/python ]; then
+  "${PYTHON:-python3}" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]" 2>&1 \
+  | { grep -v "^WARNING: Location 'file:" || true; }

