@@ -1,0 +1,1 @@
+"""Teachers: anything that scores (query, passage) pairs, from one spec."""

@@ -1,0 +1,42 @@
+"""The teacher interface: score a batch of (query, passage) pairs, and say who you are.
+
+A teacher's *identity* (``identity()``) is everything that can change its scores: model id
+and weight sha256, template, max length, dtype, normalisation. It goes into the score
+store's manifest and into the store id, so the same request always finds the same store.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One candidate to score: ids for bookkeeping, texts for the model."""
+
+    qid: str
+    docid: str
+    query: str
+    passage: str
+
+
+class Teacher(ABC):
+    """Scores (query, passage) pairs; higher means more relevant."""
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the scores (JSON-serialisable, stable across runs)."""
+
+    @abstractmethod
+    def score(self, pairs: list[Pair]) -> np.ndarray:
+        """Scores for ``pairs`` in order, as float64 of shape (len(pairs),)."""
+
+    def prepare(self, corpus) -> None:  # noqa: B027 - optional hook
+        """Called once with the dataset corpus before scoring (BM25 needs its statistics)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release servers, threads or memory."""
