@@ -2,6 +2,6 @@
 # The test suite: installs everything it needs (pyserini extra included), then runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RKD_EXTRAS="${RKD_EXTRAS:-cpu,llm,dev,pyserini}" bash scripts/install.sh
+RKD_EXTRAS="${RKD_EXTRAS:-cpu,llm,llm-server,dev,pyserini}" bash scripts/install.sh
 source scripts/env.sh
 exec python -m pytest -q "$@"

@@ -48,6 +48,14 @@ class BM25Index:
         self._bm25 = bm25s.BM25(k1=self.params.k1, b=self.params.b, method=self.params.method)
         self._bm25.index(tokens, show_progress=progress)
 
+    def score_all(self, query: str) -> np.ndarray:
+        """BM25 score of ``query`` against every document, in corpus order."""
+        import bm25s
+
+        toks = bm25s.tokenize([query], stopwords=self.params.stopwords or [], stemmer=self._stem,
+                              return_ids=False, show_progress=False)[0]
+        return np.asarray(self._bm25.get_scores(toks), dtype=np.float64)
+
     def search(self, queries: Queries, k: int = 1000, progress: bool = False) -> Run:
         """Top-``k`` documents per query; queries that match nothing get an empty ranking."""
         import bm25s

@@ -1,0 +1,189 @@
+"""``rkd score`` and ``rkd scores``: fill, inspect, check, merge, import and export score stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from retrieval_kd.errors import DataError, RkdError
+from retrieval_kd.progress import console
+
+app = typer.Typer(no_args_is_help=True, help="Teacher-score stores: show, verify, merge, import, export.")
+
+KIND_HELP = "cross-encoder | bi-encoder | splade | bm25 | llm | ensemble"
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise RkdError(f"--shard must look like i/n (e.g. 0/4), got '{text}'") from None
+    if not 0 <= i < n:
+        raise RkdError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def parse_member(text: str) -> dict:
+    """``KIND[:MODEL][@WEIGHT]``, e.g. ``bi-encoder:minilm-l6@0.5`` or ``bm25``."""
+    body, _, weight = text.partition("@")
+    kind, _, model = body.partition(":")
+    teacher = {"kind": kind, **({"model": model} if model else {})}
+    try:
+        return {"teacher": teacher, "weight": float(weight) if weight else 1.0}
+    except ValueError:
+        raise RkdError(f"--member '{text}': weight '{weight}' is not a number") from None
+
+
+def teacher_from_flags(teacher_file: Path | None, kind: str | None, model: str | None,
+                       members: list[str], normalization: str, max_length: int | None,
+                       dtype: str | None, template: str | None, base_url: str | None,
+                       batch_size: int | None):
+    from retrieval_kd.teachers.spec import load_teacher_file, parse_teacher
+
+    if teacher_file:
+        return load_teacher_file(teacher_file)
+    if not kind:
+        raise RkdError(f"give --teacher-file or --teacher ({KIND_HELP})")
+    data: dict = {"kind": kind}
+    if kind == "ensemble":
+        if not members:
+            raise RkdError("an ensemble needs --member KIND[:MODEL][@WEIGHT] (repeat it)")
+        data.update(members=[parse_member(m) for m in members], normalization=normalization)
+    else:
+        if model:
+            data["model"] = model
+        opts = {"max_length": max_length, "dtype": dtype, "template": template,
+                "batch_size": batch_size}
+        if base_url:
+            data.update(backend="openai", base_url=base_url)
+        data.update({k: v for k, v in opts.items() if v is not None})
+    return parse_teacher(data, "command line")
+
+
+def score(
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    split: str = typer.Option("test", "--split", "-s"),
+    candidates: Path = typer.Option(..., "--candidates", "-c", help="Run directory or TREC file."),
+    top_k: int = typer.Option(100, help="Candidates per query taken from the run."),
+    positives: bool = typer.Option(False, "--positives/--no-positives",
+                                   help="Force each query's qrels positives into its candidates."),
+    teacher_file: Path = typer.Option(None, "--teacher-file", "-t", help="Teacher spec (YAML)."),
+    teacher: str = typer.Option(None, "--teacher", help=KIND_HELP),
+    model: str = typer.Option(None, "--model", "-m", help="Short name, HF id, path (or served model)."),
+    member: list[str] = typer.Option([], "--member", help="Ensemble member KIND[:MODEL][@WEIGHT]."),
+    normalization: str = typer.Option("zscore", help="Ensemble per-query normalisation."),
+    max_length: int = typer.Option(None), dtype: str = typer.Option(None),
+    template: str = typer.Option(None, help="LLM prompt with {query} and {passage}."),
+    base_url: str = typer.Option(None, help="OpenAI-compatible server (LLM teacher)."),
+    batch_size: int = typer.Option(None),
+    root: Path = typer.Option(Path("scores"), "--root", help="Where stores live."),
+    shard: str = typer.Option(None, help="Score only shard i/n of the queries."),
+    chunk_size: int = typer.Option(2000, help="Pairs per atomically written chunk."),
+) -> None:
+    """Score each query's candidates with a teacher into the (resumable) score store."""
+    from retrieval_kd.scores.stage import score_stage
+
+    spec = teacher_from_flags(teacher_file, teacher, model, member, normalization, max_length,
+                              dtype, template, base_url, batch_size)
+    store = score_stage(dataset, split, candidates, spec, root=root, top_k=top_k,
+                        add_positives=positives, shard=parse_shard(shard), chunk_size=chunk_size)
+    sess = store.manifest.get("sessions", [])[-1:]
+    rate = sess[0].get("pairs_per_s") if sess else None
+    console.print(f"store {store.id}: {store.manifest['n_rows']:,} rows"
+                  + (f", {rate:,.1f} pairs/s" if rate else " (already complete)"))
+    typer.echo(str(store.path))
+
+
+@app.command("show")
+def show(store: Path, rows: int = typer.Option(5, help="Rows to print.")) -> None:
+    """Summarise a store: teacher, inputs, status, throughput, score statistics."""
+    import json
+
+    import numpy as np
+
+    from retrieval_kd.scores.store import ScoreStore
+
+    s = ScoreStore(store)
+    m = s.manifest
+    t = s.table()
+    sc = np.asarray(t.column("score").to_pylist(), dtype=float)
+    shard = f", shard {m['shard']['index']}/{m['shard']['count']}" if m.get("shard") else ""
+    console.print(f"[bold]{s.id}[/] {m['status']} ({t.num_rows:,}/{m['n_rows']:,} rows{shard})")
+    console.print(f"inputs: {m['inputs']['dataset']}/{m['inputs']['split']}, "
+                  f"{m['inputs']['n_queries']:,} queries, {m['inputs']['n_passages']:,} passages")
+    console.print("teacher: " + json.dumps(m["teacher"]), highlight=False, soft_wrap=True)
+    for sess in m.get("sessions", []):
+        console.print(f"session: {sess['pairs_scored']:,} pairs in {sess['seconds']}s "
+                      f"({sess['pairs_per_s']} pairs/s)")
+    if t.num_rows:
+        console.print(f"scores: min {sc.min():.4f}  mean {sc.mean():.4f}  max {sc.max():.4f}")
+        typer.echo(t.slice(0, rows).to_pandas().to_string(index=False))
+
+
+@app.command("verify")
+def verify(store: Path, dataset: str = typer.Option(None, "--dataset", "-d",
+                                                    help="Default: the dataset the store names."),
+           split: str = typer.Option(None, "--split", "-s")) -> None:
+    """Check every row's query and passage text against the dataset; exit 1 on any mismatch."""
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.scores.store import ScoreStore
+    from retrieval_kd.scores.verify import verify_store
+
+    s = ScoreStore(store)
+    inputs = s.manifest["inputs"]
+    ds = load_dataset(dataset or inputs["dataset"], split or inputs["split"])
+    rep = verify_store(s, ds)
+    for line in rep.lines():
+        console.print(f"[red]mismatch:[/] {line}")
+    if not rep.ok:
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/]: {rep.rows:,} rows match {ds.name}/{ds.split}")
+
+
+@app.command("merge")
+def merge(shards: list[Path], root: Path = typer.Option(None, help="Default: the shards' folder.")) -> None:
+    """Join complete shards of one request into one store (refuses mixed requests)."""
+    from retrieval_kd.scores.merge import merge_shards
+
+    s = merge_shards(shards, root)
+    console.print(f"merged {len(shards)} shards: {s.manifest['n_rows']:,} rows")
+    typer.echo(str(s.path))
+
+
+@app.command("export")
+def export(store: Path, fmt: str = typer.Argument(..., metavar="FORMAT"), out: Path = typer.Argument(...),
+           dataset: str = typer.Option(None, "--dataset", "-d",
+                                       help="Needed by text formats (flagembedding-jsonl)."),
+           tag: str = typer.Option("rkd")) -> None:
+    """Write a store's scores in another tool's format."""
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.scores.interop import export_scores
+    from retrieval_kd.scores.store import ScoreStore
+
+    s = ScoreStore(store)
+    ds = load_dataset(dataset, s.manifest["inputs"]["split"]) if dataset else None
+    n = export_scores(s.table(), fmt, out, dataset=ds, tag=tag)
+    console.print(f"wrote {n:,} records to {out}")
+
+
+@app.command("import")
+def import_(fmt: str = typer.Argument(..., metavar="FORMAT"), source: Path = typer.Argument(...),
+            dataset: str = typer.Option(..., "--dataset", "-d"),
+            split: str = typer.Option("train", "--split", "-s"),
+            root: Path = typer.Option(Path("scores"), "--root"),
+            name: str = typer.Option(None, help="Teacher name to record.")) -> None:
+    """Import another tool's scores as a store (ids must exist in the dataset)."""
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.scores.imported import import_into_store
+    from retrieval_kd.scores.interop import import_scores
+
+    if not source.is_file():
+        raise DataError(source, "file not found")
+    ds = load_dataset(dataset, split)
+    table = import_scores(fmt, source, dataset=ds)
+    s = import_into_store(table, fmt, source, ds, root, name)
+    console.print(f"imported {s.manifest['n_rows']:,} rows as store {s.id}")
+    typer.echo(str(s.path))

@@ -1,0 +1,52 @@
+"""The score stage: candidates from a run, a teacher from a spec, rows into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retrieval_kd.artifacts import sha256_file
+from retrieval_kd.data.registry import load_dataset
+from retrieval_kd.data.trec import load_trec_run
+from retrieval_kd.eval.results import locate_run
+from retrieval_kd.progress import make_progress
+from retrieval_kd.scores.candidates import build_candidates, select_shard
+from retrieval_kd.scores.store import ScoreStore, score_into_store
+from retrieval_kd.teachers.identity import spec_identity
+from retrieval_kd.teachers.spec import build_teacher
+
+DEFAULT_ROOT = Path("scores")
+
+
+def score_stage(dataset: str, split: str, candidates_run: str | Path, teacher_spec, *,
+                root: str | Path = DEFAULT_ROOT, top_k: int = 100, add_positives: bool = False,
+                shard: tuple[int, int] | None = None, chunk_size: int = 2000,
+                progress: bool = True) -> ScoreStore:
+    """Score a split's candidates (top-k of a run) with a teacher into the score store."""
+    ds = load_dataset(dataset, split)
+    run_file, run_manifest = locate_run(candidates_run)
+    cands = build_candidates(ds, load_trec_run(run_file), top_k, add_positives)
+    identity = spec_identity(teacher_spec)
+    params = {
+        "candidates": {"run_file": str(run_file), "run_sha256": sha256_file(run_file),
+                       "run_stage": (run_manifest or {}).get("params"), "top_k": top_k,
+                       "add_positives": add_positives},
+        "teacher_spec": teacher_spec.model_dump(),
+    }
+    total = len(select_shard(cands, shard))
+    if not progress:
+        return score_into_store(ds, cands, lambda: build_teacher(teacher_spec), identity, root,
+                                params=params, chunk_size=chunk_size, shard=shard)
+    with make_progress(rate_unit="pairs") as prog:
+        task = prog.add_task(f"scoring {total:,} pairs", total=total)
+        first = [True]
+
+        def advance(n: int, _total: int) -> None:
+            if first[0]:  # already-stored rows count as done, without skewing the rate
+                prog.update(task, completed=n)
+                prog.reset(task, total=total, completed=n)
+                first[0] = False
+            else:
+                prog.advance(task, n)
+
+        return score_into_store(ds, cands, lambda: build_teacher(teacher_spec), identity, root,
+                                params=params, chunk_size=chunk_size, shard=shard, on_progress=advance)

@@ -1,0 +1,216 @@
+"""The teacher-score store: Parquet chunks plus a manifest, content-addressed and resumable.
+
+Layout of one store (``<root>/<store id>/``)::
+
+    manifest.json            teacher identity, input fingerprints, parameters, status, throughput
+    scores/part-<a>-<b>.parquet   rows of candidates [a, b) of the request, one file per chunk
+
+The store id hashes the teacher identity and the inputs (queries and passages actually
+scored, the candidate list), so the same request finds the same store. Each chunk covers
+whole queries and is written to a temporary name and renamed, so after a kill -9 a rerun
+scores only the missing chunks: no row is lost or written twice. ``pandas.read_parquet``
+or any Arrow reader opens ``scores/`` directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from retrieval_kd.artifacts import MANIFEST, manifest, read_json, sha256_json, sha256_records, write_json
+from retrieval_kd.data.types import Dataset
+from retrieval_kd.errors import IntegrityError, NotFoundError, RkdError
+from retrieval_kd.scores.candidates import Candidate, candidates_fingerprint, query_chunks, select_shard
+from retrieval_kd.scores.schema import SCHEMA
+from retrieval_kd.teachers.base import Pair, Teacher
+
+SCORES_DIR = "scores"
+PART = re.compile(r"^part-(?:s\d{3}-)?(\d{9})-(\d{9})\.parquet$")
+HASH_COLUMNS = ("q_hash", "p_hash")
+STORE_SCHEMA = SCHEMA.append(pa.field("q_hash", pa.string())).append(pa.field("p_hash", pa.string()))
+
+
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def part_name(start: int, end: int) -> str:
+    return f"part-{start:09d}-{end:09d}.parquet"
+
+
+def input_fingerprints(ds: Dataset, cands: list[Candidate]) -> dict[str, Any]:
+    """Fingerprints of exactly what is scored: the queries, the passages, the candidate list."""
+    qids = list(dict.fromkeys(c.qid for c in cands))
+    dids = sorted({c.docid for c in cands})
+    return {
+        "dataset": ds.name, "split": ds.split,
+        "queries_sha256": sha256_records((q, ds.queries.texts[q]) for q in qids),
+        "passages_sha256": sha256_records((d, ds.corpus.docs[d].title, ds.corpus.docs[d].text) for d in dids),
+        "candidates_sha256": candidates_fingerprint(cands),
+        "n_queries": len(qids), "n_passages": len(dids), "n_pairs": len(cands),
+    }
+
+
+def store_id(teacher_identity: dict[str, Any], fingerprints: dict[str, Any]) -> str:
+    keys = ("queries_sha256", "passages_sha256", "candidates_sha256")
+    return sha256_json({"teacher": teacher_identity, **{k: fingerprints[k] for k in keys}})[:16]
+
+
+@dataclass
+class ScoreStore:
+    """A store on disk (complete, partial, or one shard of a request)."""
+
+    path: Path
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        p = self.path / MANIFEST
+        if not p.is_file():
+            raise NotFoundError(f"{self.path}: not a score store (no {MANIFEST})")
+        return read_json(p)
+
+    @property
+    def id(self) -> str:
+        return self.manifest["store_id"]
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.get("status") == "complete"
+
+    def parts(self) -> list[tuple[int, int, Path]]:
+        d = self.path / SCORES_DIR
+        found = []
+        for p in sorted(d.glob("part-*.parquet")) if d.is_dir() else []:
+            m = PART.match(p.name)
+            if m:
+                found.append((int(m.group(1)), int(m.group(2)), p))
+        return found
+
+    def table(self, with_hashes: bool = False) -> pa.Table:
+        """All rows, in candidate order."""
+        tables = [pq.read_table(p) for _, _, p in self.parts()]
+        if not tables:
+            return STORE_SCHEMA.empty_table() if with_hashes else SCHEMA.empty_table()
+        t = pa.concat_tables(tables)
+        return t if with_hashes else t.select(SCHEMA.names)
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        from retrieval_kd.scores.schema import to_nested
+
+        return to_nested(self.table())
+
+
+def _clean_temp(d: Path) -> None:
+    for p in d.glob(".part-*"):
+        p.unlink(missing_ok=True)
+
+
+def _write_part(d: Path, start: int, end: int, table: pa.Table) -> None:
+    final = d / part_name(start, end)
+    tmp = d / f".{final.name}.tmp"
+    pq.write_table(table, tmp)
+    tmp.replace(final)
+
+
+def score_into_store(
+    ds: Dataset,
+    candidates: list[Candidate],
+    teacher_factory: Callable[[], Teacher],
+    teacher_identity: dict[str, Any],
+    root: str | Path,
+    *,
+    params: dict[str, Any] | None = None,
+    chunk_size: int = 2000,
+    shard: tuple[int, int] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ScoreStore:
+    """Score ``candidates`` (or shard ``i/n`` of them) into the store of this request.
+
+    Finished chunks are kept; only missing ones are scored. ``teacher_factory`` is called only
+    if something is left to score, so a finished store costs no model load.
+    """
+    fps = input_fingerprints(ds, candidates)
+    sid = store_id(teacher_identity, fps)
+    path = Path(root) / (sid if shard is None else f"{sid}.shard-{shard[0]}-of-{shard[1]}")
+    store = ScoreStore(path)
+    mine = select_shard(candidates, shard)
+    prior = read_json(path / MANIFEST) if (path / MANIFEST).is_file() else None
+    if prior and prior.get("store_id") != sid:
+        raise IntegrityError(f"{path}: holds store {prior.get('store_id')}, expected {sid}")
+    if prior and prior.get("status") == "complete":
+        return store
+    chunk_size = prior["params"]["chunk_size"] if prior else chunk_size  # resume with the same chunks
+    scores_dir = path / SCORES_DIR
+    scores_dir.mkdir(parents=True, exist_ok=True)
+    _clean_temp(scores_dir)
+    record = manifest(
+        "scores", inputs={**fps, "dataset_protocol": ds.protocol()},
+        params={**(params or {}), "chunk_size": chunk_size},
+        store_id=sid, teacher=teacher_identity,
+        shard={"index": shard[0], "count": shard[1]} if shard else None,
+        status="running", n_rows=len(mine),
+    )
+    if prior:
+        record["created"] = prior["created"]
+        record["sessions"] = prior.get("sessions", [])
+    write_json(path / MANIFEST, record)
+
+    chunks = query_chunks(mine, chunk_size)
+    done = {(a, b) for a, b, _ in store.parts()}
+    unknown = done - set(chunks)
+    if unknown:
+        raise IntegrityError(f"{scores_dir}: parts {sorted(unknown)[:3]} do not match this request's chunks")
+    pending = [c for c in chunks if c not in done]
+    finished = sum(b - a for a, b in done)
+    if on_progress:
+        on_progress(finished, len(mine))
+    t0, scored = time.perf_counter(), 0
+    if pending:
+        teacher = teacher_factory()
+        teacher.prepare(ds.corpus)
+        try:
+            for a, b in pending:
+                part = mine[a:b]
+                pairs = [Pair(c.qid, c.docid, ds.queries.texts[c.qid], ds.corpus.docs[c.docid].joined())
+                         for c in part]
+                scores = teacher.score(pairs)
+                if len(scores) != len(pairs):
+                    raise RkdError(f"teacher returned {len(scores)} scores for {len(pairs)} pairs")
+                _write_part(scores_dir, a, b, pa.table({
+                    "qid": [c.qid for c in part], "docid": [c.docid for c in part],
+                    "score": pa.array(scores, pa.float64()),
+                    "rank": [c.rank for c in part], "label": [c.label for c in part],
+                    "q_hash": [text_hash(p.query) for p in pairs],
+                    "p_hash": [text_hash(p.passage) for p in pairs],
+                }, schema=STORE_SCHEMA))
+                scored += len(pairs)
+                if on_progress:
+                    on_progress(len(pairs), len(mine))
+        finally:
+            teacher.close()
+    elapsed = time.perf_counter() - t0
+    check_rows(store, len(mine))
+    record["status"] = "complete"
+    record["sessions"] = record.get("sessions", []) + [
+        {"pairs_scored": scored, "seconds": round(elapsed, 3),
+         "pairs_per_s": round(scored / elapsed, 2) if scored and elapsed > 0 else None}]
+    write_json(path / MANIFEST, record)
+    return store
+
+
+def check_rows(store: ScoreStore, expected: int) -> None:
+    """The store holds exactly ``expected`` rows and no (qid, docid) twice."""
+    t = store.table()
+    if t.num_rows != expected:
+        raise IntegrityError(f"{store.path}: {t.num_rows} rows, expected {expected}")
+    keys = set(zip(t.column("qid").to_pylist(), t.column("docid").to_pylist()))
+    if len(keys) != t.num_rows:
+        raise IntegrityError(f"{store.path}: duplicated (qid, docid) rows")

@@ -1,0 +1,85 @@
+"""Any Hugging Face / sentence-transformers cross-encoder as a teacher.
+
+Inference differs from ``CrossEncoder.predict`` where it pays on long, uneven passages:
+pairs are tokenised once, sorted by *token* length, and packed into batches under a token
+budget (short pairs travel in large batches, long ones in small), padded only to each
+batch's longest pair, and run under ``torch.inference_mode`` in the chosen dtype.
+Scores are the raw logits (no sigmoid), which is what Margin-MSE and KL distillation use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from retrieval_kd.models.resolve import resolve_model
+from retrieval_kd.teachers.base import Pair, Teacher
+from retrieval_kd.teachers.torch_utils import pick_device, set_threads, torch_dtype
+
+
+class CrossEncoderTeacher(Teacher):
+    def __init__(self, model: str, max_length: int = 512, batch_size: int = 32,
+                 dtype: str = "float32", threads: int | None = None, device: str | None = None,
+                 token_budget: int | None = None) -> None:
+        from sentence_transformers import CrossEncoder
+
+        set_threads(threads)
+        self.ref = resolve_model(model)
+        self.max_length, self.batch_size, self.dtype = max_length, batch_size, dtype
+        self.device = pick_device(device)
+        self.ce = CrossEncoder(self.ref.location, device=self.device, max_length=max_length,
+                               model_kwargs={"dtype": torch_dtype(dtype)})
+        self.ce.eval()
+        self.hf_model = self.ce[0].model
+        self.tokenizer = self.ce.tokenizer
+        # Budget = batch_size full-length pairs' worth of tokens.
+        self.token_budget = token_budget or batch_size * max_length
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "cross-encoder", "model": self.ref.provenance(),
+                "max_length": self.max_length, "dtype": self.dtype, "activation": "none (logits)"}
+
+    def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        order = np.argsort(-lengths, kind="stable")
+        batches, cur, cur_max = [], [], 0
+        for i in order:
+            L = int(lengths[i])
+            if cur and (max(cur_max, L) * (len(cur) + 1) > self.token_budget):
+                batches.append(np.array(cur))
+                cur, cur_max = [], 0
+            cur.append(i)
+            cur_max = max(cur_max, L)
+        if cur:
+            batches.append(np.array(cur))
+        return batches
+
+    def score(self, pairs: list[Pair]) -> np.ndarray:
+        import torch
+
+        if not pairs:
+            return np.zeros(0)
+        enc = self.tokenizer([p.query for p in pairs], [p.passage for p in pairs],
+                             truncation="longest_first", max_length=self.max_length)
+        ids = enc["input_ids"]
+        extra = [k for k in ("token_type_ids",) if k in enc]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        out = np.empty(len(pairs), dtype=np.float64)
+        pad = self.tokenizer.pad_token_id or 0
+        with torch.inference_mode():
+            for b in self._batches(lengths):
+                L = int(lengths[b].max())
+                input_ids = torch.full((len(b), L), pad, dtype=torch.long)
+                mask = torch.zeros((len(b), L), dtype=torch.long)
+                feats = {k: torch.zeros((len(b), L), dtype=torch.long) for k in extra}
+                for r, i in enumerate(b):
+                    n = int(lengths[i])
+                    input_ids[r, :n] = torch.tensor(ids[i])
+                    mask[r, :n] = 1
+                    for k in extra:
+                        feats[k][r, :n] = torch.tensor(enc[k][i])
+                logits = self.hf_model(input_ids=input_ids.to(self.device),
+                                       attention_mask=mask.to(self.device),
+                                       **{k: v.to(self.device) for k, v in feats.items()}).logits
+                out[b] = logits[:, 0].float().cpu().numpy()
+        return out

@@ -1,0 +1,151 @@
+"""A yes/no LLM judge behind an OpenAI-compatible server (vLLM, llama.cpp, ...).
+
+Each pair is one request for a single token at temperature 0 with the top ``top_logprobs``
+alternatives. The score is ``log p(yes) - log p(no)`` where each side sums (logsumexp) every
+listed token that reads as the answer once stripped of whitespace and of the SentencePiece /
+byte-BPE space markers, in any case ("yes", " yes", "Yes", " YES", ...).
+
+Floor: a side absent from the top list has probability below the smallest listed one; it is
+taken as half of that, ``min(listed logprobs) - log 2``. Both sides absent scores 0.
+
+Only the standard library is used: urllib for HTTP, a thread pool for concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from retrieval_kd.errors import RkdError
+from retrieval_kd.teachers.base import Pair, Teacher
+from retrieval_kd.teachers.llm import DEFAULT_TEMPLATE, check_template
+
+_SPACE_MARKS = " \t\r\n\u2581\u0120\u010a"  # whitespace, SentencePiece '▁', byte-BPE 'Ġ' 'Ċ'
+FLOOR = "min(listed logprobs) - log 2"
+
+
+def _logsumexp(xs: list[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def log_odds(top: Mapping[str, float] | list[tuple[str, float]], yes: str = "yes",
+             no: str = "no") -> float:
+    """``log p(yes) - log p(no)`` from one position's top logprobs (token text, logprob)."""
+    items = list(top.items()) if isinstance(top, Mapping) else list(top)
+    if not items:
+        raise ValueError("no logprobs")
+    sides: dict[str, list[float]] = {yes.lower(): [], no.lower(): []}
+    for token, lp in items:
+        key = token.strip(_SPACE_MARKS).lower()
+        if key in sides:
+            sides[key].append(float(lp))
+    ys, ns = sides[yes.lower()], sides[no.lower()]
+    if not ys and not ns:
+        return 0.0
+    floor = min(float(lp) for _, lp in items) - math.log(2)
+    return (_logsumexp(ys) if ys else floor) - (_logsumexp(ns) if ns else floor)
+
+
+def _top_of(response: dict[str, Any], chat: bool) -> list[tuple[str, float]]:
+    """The first generated position's top logprobs as (token, logprob) pairs."""
+    lp = response["choices"][0].get("logprobs") or {}
+    if chat:  # a list of entries, so two tokens with the same text both count
+        content = lp.get("content") or []
+        return [(t["token"], t["logprob"]) for t in content[0]["top_logprobs"]] if content else []
+    tops = lp.get("top_logprobs") or []
+    return list(tops[0].items()) if tops else []
+
+
+class OpenAITeacher(Teacher):
+    """Pointwise relevance from an OpenAI-compatible ``/v1/completions`` (or chat) endpoint."""
+
+    def __init__(self, base_url: str, model: str, template: str = DEFAULT_TEMPLATE,
+                 api_key: str | None = None, top_logprobs: int = 20, timeout: float = 60,
+                 concurrency: int = 4, chat: bool = False, yes: str = "yes", no: str = "no",
+                 retries: int = 4, backoff: float = 0.5) -> None:
+        base = base_url.rstrip("/")
+        self.api = base if base.endswith("/v1") else base + "/v1"
+        self.model, self.template = model, check_template(template)
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.top_logprobs, self.timeout, self.concurrency = top_logprobs, timeout, concurrency
+        self.chat, self.yes, self.no = chat, yes.strip(), no.strip()
+        self.retries, self.backoff = retries, backoff
+        self.served_model = self._served_model()
+
+    def _served_model(self) -> str:
+        """The server's id for ``model``: itself if listed, else the only model served."""
+        try:
+            ids = [m["id"] for m in self._request("GET", "/models").get("data", [])]
+        except RkdError as e:
+            if "HTTP 404" in str(e):  # no model listing: trust the name given
+                return self.model
+            raise
+        if self.model in ids or not ids:
+            return self.model
+        if len(ids) == 1:
+            return ids[0]
+        raise RkdError(f"{self.api}/models: '{self.model}' is not served (served: {', '.join(ids)})")
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "llm", "backend": "openai", "model": self.served_model,
+                "template": self.template, "chat": self.chat, "top_logprobs": self.top_logprobs,
+                "yes": self.yes, "no": self.no, "floor": FLOOR,
+                "score": "logsumexp log p(yes variants) - logsumexp log p(no variants)"}
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One JSON call; connection errors, 429 and 5xx are retried with exponential backoff."""
+        url = self.api + path
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        data = json.dumps(body).encode() if body is not None else None
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            req = urllib.request.Request(url, data=data, headers=headers, method=method)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as e:
+                detail = e.read()[:300].decode("utf-8", "replace")
+                problem = f"HTTP {e.code}: {detail}"
+                if e.code != 429 and e.code < 500:
+                    raise RkdError(f"{url}: {problem}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+                problem = str(getattr(e, "reason", e))
+            except json.JSONDecodeError as e:
+                raise RkdError(f"{url}: response is not JSON ({e})") from None
+        raise RkdError(f"{url}: {problem} (gave up after {self.retries + 1} attempts)")
+
+    def _score_one(self, pair: Pair) -> float:
+        text = self.template.format(query=pair.query, passage=pair.passage)
+        common = {"model": self.model, "max_tokens": 1, "temperature": 0}
+        if self.chat:
+            resp = self._request("POST", "/chat/completions", {
+                **common, "messages": [{"role": "user", "content": text}],
+                "logprobs": True, "top_logprobs": self.top_logprobs})
+        else:
+            resp = self._request("POST", "/completions",
+                                 {**common, "prompt": text, "logprobs": self.top_logprobs})
+        try:
+            return log_odds(_top_of(resp, self.chat), self.yes, self.no)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            path = "/chat/completions" if self.chat else "/completions"
+            raise RkdError(f"{self.api}{path}: no usable top logprobs in the response ({e!r})") from None
+
+    def score(self, pairs: list[Pair]) -> np.ndarray:
+        if not pairs:
+            return np.zeros(0)
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            return np.fromiter(pool.map(self._score_one, pairs), dtype=np.float64, count=len(pairs))

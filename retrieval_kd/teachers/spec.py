@@ -1,0 +1,153 @@
+"""Teacher specifications (YAML or flags) and the factory that builds teachers from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from retrieval_kd.errors import DataError
+from retrieval_kd.retrieve.bm25 import BM25Params
+from retrieval_kd.teachers.base import Teacher
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CrossEncoderSpec(_Spec):
+    kind: Literal["cross-encoder"]
+    model: str
+    max_length: int = 512
+    batch_size: int = 32
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    threads: int | None = None
+    device: str | None = None
+
+
+class BiEncoderSpec(_Spec):
+    kind: Literal["bi-encoder"]
+    model: str
+    batch_size: int = 64
+    max_length: int | None = None
+    normalize: bool = True
+    query_prompt: str = ""
+    doc_prompt: str = ""
+    threads: int | None = None
+    device: str | None = None
+
+
+class SpladeSpec(_Spec):
+    kind: Literal["splade"]
+    model: str
+    batch_size: int = 32
+    max_length: int | None = None
+    threads: int | None = None
+    device: str | None = None
+
+
+class BM25Spec(BM25Params):
+    kind: Literal["bm25"]
+
+
+class LLMSpec(_Spec):
+    """A pointwise yes/no LLM judge: local (transformers, GGUF too) or an OpenAI-compatible server."""
+
+    kind: Literal["llm"]
+    model: str
+    template: str | None = None
+    backend: Literal["transformers", "openai"] = "transformers"
+    base_url: str | None = None
+    max_length: int = 512
+    batch_size: int = 8
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str | None = None
+    threads: int | None = None
+
+
+class MemberSpec(_Spec):
+    teacher: "TeacherSpec"
+    weight: float = 1.0
+
+
+class EnsembleSpec(_Spec):
+    kind: Literal["ensemble"]
+    members: list[MemberSpec]
+    normalization: Literal["none", "minmax", "zscore", "rank"] = "zscore"
+
+
+TeacherSpec = Annotated[
+    Union[CrossEncoderSpec, BiEncoderSpec, SpladeSpec, BM25Spec, LLMSpec, EnsembleSpec],
+    Field(discriminator="kind"),
+]
+MemberSpec.model_rebuild()
+
+
+class _Holder(_Spec):
+    teacher: TeacherSpec
+
+
+def parse_teacher(data: dict, source: str = "<teacher spec>") -> TeacherSpec:
+    """Validate a teacher spec dict; errors name the source and the offending field."""
+    try:
+        return _Holder(teacher=data).teacher
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"][1:])
+        raise DataError(source, f"teacher spec: {loc or 'kind'}: {err['msg']}") from None
+
+
+def load_teacher_file(path: str | Path) -> TeacherSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DataError(path, f"invalid YAML: {getattr(e, 'problem', e)}",
+                        mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise DataError(path, "a teacher spec must be a mapping with a 'kind'")
+    return parse_teacher(data.get("teacher", data), str(path))
+
+
+def build_teacher(spec: TeacherSpec) -> Teacher:
+    """Instantiate the teacher a spec describes (models are resolved and loaded here)."""
+    args = spec.model_dump(exclude={"kind"})
+    if isinstance(spec, CrossEncoderSpec):
+        from retrieval_kd.teachers.cross_encoder import CrossEncoderTeacher
+
+        return CrossEncoderTeacher(**args)
+    if isinstance(spec, BiEncoderSpec):
+        from retrieval_kd.teachers.encoders import BiEncoderTeacher
+
+        return BiEncoderTeacher(**args)
+    if isinstance(spec, SpladeSpec):
+        from retrieval_kd.teachers.encoders import SpladeTeacher
+
+        return SpladeTeacher(**args)
+    if isinstance(spec, BM25Spec):
+        from retrieval_kd.teachers.bm25 import BM25Teacher
+
+        return BM25Teacher(BM25Params(**args))
+    if isinstance(spec, LLMSpec):
+        return _build_llm(spec)
+    from retrieval_kd.teachers.ensemble import EnsembleTeacher
+
+    return EnsembleTeacher([(build_teacher(m.teacher), m.weight) for m in spec.members],
+                           spec.normalization)
+
+
+def _build_llm(spec: LLMSpec) -> Teacher:
+    extra = {"template": spec.template} if spec.template else {}
+    if spec.backend == "openai":
+        from retrieval_kd.teachers.openai_server import OpenAITeacher
+
+        if not spec.base_url:
+            raise DataError("<teacher spec>", "llm backend 'openai' needs base_url")
+        return OpenAITeacher(base_url=spec.base_url, model=spec.model, **extra)
+    from retrieval_kd.teachers.llm import LLMTeacher
+
+    return LLMTeacher(model=spec.model, max_length=spec.max_length, batch_size=spec.batch_size,
+                      dtype=spec.dtype, device=spec.device, threads=spec.threads, **extra)
