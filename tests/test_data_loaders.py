@@ -568,15 +568,18 @@ def test_write_trec_run_ranks_and_round_trip(tmp_path):
     write_trec_run(run, out, tag="bm25")
     lines = out.read_text().splitlines()
     assert lines == [
-        "q2 Q0 db 1 1.250000 bm25",
-        "q2 Q0 da 2 0.500000 bm25",
-        "q2 Q0 dc 3 0.500000 bm25",
-        "q1 Q0 y 1 3.000000 bm25",
-        "q1 Q0 x 2 -1.000000 bm25",
+        "q2 Q0 db 1 1.25 bm25",  # shortest exact repr: scores survive the round trip
+        "q2 Q0 da 2 0.5 bm25",
+        "q2 Q0 dc 3 0.5 bm25",
+        "q1 Q0 y 1 3.0 bm25",
+        "q1 Q0 x 2 -1.0 bm25",
     ]
     assert load_trec_run(out) == run
     assert [p.name for p in out.parent.iterdir()] == ["run.trec"]  # no temp file left
     assert format_trec_run(run, "t").endswith(" t\n")
+    awkward = {"q": {"a": 0.1 + 0.2, "b": 1 / 3}}
+    write_trec_run(awkward, out, tag="t")
+    assert load_trec_run(out) == awkward
 
 
 def test_load_trec_run_parses_whitespace_and_ignores_rank(tmp_path):
@@ -650,7 +653,8 @@ def test_registry_entries_parse():
     sf = reg["scifact"]
     assert isinstance(sf, DatasetSpec)
     assert (sf.format, sf.dir, set(sf.splits)) == ("beir", "scifact", {"train", "test"})
-    assert all(s.format in ("beir", "trec") for s in reg.values())
+    assert {reg[n].format for n in ("scifact", "nfcorpus", "fiqa", "trec-covid")} == {"beir"}
+    assert reg["noveleval"].format == "trec"
 
 
 def test_load_dataset_from_beir_directory(tmp_path, no_net):

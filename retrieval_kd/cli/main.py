@@ -22,7 +22,18 @@ app.add_typer(score_cmd.app, name="scores")
 app.command("eval")(eval_cmd.eval_runs)
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars replace transformers' per-load "Loading weights" bars."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a core dependency
+        pass
+
+
 def main() -> None:
+    _quiet_libraries()
     try:
         app(standalone_mode=False)
     except RkdError as e:

@@ -11,7 +11,7 @@ from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, R
 from retrieval_kd.errors import DataError, NotFoundError
 
 _TOP = re.compile(r"<top>(.*?)</top>", re.S | re.I)
-_NUM = re.compile(r"<num>\s*(?:Number:)?\s*(\S+)", re.I)
+_NUM = re.compile(r"<num>\s*(?:Number:)?\s*([^\s<]+)", re.I)
 _TITLE = re.compile(r"<title>\s*(?:Topic:)?\s*(.*?)\s*(?=<|\Z)", re.S | re.I)
 
 
@@ -106,7 +106,7 @@ def format_trec_run(run: Run, tag: str) -> str:
     lines = []
     for qid in run:
         for rank, (did, score) in enumerate(sorted_hits(run[qid]), 1):
-            lines.append(f"{qid} Q0 {did} {rank} {score:.6f} {tag}")
+            lines.append(f"{qid} Q0 {did} {rank} {float(score)!r} {tag}")
     return "\n".join(lines) + "\n"
 
 

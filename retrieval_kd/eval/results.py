@@ -88,7 +88,8 @@ def write_results(records: list[dict[str, Any]], out: str | Path) -> tuple[Path,
     out = Path(out)
     if out.suffix in (".json", ".md"):
         out = out.with_suffix("")
-    js, md = out.with_suffix(".json"), out.with_suffix(".md")
+    # with_name, not with_suffix: names such as "scifact-test.v2" keep their dots
+    js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
     write_json(js, {"results": records})
     atomic_write_text(md, markdown_table(records))
     return js, md

@@ -39,6 +39,10 @@ def import_into_store(table: pa.Table, fmt: str, source: str | Path, ds: Dataset
     if missing:
         raise DataError(source, f"{len(missing)} rows name queries or documents absent from "
                                 f"{ds.name}/{ds.split} (e.g. {', '.join(missing[:5])})")
+    seen: set[tuple[str, str]] = set()
+    dups = [f"{q}/{d}" for q, d in zip(qids, dids) if (q, d) in seen or seen.add((q, d))]
+    if dups:  # two scores for one pair: keeping either would silently lose the other
+        raise DataError(source, f"{len(dups)} duplicate (query, document) rows (e.g. {', '.join(dups[:5])})")
     scores = dict(zip(zip(qids, dids), table.column("score").to_pylist()))
     by_q: dict[str, list[Candidate]] = {}
     for q, d, r in zip(qids, dids, ranks):

@@ -1,7 +1,9 @@
 """Bi-encoder (SentenceTransformer) and SPLADE (SparseEncoder) models as scorers.
 
-Each query is encoded once per call and each passage once; a pair's score is the model's
-own similarity (cosine for normalised bi-encoders, dot product for SPLADE).
+Each distinct text is encoded once per teacher: embeddings are cached by text across
+calls, so a passage that is a candidate of many queries (in many store chunks) costs one
+forward pass. A pair's score is the model's own similarity (cosine for normalised
+bi-encoders, dot product for SPLADE).
 """
 
 from __future__ import annotations
@@ -15,10 +17,36 @@ from retrieval_kd.teachers.base import Pair, Teacher
 from retrieval_kd.teachers.torch_utils import pick_device, set_threads
 
 
-def _unique(texts: list[str]) -> tuple[list[str], np.ndarray]:
-    index: dict[str, int] = {}
-    pos = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
-    return list(index), pos
+class _EmbeddingCache:
+    """Text -> row of an embedding matrix, filled on demand by ``encode(missing_texts)``."""
+
+    def __init__(self, max_items: int = 1_000_000) -> None:
+        self.rows: dict[str, int] = {}
+        self.blocks: list[Any] = []
+        self.max_items = max_items
+
+    def lookup(self, texts: list[str], encode) -> tuple[Any, np.ndarray]:
+        """Embeddings of the distinct texts needed, and each input text's row among them."""
+        if len(self.rows) > self.max_items:  # bounded memory on very large candidate sets
+            self.rows.clear()
+            self.blocks.clear()
+        missing = list(dict.fromkeys(t for t in texts if t not in self.rows))
+        if missing:
+            base = len(self.rows)
+            self.blocks = [self._stack(self.blocks + [encode(missing)])]
+            self.rows.update((t, base + i) for i, t in enumerate(missing))
+        pos = np.fromiter((self.rows[t] for t in texts), dtype=np.int64, count=len(texts))
+        return self.blocks[0], pos
+
+    @staticmethod
+    def _stack(blocks: list[Any]) -> Any:
+        if len(blocks) == 1:
+            return blocks[0]
+        if isinstance(blocks[0], np.ndarray):
+            return np.concatenate(blocks)
+        import scipy.sparse as sp
+
+        return sp.vstack(blocks, format="csr")
 
 
 class BiEncoderTeacher(Teacher):
@@ -36,6 +64,7 @@ class BiEncoderTeacher(Teacher):
             self.st.max_seq_length = max_length
         self.batch_size, self.normalize = batch_size, normalize
         self.query_prompt, self.doc_prompt = query_prompt, doc_prompt
+        self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "bi-encoder", "model": self.ref.provenance(),
@@ -49,9 +78,8 @@ class BiEncoderTeacher(Teacher):
     def score(self, pairs: list[Pair]) -> np.ndarray:
         if not pairs:
             return np.zeros(0)
-        qs, qpos = _unique([p.query for p in pairs])
-        ds, dpos = _unique([p.passage for p in pairs])
-        q, d = self._enc(qs, self.query_prompt), self._enc(ds, self.doc_prompt)
+        q, qpos = self._q.lookup([p.query for p in pairs], lambda t: self._enc(t, self.query_prompt))
+        d, dpos = self._d.lookup([p.passage for p in pairs], lambda t: self._enc(t, self.doc_prompt))
         return np.einsum("ij,ij->i", q[qpos], d[dpos]).astype(np.float64)
 
 
@@ -68,19 +96,23 @@ class SpladeTeacher(Teacher):
         if max_length:
             self.se.max_seq_length = max_length
         self.batch_size = batch_size
+        self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "splade", "model": self.ref.provenance(), "max_length": self.se.max_seq_length}
 
     def score(self, pairs: list[Pair]) -> np.ndarray:
-        import torch
-
         if not pairs:
             return np.zeros(0)
-        qs, qpos = _unique([p.query for p in pairs])
-        ds, dpos = _unique([p.passage for p in pairs])
-        q = self.se.encode_query(qs, batch_size=self.batch_size, convert_to_tensor=True)
-        d = self.se.encode_document(ds, batch_size=self.batch_size, convert_to_tensor=True)
-        q, d = q.to_dense() if q.is_sparse else q, d.to_dense() if d.is_sparse else d
-        qp, dp = torch.from_numpy(qpos), torch.from_numpy(dpos)
-        return (q[qp] * d[dp]).sum(dim=1).double().cpu().numpy()
+        q, qpos = self._q.lookup([p.query for p in pairs], lambda t: self._enc(t, self.se.encode_query))
+        d, dpos = self._d.lookup([p.passage for p in pairs], lambda t: self._enc(t, self.se.encode_document))
+        return np.asarray(q[qpos].multiply(d[dpos]).sum(axis=1), dtype=np.float64).ravel()
+
+    def _enc(self, texts: list[str], fn) -> "scipy.sparse.csr_matrix":  # noqa: F821
+        """Sparse vectors as a SciPy CSR matrix (never a dense vocab-sized row per passage)."""
+        import scipy.sparse as sp
+
+        x = fn(texts, batch_size=self.batch_size, convert_to_tensor=True, convert_to_sparse_tensor=True)
+        x = x.coalesce().cpu() if x.is_sparse else x.to_sparse().coalesce().cpu()
+        rows, cols = x.indices().numpy()
+        return sp.csr_matrix((x.values().float().numpy(), (rows, cols)), shape=tuple(x.shape))

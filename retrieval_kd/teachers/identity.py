@@ -12,7 +12,7 @@ from typing import Any
 from retrieval_kd.models.resolve import resolve_model
 
 RUNTIME_KEYS = frozenset({"batch_size", "threads", "device", "base_url", "concurrency", "timeout",
-                          "token_budget", "backend_options"})
+                          "token_budget", "backend_options", "api_key_env"})
 
 
 def _model_identity(ref_text: str) -> dict[str, Any]:
@@ -40,6 +40,7 @@ def identity_of(spec_dump: dict[str, Any]) -> dict[str, Any]:
         out["template"] = out.get("template") or _default_template()
         if out.get("backend") == "openai":
             return out  # the served model's name is all we can know
+        out.pop("top_logprobs", None)  # only the HTTP backend reads it
     if "model" in out:
         out["model"] = _model_identity(out["model"])
     return out

@@ -60,6 +60,13 @@ class LLMSpec(_Spec):
     template: str | None = None
     backend: Literal["transformers", "openai"] = "transformers"
     base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the server's key (the key itself is never stored)."""
+    chat: bool | None = None
+    """Wrap the prompt in the chat template (local: default when the tokenizer has one)."""
+    yes: str = "Yes"
+    no: str = "No"
+    top_logprobs: int = 20
     max_length: int = 512
     batch_size: int = 8
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -142,12 +149,17 @@ def build_teacher(spec: TeacherSpec) -> Teacher:
 def _build_llm(spec: LLMSpec) -> Teacher:
     extra = {"template": spec.template} if spec.template else {}
     if spec.backend == "openai":
+        import os
+
         from retrieval_kd.teachers.openai_server import OpenAITeacher
 
         if not spec.base_url:
             raise DataError("<teacher spec>", "llm backend 'openai' needs base_url")
-        return OpenAITeacher(base_url=spec.base_url, model=spec.model, **extra)
+        return OpenAITeacher(base_url=spec.base_url, model=spec.model, api_key=os.environ.get(spec.api_key_env),
+                             top_logprobs=spec.top_logprobs, chat=bool(spec.chat), yes=spec.yes,
+                             no=spec.no, **extra)
     from retrieval_kd.teachers.llm import LLMTeacher
 
     return LLMTeacher(model=spec.model, max_length=spec.max_length, batch_size=spec.batch_size,
-                      dtype=spec.dtype, device=spec.device, threads=spec.threads, **extra)
+                      dtype=spec.dtype, device=spec.device, threads=spec.threads, chat=spec.chat,
+                      yes=spec.yes, no=spec.no, **extra)
