@@ -26,7 +26,11 @@ from retrieval_kd.errors import DataError, IntegrityError, NotFoundError, RkdErr
 from retrieval_kd.settings import DATA_HOME_ENV, data_home, offline
 
 REGISTRY_FILE = Path(__file__).with_name("datasets.yaml")
-FORMATS = ("beir", "trec")
+# Formats whose loader lives in another subpackage, imported on use. A name
+# "<entry>:<variant>" picks one dataset of such an entry (e.g. "xquad-r:de-en"); the loader
+# is called as load_registered(root, format, variant, split, name).
+EXTERNAL_FORMATS = {"xquad-r": "retrieval_kd.xling.registry", "msmarco-ko": "retrieval_kd.xling.registry"}
+FORMATS = ("beir", "trec", *EXTERNAL_FORMATS)
 
 
 class DatasetSpec(BaseModel):
@@ -42,6 +46,8 @@ class DatasetSpec(BaseModel):
     md5: str | None = None
     ir_datasets: dict[str, str] = {}
     license: str = ""
+    variants: str = ""
+    """For an entry of several datasets: which ``<name>:<variant>`` exist (shown by ``rkd data list``)."""
 
     def local_dir(self) -> Path:
         return data_home() / self.dir
@@ -63,7 +69,11 @@ def registry() -> dict[str, DatasetSpec]:
     return out
 
 
-def _load_dir(root: Path, fmt: str, split: str, name: str) -> Dataset:
+def _load_dir(root: Path, fmt: str, split: str, name: str, variant: str | None = None) -> Dataset:
+    if fmt in EXTERNAL_FORMATS:
+        import importlib
+
+        return importlib.import_module(EXTERNAL_FORMATS[fmt]).load_registered(root, fmt, variant, split, name)
     if fmt == "trec":
         return load_trec_dir(root, name=name, split=split)
     return load_beir(root, split, name=name)
@@ -84,6 +94,9 @@ def load_dataset(name_or_path: str, split: str = "test") -> Dataset:
     """Load one split of a registered dataset, or of a dataset directory given by path."""
     path = Path(name_or_path).expanduser()
     reg = registry()
+    variant = None
+    if name_or_path not in reg and ":" in name_or_path and name_or_path.split(":", 1)[0] in reg:
+        name_or_path, variant = name_or_path.split(":", 1)
     if name_or_path not in reg:
         if path.is_dir():
             return _load_dir(path, _guess_format(path), split, path.name)
@@ -93,11 +106,13 @@ def load_dataset(name_or_path: str, split: str = "test") -> Dataset:
             "and not a directory"
         )
     spec = reg[name_or_path]
+    if variant is not None and spec.format not in EXTERNAL_FORMATS:
+        raise NotFoundError(f"dataset '{spec.name}' has no variants ('{spec.name}:{variant}' asked for)")
     if split not in spec.splits:
         raise NotFoundError(f"dataset '{spec.name}' has no split '{split}' (splits: {spec.splits})")
     local = spec.local_dir()
     if local.is_dir():
-        return _load_dir(local, spec.format, split, spec.name)
+        return _load_dir(local, spec.format, split, spec.name, variant)
     tried = [f"{local} (data home from ${DATA_HOME_ENV} or the default)"]
     if offline():
         raise NotFoundError(
@@ -150,7 +165,7 @@ def download_beir_zip(spec: DatasetSpec, dest: Path, timeout: float = 60.0) -> P
 def describe(spec: DatasetSpec) -> dict[str, object]:
     local = spec.local_dir()
     return {
-        "name": spec.name,
+        "name": f"{spec.name}:<{spec.variants}>" if spec.variants else spec.name,
         "format": spec.format,
         "splits": spec.splits if not local.is_dir() or spec.format != "beir" else beir_splits(local),
         "local": str(local) if local.is_dir() else None,
