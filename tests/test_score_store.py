@@ -25,8 +25,7 @@ from retrieval_kd.teachers.spec import parse_teacher
 from tests import store_worker
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ("protein cell gene tumor virus immune blood drug brain heart lung liver kidney bone skin "
-         "muscle nerve insulin glucose cancer therapy vaccine antibody receptor enzyme").split()
+WORDS = ["protein", "cell", "gene", "tumor", "virus", "immune", "blood", "drug", "brain", "heart", "lung", "liver", "kidney", "bone", "skin", "muscle", "nerve", "insulin", "glucose", "cancer", "therapy", "vaccine", "antibody", "receptor", "enzyme"]
 
 
 def make_beir(root: Path, n_docs: int = 12, n_queries: int = 9, seed: int = 0) -> Path:
@@ -194,9 +193,9 @@ def test_normalisation_values():
 
 
 def test_ensemble_weights_normalised_members(tiny):
+    from retrieval_kd.retrieve.bm25 import BM25Params
     from retrieval_kd.teachers.base import Pair
     from retrieval_kd.teachers.bm25 import BM25Teacher
-    from retrieval_kd.retrieve.bm25 import BM25Params
 
     ds = load_dataset(str(tiny), "test")
     pairs = [Pair(q, d, ds.queries.texts[q], ds.corpus.docs[d].joined())

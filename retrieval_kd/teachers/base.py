@@ -35,8 +35,8 @@ class Teacher(ABC):
     def score(self, pairs: list[Pair]) -> np.ndarray:
         """Scores for ``pairs`` in order, as float64 of shape (len(pairs),)."""
 
-    def prepare(self, corpus) -> None:  # noqa: B027 - optional hook
+    def prepare(self, corpus) -> None:
         """Called once with the dataset corpus before scoring (BM25 needs its statistics)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release servers, threads or memory."""

@@ -108,7 +108,7 @@ class SpladeTeacher(Teacher):
         d, dpos = self._d.lookup([p.passage for p in pairs], lambda t: self._enc(t, self.se.encode_document))
         return np.asarray(q[qpos].multiply(d[dpos]).sum(axis=1), dtype=np.float64).ravel()
 
-    def _enc(self, texts: list[str], fn) -> "scipy.sparse.csr_matrix":  # noqa: F821
+    def _enc(self, texts: list[str], fn) -> scipy.sparse.csr_matrix:  # noqa: F821
         """Sparse vectors as a SciPy CSR matrix (never a dense vocab-sized row per passage)."""
         import scipy.sparse as sp
 

@@ -43,6 +43,10 @@ def identity_of(spec_dump: dict[str, Any]) -> dict[str, Any]:
         out.pop("top_logprobs", None)  # only the HTTP backend reads it
     if "model" in out:
         out["model"] = _model_identity(out["model"])
+    if out.get("dtype") == "auto":  # the precision that will actually run on this machine
+        from retrieval_kd.teachers.torch_utils import resolve_dtype
+
+        out["dtype"] = resolve_dtype("auto", spec_dump.get("device"))
     return out
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,7 +22,8 @@ class CrossEncoderSpec(_Spec):
     model: str
     max_length: int = 512
     batch_size: int = 32
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto: bfloat16 autocast where the hardware has native bf16, else float32 (recorded resolved)."""
     threads: int | None = None
     device: str | None = None
 
@@ -75,7 +76,7 @@ class LLMSpec(_Spec):
 
 
 class MemberSpec(_Spec):
-    teacher: "TeacherSpec"
+    teacher: TeacherSpec
     weight: float = 1.0
 
 
@@ -86,7 +87,7 @@ class EnsembleSpec(_Spec):
 
 
 TeacherSpec = Annotated[
-    Union[CrossEncoderSpec, BiEncoderSpec, SpladeSpec, BM25Spec, LLMSpec, EnsembleSpec],
+    CrossEncoderSpec | BiEncoderSpec | SpladeSpec | BM25Spec | LLMSpec | EnsembleSpec,
     Field(discriminator="kind"),
 ]
 MemberSpec.model_rebuild()

@@ -26,3 +26,26 @@ def torch_dtype(name: str):
     if name not in table:
         raise ValueError(f"dtype must be one of {sorted(table)}, got '{name}'")
     return table[name]
+
+
+def cpu_has_bf16() -> bool:
+    """Native bfloat16 matmuls on this CPU (AVX512-BF16 or AMX), where bf16 pays off."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_dtype(name: str, device: str | None) -> str:
+    """``auto``: bfloat16 on a GPU with bf16 (else float16) or on a CPU with native bf16,
+    else float32. Other names pass through. The resolved name is what identities record."""
+    if name != "auto":
+        return name
+    import torch
+
+    dev = pick_device(device)
+    if dev.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if dev == "cpu" and cpu_has_bf16() else "float32"
