@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from retrieval_kd.cli import data_cmd, eval_cmd, models_cmd, retrieve_cmd, score_cmd
+from retrieval_kd.cli import data_cmd, eval_cmd, models_cmd, retrieve_cmd, run_cmd, score_cmd
 from retrieval_kd.errors import RkdError
 from retrieval_kd.progress import console
 
@@ -20,6 +20,7 @@ app.add_typer(retrieve_cmd.app, name="retrieve")
 app.command("score")(score_cmd.score)
 app.add_typer(score_cmd.app, name="scores")
 app.command("eval")(eval_cmd.eval_runs)
+run_cmd.register(app)
 
 
 def _quiet_libraries() -> None:

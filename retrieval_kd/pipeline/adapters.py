@@ -1,0 +1,341 @@
+"""Built-in stage adapters: the pipeline's view of the retrieve, score, train, index and eval
+stages. Each calls the stage function the matching ``rkd`` command calls."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from retrieval_kd.artifacts import atomic_dir, read_json, read_manifest, write_json
+from retrieval_kd.errors import RkdError
+from retrieval_kd.eval.results import RUN_FILE
+from retrieval_kd.pipeline.registry import register
+
+STAGE_FILE = "stage.json"
+
+
+def _rate(n: float, seconds: float | None) -> float | None:
+    return round(n / seconds, 3) if seconds and seconds > 0 else None
+
+
+def stage_result(d: Path) -> dict[str, Any]:
+    """The result an upstream stage's adapter returned (from its ``stage.json``)."""
+    p = d / STAGE_FILE
+    return read_json(p).get("result", {}) if p.is_file() else {}
+
+
+def run_file_of(d: Path) -> Path:
+    """The TREC run a stage directory holds."""
+    rel = stage_result(d).get("run", RUN_FILE)
+    f = d / rel
+    if not f.is_file():
+        raise RkdError(f"{d}: holds no run file ({rel})")
+    return f
+
+
+def model_dir_of(d: Path) -> Path:
+    """The trained model a student stage directory holds."""
+    rel = stage_result(d).get("model")
+    if not rel or not (d / rel).exists():
+        raise RkdError(f"{d}: holds no trained model")
+    return d / rel
+
+
+# ---------------------------------------------------------------- retrieve
+
+
+def _run_queries(man: dict[str, Any]) -> int:
+    return int(man.get("outputs", {}).get(RUN_FILE, {}).get("queries") or 0)
+
+
+@register("retrieve.bm25", runtime_keys=("device",))
+def retrieve_bm25(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from retrieval_kd.retrieve.bm25 import BM25Params
+    from retrieval_kd.retrieve.stage import bm25_stage
+
+    bm25_stage(config["dataset"], config["split"], out, BM25Params(**config["params"]),
+               k=config["k"], name=config["name"])
+    man = read_manifest(out) or {}
+    t, nq = man.get("timings_s", {}), _run_queries(man)
+    search = t.get("search_s")  # index build + search: bm25s indexes in the same call
+    return {"run": RUN_FILE, "queries": nq,
+            "throughput": {"queries_per_s": _rate(nq, search)},
+            "latency_ms_per_query": round(1000 * search / nq, 3) if search and nq else None,
+            "latency_note": "BM25 search time per query, index build included"}
+
+
+@register("retrieve.dense", runtime_keys=("batch_size", "device"))
+def retrieve_dense(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from retrieval_kd.retrieve.dense import DenseParams
+    from retrieval_kd.retrieve.stage import dense_stage
+
+    dense_stage(config["dataset"], config["split"], out, config["model"], DenseParams(**config["params"]),
+                k=config["k"], name=config["name"])
+    man = read_manifest(out) or {}
+    t, nq = man.get("timings_s", {}), _run_queries(man)
+    per_query = (t.get("encode_queries_s") or 0) + (t.get("search_s") or 0)
+    return {"run": RUN_FILE, "queries": nq,
+            "throughput": {"docs_per_s": t.get("docs_per_s"),
+                           "queries_per_s": _rate(nq, per_query)},
+            "latency_ms_per_query": round(1000 * per_query / nq, 3) if nq else None,
+            "latency_note": "query encoding + exact FAISS search, per query"}
+
+
+# ---------------------------------------------------------------- score
+
+
+def _substitute_students(spec: dict[str, Any], inputs: dict[str, Path]) -> dict[str, Any]:
+    from retrieval_kd.pipeline.schema import STUDENT_REF
+
+    if spec.get("kind") == "ensemble":
+        return {**spec, "members": [{**m, "teacher": _substitute_students(m["teacher"], inputs)}
+                                    for m in spec["members"]]}
+    model = str(spec.get("model", ""))
+    if model.startswith(STUDENT_REF):
+        return {**spec, "model": str(model_dir_of(inputs[f"model:{model[len(STUDENT_REF):]}"]))}
+    return spec
+
+
+@register("score", resumable=True, runtime_keys=("batch_size", "threads", "device", "chunk_size",
+                                                  "base_url", "concurrency", "timeout"))
+def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Score the candidates into a store inside the stage; also write the scores as a run
+    (the teacher as a reranker of its candidates)."""
+    from retrieval_kd.artifacts import manifest, sha256_file
+    from retrieval_kd.data.trec import write_trec_run
+    from retrieval_kd.scores.stage import score_stage
+    from retrieval_kd.teachers.spec import parse_teacher
+
+    spec = parse_teacher(_substitute_students(config["teacher"], inputs), f"stage {config['name']}")
+    out.mkdir(parents=True, exist_ok=True)
+    store = score_stage(config["dataset"], config["split"], run_file_of(inputs["candidates"]), spec,
+                        root=out / "stores", top_k=config["top_k"], add_positives=config["add_positives"],
+                        chunk_size=config["chunk_size"])
+    run = store.scores()
+    write_trec_run(run, out / RUN_FILE, tag=config["name"])
+    sm = store.manifest
+    sessions = sm.get("sessions", [])
+    pairs, secs = sum(x["pairs_scored"] for x in sessions), sum(x["seconds"] for x in sessions)
+    rate = _rate(pairs, secs)
+    n_pairs, n_q = int(sm.get("n_rows") or 0), max(len(run), 1)
+    first = stage_result(inputs["candidates"]).get("latency_ms_per_query")
+    rerank_ms = 1000 * n_pairs / rate / n_q if rate else None
+    write_json(out / "manifest.json", manifest(
+        "score.rerank", inputs={"candidates": str(run_file_of(inputs["candidates"])),
+                                "store": store.path.name},
+        params={"name": config["name"], "top_k": config["top_k"], "teacher_spec": spec.model_dump()},
+        outputs={RUN_FILE: {"sha256": sha256_file(out / RUN_FILE), "queries": len(run)}},
+        store_id=sm.get("store_id"), teacher=sm.get("teacher"),
+    ))
+    return {"run": RUN_FILE, "store": str(store.path.relative_to(out)), "queries": len(run),
+            "pairs": n_pairs, "throughput": {"pairs_per_s": rate},
+            "latency_ms_per_query": round(rerank_ms + (first or 0), 3) if rerank_ms is not None else None,
+            "latency_note": "first stage + teacher scoring of the query's candidates"}
+
+
+# ---------------------------------------------------------------- eval
+
+
+def significance(qrels, runs: dict[str, dict], baseline: str, metrics: list[str], *,
+                 stat_test: str = "student", alpha: float = 0.05, ignore_identical_ids: bool = True
+                 ) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each system against ``baseline`` with ranx's ``compare`` (paired test per query, on the
+    same judged-query view ``evaluate_run`` scores): {system: {metric: {p_value, significant,
+    delta}}}."""
+    import warnings
+
+    from ranx import Qrels as RQrels
+    from ranx import Run as RRun
+    from ranx import compare
+
+    from retrieval_kd.eval.metrics import drop_identical_ids
+
+    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
+    rq = RQrels(judged)
+    rruns = []
+    for name, run in runs.items():
+        if ignore_identical_ids:
+            run = drop_identical_ids(run)
+        rruns.append(RRun({q: dict(run.get(q, {})) for q in judged}, name=name))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unsafe cast.*")
+        rep = compare(rq, rruns, list(metrics), stat_test=stat_test, max_p=alpha, make_comparable=True)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in runs:
+        if name == baseline:
+            continue
+        out[name] = {}
+        for m in metrics:
+            c = rep.comparisons[name, baseline][m]
+            pv = float(c["p_value"])
+            pv = None if math.isnan(pv) else pv  # identical per-query scores: no test (NaN)
+            out[name][m] = {"p_value": pv, "significant": bool(c["significant"]) and pv is not None,
+                            "delta": float(rep.results[name][m] - rep.results[baseline][m])}
+    return out
+
+
+@register("eval")
+def evaluate(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """evaluate_run + result_record per system (what ``rkd eval`` writes), and significance
+    against the baseline."""
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.eval.metrics import evaluate_run
+    from retrieval_kd.eval.results import load_run_with_provenance, result_record, write_results
+
+    ds = load_dataset(config["dataset"], config["split"])
+    metrics, iii = list(config["metrics"]), bool(config["ignore_identical_ids"])
+    records, runs = [], {}
+    for disp in config["systems"]:
+        _, run, system = load_run_with_provenance(run_file_of(inputs[disp]))
+        system["ref"] = config["refs"][disp]
+        system["stage_dir"] = inputs[disp].name
+        scores = evaluate_run(ds.qrels, run, metrics, ignore_identical_ids=iii)
+        records.append(result_record(disp, scores, ds, system, metrics, iii, len(run)))
+        runs[disp] = run
+    sig = None
+    if config.get("baseline") and len(runs) > 1:
+        sig = significance(ds.qrels, runs, config["baseline"], metrics, stat_test=config["stat_test"],
+                           alpha=config["alpha"], ignore_identical_ids=iii)
+    with atomic_dir(out) as tmp:
+        write_results(records, tmp / "results")
+        write_json(tmp / "significance.json", {"baseline": config.get("baseline"),
+                                               "stat_test": config["stat_test"],
+                                               "alpha": config["alpha"], "systems": sig or {}})
+    return {"results": "results.json", "significance": "significance.json",
+            "metrics": {r["system"]: r["metrics"] for r in records}}
+
+
+# ---------------------------------------------------------------- index / search
+
+INDEX_FAMILY = {"bi-encoder": "dense", "splade": "splade", "colbert": "colbert"}
+"""Student family -> index family of retrieval_kd.index (a cross-encoder is a reranker)."""
+
+
+def _index_params(family: str, kind: str | None, params: dict[str, Any]):
+    """Split an index entry's params into (encoder params, FAISS params, build options)."""
+    from retrieval_kd.index.encoders import ColbertParams, SpladeParams
+    from retrieval_kd.index.faiss_index import FaissParams
+    from retrieval_kd.retrieve.dense import DenseParams
+
+    enc_cls = {"dense": DenseParams, "splade": SpladeParams, "colbert": ColbertParams}[family]
+    build_keys = {"chunk_size", "title_sep"}
+    faiss_keys = set(FaissParams.model_fields) if family != "splade" else set()
+    unknown = set(params) - set(enc_cls.model_fields) - faiss_keys - build_keys
+    if unknown:
+        raise RkdError(f"index params {sorted(unknown)} unknown for a {family} index (encoder: "
+                       f"{', '.join(enc_cls.model_fields)}; faiss: {', '.join(sorted(faiss_keys)) or '-'}; "
+                       f"build: {', '.join(sorted(build_keys))})")
+    enc = enc_cls(**{k: v for k, v in params.items() if k in enc_cls.model_fields})
+    fp = None
+    if family != "splade":
+        fkw = {k: v for k, v in params.items() if k in faiss_keys and k not in enc_cls.model_fields}
+        if kind:
+            fkw["index"] = kind
+        fp = FaissParams(**fkw) if fkw else None
+    elif kind:
+        raise RkdError(f"a splade index is an inverted index: no 'kind' ({kind})")
+    return enc, fp, {k: v for k, v in params.items() if k in build_keys}
+
+
+@register("index", resumable=True, runtime_keys=("batch_size", "device", "chunk_size"),
+          requires="retrieval_kd.index.build")
+def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Encode the corpus with the student (or model) and build its index (build_index); the
+    encoding chunks live in the stage's work folder, so a killed build resumes."""
+    from retrieval_kd.index.build import build_index
+
+    if "student" in inputs:
+        student = read_json(inputs["student"] / STAGE_FILE)["config"]
+        family, model = student["family"], str(model_dir_of(inputs["student"]))
+    else:
+        family, model = config["family"], config["model"]
+    if family not in INDEX_FAMILY:
+        raise RkdError(f"index {config['name']}: a {family} is not indexable; score it as a reranker")
+    ifam = INDEX_FAMILY[family]
+    enc, fp, build = _index_params(ifam, config.get("kind"), config.get("params") or {})
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "index" / "manifest.json").is_file():  # else built before a kill, not yet renamed
+        build_index(ifam, config["dataset"], out / "index", model, encoder_params=enc, faiss_params=fp,
+                    name=config["name"], **build)
+    man = read_manifest(out / "index") or {}
+    stats = man.get("stats", {})
+    return {"index": "index", "family": ifam,
+            "throughput": {"docs_per_s": stats.get("docs_per_s")},
+            "index_bytes": stats.get("index_bytes"), "peak_rss_mb": stats.get("peak_rss_mb")}
+
+
+@register("search", requires="retrieval_kd.index.search")
+def search(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Search the split's queries in the index (search_stage): run + latency figures."""
+    from retrieval_kd.index.search import search_stage
+
+    ix = inputs["index"] / stage_result(inputs["index"]).get("index", "index")
+    search_stage(ix, config["dataset"], config["split"], out, k=config["k"],
+                 overrides=config.get("params") or None, name=config["name"])
+    man = read_manifest(out) or {}
+    stats = man.get("stats", {})
+    lat = stats.get("latency", {})
+    per_query = (stats.get("query_encode_ms_mean") or 0) + (lat.get("mean_ms") or 0)
+    return {"run": RUN_FILE, "queries": _run_queries(man),
+            "throughput": {"queries_per_s": stats.get("qps_with_encoding")},
+            "latency_ms_per_query": round(per_query, 3) if lat else None,
+            "latency_p50_ms": lat.get("p50_ms"), "latency_p95_ms": lat.get("p95_ms"),
+            "latency_note": "query encoding + index search, per query"}
+
+
+# ---------------------------------------------------------------- train
+
+PIPELINE_TRAIN_KEYS = frozenset({"family", "init", "output", "scores", "dataset", "split", "teacher",
+                                 "candidates", "losses"})
+"""TrainConfig fields the pipeline sets itself (a student's ``params`` may not)."""
+
+
+def train_config_data(config: dict[str, Any], inputs: dict[str, Path] | None, out: Path) -> dict[str, Any]:
+    """A student entry as TrainConfig data. Without ``inputs`` (validation before a run),
+    placeholders stand for the upstream stores and runs."""
+    from retrieval_kd.pipeline.schema import STUDENT_REF
+
+    init = config["init"]
+    if init.startswith(STUDENT_REF):
+        init = str(model_dir_of(inputs["init"])) if inputs else init
+    data = {**(config.get("params") or {}), "family": config["family"], "init": init,
+            "dataset": config["dataset"], "split": config["split"], "output": str(out / "model")}
+    has_teacher = ("teacher" in inputs) if inputs is not None else bool(config.get("teacher"))
+    if has_teacher:
+        store = (inputs["teacher"] / stage_result(inputs["teacher"])["store"]) if inputs else out / "store"
+        data.update(scores=[str(store)], teacher="store")
+    else:
+        data["teacher"] = "none"
+        if inputs is None or "candidates" in inputs:
+            data["candidates"] = str(run_file_of(inputs["candidates"])) if inputs else str(out / "run.trec")
+    loss = config.get("loss")
+    if loss is not None:
+        data["losses"] = loss
+    elif not has_teacher:
+        data["losses"] = "infonce"  # the label-only objective
+    return data
+
+
+@register("train", resumable=True, runtime_keys=("save_total_limit", "logging_steps", "save_steps"),
+          requires="retrieval_kd.train.stage")
+def train(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Train the student (train_stage): from its teacher's score store, or label-only from a
+    run's candidates. Checkpoints live in the stage's work folder, so a killed run resumes."""
+    from pydantic import ValidationError
+
+    from retrieval_kd.train.config import TrainConfig
+    from retrieval_kd.train.stage import train_stage
+
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg = TrainConfig(**train_config_data(config, inputs, out))
+    except ValidationError as e:
+        raise RkdError(f"student {config['name']}: " + "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())) from None
+    model = train_stage(cfg)
+    man = read_manifest(model) or {}
+    outs = man.get("outputs", {})
+    return {"model": "model", "family": config["family"], "loss_log": "model/manifest.json",
+            "steps": outs.get("global_step"), "train_loss": outs.get("train_loss"),
+            "throughput": {"examples_per_s": outs.get("examples_per_s")}}

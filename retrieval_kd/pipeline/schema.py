@@ -1,0 +1,171 @@
+"""Pipeline files: the schema (pydantic, unknown keys refused) and its sections.
+
+A pipeline names its datasets once and refers to them, and to other entries, by name::
+
+    name: scifact
+    datasets:
+      scifact: {source: scifact}                 # registered name or a directory
+    retrieve:                                    # first stages, one run per split
+      bm25: {kind: bm25, dataset: scifact, splits: [train, test], k: 1000}
+      minilm: {kind: dense, model: minilm-l6, dataset: scifact, splits: [test]}
+    teachers:                                    # score stages: a teacher over a run's top-k
+      ens:
+        dataset: scifact
+        splits: [train, test]
+        candidates: bm25                         # a retrieve entry (same split)
+        top_k: 30
+        teacher: {kind: ensemble, normalization: zscore, members: [...]}
+    students:                                    # train stages
+      minilm-kd: {family: bi-encoder, init: minilm-l6, dataset: scifact, teacher: ens,
+                  loss: margin-mse, params: {epochs: 1}}
+    rerankers: {...}                             # like teachers; a model may be student:NAME
+    indexes:                                     # index a student (or a model), search splits
+      minilm-kd: {student: minilm-kd, dataset: scifact, search: {splits: [test], k: 100}}
+    evals:
+      test:
+        dataset: scifact
+        split: test
+        baseline: dense init
+        systems: {BM25: retrieve:bm25, dense init: retrieve:minilm, distilled: index:minilm-kd}
+
+System references in ``evals``: ``retrieve:NAME``, ``teacher:NAME``, ``reranker:NAME``,
+``index:NAME`` (that index's search run) — each taken on the eval's split.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from retrieval_kd.retrieve.bm25 import BM25Params
+from retrieval_kd.retrieve.dense import DenseParams
+from retrieval_kd.teachers.spec import TeacherSpec
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=80)]
+"""Entry names become directory names: letters, digits and ``_ . + -``."""
+
+STUDENT_REF = "student:"
+"""A model written ``student:NAME`` is that student's trained model."""
+
+FAMILIES = ("bi-encoder", "splade", "colbert", "cross-encoder")
+Family = Literal["bi-encoder", "splade", "colbert", "cross-encoder"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetEntry(_Strict):
+    source: str
+    """A registered dataset name (``rkd data list``) or a dataset directory (relative to the
+    pipeline file, else to the working directory)."""
+
+
+class _RetrieveCommon(BaseModel):
+    dataset: str
+    splits: list[str] = Field(min_length=1)
+    k: int = Field(1000, gt=0)
+
+
+class BM25Retrieve(BM25Params, _RetrieveCommon):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["bm25"]
+
+
+class DenseRetrieve(DenseParams, _RetrieveCommon):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["dense"]
+    model: str
+
+
+RetrieveEntry = Annotated[BM25Retrieve | DenseRetrieve, Field(discriminator="kind")]
+
+
+class ScoreEntry(_Strict):
+    """A score stage per split: ``teacher`` scores the top-``top_k`` of ``candidates``."""
+
+    dataset: str
+    splits: list[str] = Field(min_length=1)
+    candidates: str
+    top_k: int = Field(100, gt=0)
+    add_positives: bool = False
+    chunk_size: int = Field(2000, gt=0)
+    teacher: TeacherSpec
+
+
+class StudentEntry(_Strict):
+    """A train stage. ``params`` passes through to the train config unchanged."""
+
+    family: Family
+    init: str
+    dataset: str
+    split: str = "train"
+    teacher: str | None = None
+    """A teachers entry (its scores on ``split``); none trains from labels only."""
+    candidates: str | None = None
+    """A retrieve entry whose run on ``split`` supplies negatives."""
+    loss: str | list[str] | None = None
+    params: dict[str, Any] = {}
+
+
+class SearchSpec(_Strict):
+    splits: list[str] = Field(["test"], min_length=1)
+    k: int = Field(1000, gt=0)
+    params: dict[str, Any] = {}
+
+
+class IndexEntry(_Strict):
+    """An index stage over ``dataset``'s corpus, then a search stage per split."""
+
+    dataset: str
+    student: str | None = None
+    model: str | None = None
+    family: Family | None = None
+    """Needed with ``model``; a student's family is its own."""
+    kind: str | None = None
+    """Index type, passed to the index module (its default when absent)."""
+    params: dict[str, Any] = {}
+    search: SearchSpec = SearchSpec()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IndexEntry:
+        if (self.student is None) == (self.model is None):
+            raise ValueError("give exactly one of 'student' and 'model'")
+        if self.model is not None and self.family is None:
+            raise ValueError("an index of a 'model' needs its 'family' (" + ", ".join(FAMILIES) + ")")
+        return self
+
+
+class EvalEntry(_Strict):
+    dataset: str
+    split: str = "test"
+    systems: dict[str, str] = Field(min_length=1)
+    """Display name -> reference (``retrieve:NAME``, ``teacher:NAME``, ``reranker:NAME``,
+    ``index:NAME``)."""
+    baseline: str | None = None
+    """The system the others are tested against (a display name in ``systems``)."""
+    metrics: list[str] = ["ndcg@10", "mrr@10", "recall@100"]
+    ignore_identical_ids: bool = True
+    stat_test: Literal["student", "fisher", "tukey"] = "student"
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class Pipeline(_Strict):
+    name: Name
+    description: str = ""
+    root: str | None = None
+    """Run root (default ``runs/<name>``), relative to the working directory."""
+    datasets: dict[Name, DatasetEntry] = Field(min_length=1)
+    retrieve: dict[Name, RetrieveEntry] = {}
+    teachers: dict[Name, ScoreEntry] = {}
+    students: dict[Name, StudentEntry] = {}
+    rerankers: dict[Name, ScoreEntry] = {}
+    indexes: dict[Name, IndexEntry] = {}
+    evals: dict[Name, EvalEntry] = {}
+
+
+SECTIONS = ("datasets", "retrieve", "teachers", "students", "rerankers", "indexes", "evals")
+REF_SECTIONS = {"retrieve": "retrieve", "teacher": "teachers", "reranker": "rerankers",
+                "index": "indexes"}
+"""Eval reference prefix -> pipeline section."""
