@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from retrieval_kd.cli import data_cmd, eval_cmd, models_cmd, retrieve_cmd, run_cmd, score_cmd
+from retrieval_kd.cli import data_cmd, eval_cmd, index_cmd, models_cmd, retrieve_cmd, run_cmd, score_cmd
 from retrieval_kd.errors import RkdError
 from retrieval_kd.progress import console
 
@@ -20,6 +20,8 @@ app.add_typer(retrieve_cmd.app, name="retrieve")
 app.command("score")(score_cmd.score)
 app.add_typer(score_cmd.app, name="scores")
 app.command("eval")(eval_cmd.eval_runs)
+app.add_typer(index_cmd.app, name="index")
+app.command("search")(index_cmd.search)
 run_cmd.register(app)
 
 

@@ -1,0 +1,168 @@
+"""``rkd index dense|splade|colbert`` (build) and ``rkd search`` (query an index into a run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from retrieval_kd.progress import console
+
+app = typer.Typer(no_args_is_help=True, help="Build dense (FAISS), SPLADE (inverted) and ColBERT indexes.")
+
+Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Registered name or directory (its corpus is indexed).")]
+Split = Annotated[str, typer.Option("--split", "-s", help="Split loaded with the corpus (only the corpus is used).")]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Index directory (default indexes/<ds>-<model>-<kind>).")]
+Chunk = Annotated[int, typer.Option(help="Documents per resumable encoding chunk.")]
+Keep = Annotated[bool, typer.Option(help="Move the encoded chunks into the index as embeddings/.")]
+WorkDir = Annotated[Path | None, typer.Option(help="Encoded-chunk folder (default .<out>.work beside the index); "
+                                                   "a killed build resumes from it.")]
+KeepWork = Annotated[bool, typer.Option(help="Keep the work folder, so other index variants built with the "
+                                             "same --work-dir reuse the encodings.")]
+FaissDevice = Annotated[str, typer.Option(help="auto (GPU when faiss-gpu sees one) | cpu | gpu.")]
+Opt = typer.Option
+MaybeInt = int | None
+
+
+def _default_out(dataset: str, model: str, suffix: str) -> Path:
+    return Path("indexes") / f"{Path(dataset).name}-{Path(model).name}-{suffix}".replace("/", "_")
+
+
+def _faiss(index, hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_nbits, nprobe, train_size,
+           deterministic, device):
+    from pydantic import ValidationError
+
+    from retrieval_kd.index.faiss_index import FaissParams, IndexParamError
+
+    try:
+        return FaissParams(index=index, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
+                           nlist=nlist, pq_m=pq_m, pq_nbits=pq_nbits, nprobe=nprobe, train_size=train_size,
+                           deterministic=deterministic, device=device)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise IndexParamError(f"invalid index parameters: {msgs}") from None
+
+
+@app.command("dense")
+def dense(
+    dataset: Dataset,
+    model: Annotated[str, Opt("--model", "-m", help="SentenceTransformer: short name, HF id or path.")] = "minilm-l6",
+    split: Split = "test",
+    out: Out = None,
+    index: Annotated[str, Opt(help="flat | hnsw | ivfpq")] = "flat",
+    hnsw_m: Annotated[int, Opt(help="HNSW: graph degree M.")] = 32,
+    ef_construction: Annotated[int, Opt(help="HNSW: efConstruction.")] = 200,
+    ef_search: Annotated[int, Opt(help="HNSW: default efSearch (search can override).")] = 128,
+    nlist: Annotated[MaybeInt, Opt(help="IVF-PQ: lists (default 4*sqrt(N), at most N/39).")] = None,
+    pq_m: Annotated[MaybeInt, Opt(help="IVF-PQ: sub-quantizers (default dim/8; must divide dim).")] = None,
+    pq_nbits: Annotated[int, Opt(help="IVF-PQ: bits per sub-quantizer code.")] = 8,
+    nprobe: Annotated[int, Opt(help="IVF-PQ: default lists probed (search can override).")] = 32,
+    train_size: Annotated[MaybeInt, Opt(help="IVF-PQ: training sample (default max(64*nlist, 50k)).")] = None,
+    deterministic: Annotated[bool, Opt(help="HNSW: single-threaded, reproducible graph build.")] = True,
+    faiss_device: FaissDevice = "auto",
+    batch_size: Annotated[int, Opt()] = 64,
+    max_seq_length: Annotated[MaybeInt, Opt(help="Override the model's maximum length.")] = None,
+    query_prompt: Annotated[str, Opt(help="Text prepended to each query.")] = "",
+    doc_prompt: Annotated[str, Opt(help="Text prepended to each document.")] = "",
+    chunk_size: Chunk = 8192,
+    keep_embeddings: Keep = False,
+    work_dir: WorkDir = None,
+    keep_work: KeepWork = False,
+) -> None:
+    """Dense index: FAISS flat (exact), HNSW or IVF-PQ over inner product of normalised embeddings."""
+    from retrieval_kd.index.build import build_index
+    from retrieval_kd.retrieve.dense import DenseParams
+
+    enc = DenseParams(batch_size=batch_size, max_seq_length=max_seq_length, query_prompt=query_prompt,
+                      doc_prompt=doc_prompt)
+    fp = _faiss(index, hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_nbits, nprobe, train_size,
+                deterministic, faiss_device)
+    out = out or _default_out(dataset, model, index)
+    build_index("dense", dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
+                chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work)
+    console.print(f"index written to {out}")
+
+
+@app.command("splade")
+def splade(
+    dataset: Dataset,
+    model: Annotated[str, Opt("--model", "-m", help="SparseEncoder: short name, HF id or path.")] = "splade-tiny",
+    split: Split = "test",
+    out: Out = None,
+    batch_size: Annotated[int, Opt()] = 32,
+    max_seq_length: Annotated[MaybeInt, Opt(help="Override the model's maximum length.")] = None,
+    chunk_size: Chunk = 8192,
+    keep_embeddings: Keep = False,
+    work_dir: WorkDir = None,
+    keep_work: KeepWork = False,
+) -> None:
+    """SPLADE inverted index (posting lists over the vocabulary; sparse dot-product search)."""
+    from retrieval_kd.index.build import build_index
+    from retrieval_kd.index.encoders import SpladeParams
+
+    out = out or _default_out(dataset, model, "splade")
+    build_index("splade", dataset, out, model, split=split, chunk_size=chunk_size,
+                encoder_params=SpladeParams(batch_size=batch_size, max_seq_length=max_seq_length),
+                keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work)
+    console.print(f"index written to {out}")
+
+
+@app.command("colbert")
+def colbert(
+    dataset: Dataset,
+    model: Annotated[str, Opt("--model", "-m", help="MultiVectorEncoder / ColBERT folder, or any HF/ST "
+                                                   "folder (its token outputs).")],
+    split: Split = "test",
+    out: Out = None,
+    query_length: Annotated[MaybeInt, Opt(help="Query token limit (default: the model's).")] = None,
+    document_length: Annotated[MaybeInt, Opt(help="Document token limit (default: the model's).")] = None,
+    cand_index: Annotated[str, Opt(help="FAISS index over token vectors: flat | hnsw | ivfpq.")] = "ivfpq",
+    hnsw_m: Annotated[int, Opt()] = 32,
+    ef_construction: Annotated[int, Opt()] = 200,
+    ef_search: Annotated[int, Opt()] = 64,
+    nlist: Annotated[MaybeInt, Opt(help="IVF-PQ lists (default 4*sqrt(tokens)).")] = None,
+    pq_m: Annotated[MaybeInt, Opt(help="IVF-PQ sub-quantizers (default dim/8).")] = None,
+    pq_nbits: Annotated[int, Opt()] = 8,
+    nprobe: Annotated[int, Opt()] = 16,
+    train_size: Annotated[MaybeInt, Opt()] = None,
+    deterministic: Annotated[bool, Opt(help="HNSW: single-threaded, reproducible graph build.")] = True,
+    faiss_device: FaissDevice = "auto",
+    batch_size: Annotated[int, Opt()] = 32,
+    chunk_size: Chunk = 8192,
+    keep_embeddings: Keep = False,
+    work_dir: WorkDir = None,
+    keep_work: KeepWork = False,
+) -> None:
+    """ColBERT late-interaction index: float16 token vectors + FAISS token index; MaxSim at search."""
+    from retrieval_kd.index.build import build_index
+    from retrieval_kd.index.encoders import ColbertParams
+
+    enc = ColbertParams(batch_size=batch_size, query_length=query_length, document_length=document_length)
+    fp = _faiss(cand_index, hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_nbits, nprobe, train_size,
+                deterministic, faiss_device)
+    out = out or _default_out(dataset, model, "colbert")
+    build_index("colbert", dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
+                chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work)
+    console.print(f"index written to {out}")
+
+
+def search(
+    index: Annotated[Path, typer.Argument(help="Index directory (from rkd index ...).")],
+    dataset: Annotated[str, Opt("--dataset", "-d", help="Dataset whose corpus was indexed.")],
+    split: Annotated[str, Opt("--split", "-s")] = "test",
+    out: Annotated[Path | None, Opt("--out", "-o", help="Run directory (default runs/<ds>-<split>/<index>).")] = None,
+    k: Annotated[int, Opt("--k", "-k", help="Documents kept per query.")] = 1000,
+    ef_search: Annotated[MaybeInt, Opt(help="HNSW efSearch (default: the index's).")] = None,
+    nprobe: Annotated[MaybeInt, Opt(help="IVF lists probed (default: the index's).")] = None,
+    k_token: Annotated[MaybeInt, Opt(help="ColBERT: token neighbours per query token (default 32).")] = None,
+    model: Annotated[str | None, Opt("--model", "-m", help="Override the encoder recorded in the index.")] = None,
+    max_queries: Annotated[MaybeInt, Opt(help="Search only the first N queries.")] = None,
+) -> None:
+    """Search an index with a split's queries: TREC run + manifest with latency, QPS, memory."""
+    from retrieval_kd.index.search import search_stage
+
+    out = out or Path("runs") / f"{Path(dataset).name}-{split}" / index.name
+    search_stage(index, dataset, split, out, k=k, model=model, max_queries=max_queries,
+                 overrides={"ef_search": ef_search, "nprobe": nprobe, "k_token": k_token})
+    console.print(f"run written to {out}")

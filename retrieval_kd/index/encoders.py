@@ -1,0 +1,233 @@
+"""The three encoder families an index is built from, behind one small interface.
+
+Each encoder turns a list of document texts into one chunk's named arrays
+(``encode_docs``), encodes queries for search (``encode_queries``), and describes itself
+for manifests (``identity``; it is part of the chunk fingerprint, so a changed model or
+setting never reuses stale chunks).
+
+* :class:`DenseEncoder`: a SentenceTransformer, one normalised vector per text.
+* :class:`SpladeEncoder`: a SparseEncoder (SPLADE), one vocabulary-sized sparse vector.
+* :class:`TokenEncoder`: per-token vectors for late interaction (ColBERT). A saved
+  sentence-transformers ``MultiVectorEncoder`` (or a Stanford/PyLate ColBERT checkpoint it
+  reads) is used as is; any other Hugging Face or SentenceTransformer folder is wrapped as a
+  MultiVectorEncoder over its transformer's token outputs, with the folder's own ``Dense``
+  layers (if any) applied per token as the projection, then L2-normalised. No randomly
+  initialised projection is ever added, so the same folder always gives the same vectors.
+  Any object with ``encode_query`` / ``encode_document`` returning per-text token matrices
+  can also be passed programmatically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from retrieval_kd.models.resolve import ModelRef, resolve_model
+from retrieval_kd.retrieve.dense import DenseParams, encode_texts, load_encoder
+
+Family = Literal["dense", "splade", "colbert"]
+
+
+def _quiet_hf() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _device(device: str | None) -> str:
+    from retrieval_kd.teachers.torch_utils import pick_device
+
+    return pick_device(device)
+
+
+# -- dense --------------------------------------------------------------------------------------
+class DenseEncoder:
+    family: Family = "dense"
+
+    def __init__(self, model: str | ModelRef, params: DenseParams | None = None) -> None:
+        _quiet_hf()
+        self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
+        self.params = params or DenseParams()
+        self.st = load_encoder(self.ref, self.params)
+        self.dim = int(self.st.get_embedding_dimension())
+
+    def identity(self) -> dict[str, Any]:
+        return {"family": self.family, "model": self.ref.provenance(),
+                "max_seq_length": self.st.max_seq_length,
+                "params": self.params.model_dump(exclude={"device", "batch_size"})}
+
+    def encode_docs(self, texts: list[str]) -> dict[str, np.ndarray]:
+        emb = encode_texts(self.st, texts, self.params, self.params.doc_prompt, chunk=len(texts) or 1)
+        return {"emb": emb}
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return encode_texts(self.st, texts, self.params, self.params.query_prompt)
+
+
+# -- SPLADE -------------------------------------------------------------------------------------
+class SpladeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int = Field(32, gt=0)
+    max_seq_length: int | None = None
+    device: str | None = None
+
+
+class SpladeEncoder:
+    family: Family = "splade"
+
+    def __init__(self, model: str | ModelRef, params: SpladeParams | None = None) -> None:
+        from sentence_transformers import SparseEncoder
+
+        _quiet_hf()
+        self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
+        self.params = params or SpladeParams()
+        self.se = SparseEncoder(self.ref.location, device=_device(self.params.device))
+        if self.params.max_seq_length:
+            self.se.max_seq_length = self.params.max_seq_length
+        # the output width, from a probe: SpladePooling learns it on its first forward pass
+        self.vocab = int(self.se.encode_query(["probe"], convert_to_sparse_tensor=True).shape[1])
+
+    def identity(self) -> dict[str, Any]:
+        return {"family": self.family, "model": self.ref.provenance(),
+                "max_seq_length": self.se.max_seq_length, "vocab": self.vocab}
+
+    def _csr(self, t):
+        from retrieval_kd.index.sparse import torch_sparse_to_csr
+
+        return torch_sparse_to_csr(t, self.vocab)
+
+    def encode_docs(self, texts: list[str]) -> dict[str, np.ndarray]:
+        m = self._csr(self.se.encode_document(texts, batch_size=self.params.batch_size,
+                                              convert_to_sparse_tensor=True, save_to_cpu=True))
+        return {"indptr": m.indptr.astype(np.int64), "indices": m.indices.astype(np.int32),
+                "data": m.data.astype(np.float32)}
+
+    def encode_queries(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        m = self._csr(self.se.encode_query(texts, batch_size=self.params.batch_size,
+                                           convert_to_sparse_tensor=True, save_to_cpu=True))
+        return [(m.indices[m.indptr[i]:m.indptr[i + 1]].astype(np.int64),
+                 m.data[m.indptr[i]:m.indptr[i + 1]].astype(np.float64)) for i in range(m.shape[0])]
+
+
+# -- late interaction ---------------------------------------------------------------------------
+class ColbertParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int = Field(32, gt=0)
+    query_length: int | None = Field(None, gt=0, description="query token limit (None: the model's)")
+    document_length: int | None = Field(None, gt=0, description="document token limit (None: the model's)")
+    normalize: bool = True
+    device: str | None = None
+
+
+def _st_model_type(folder: Path) -> str | None:
+    cfg = folder / "config_sentence_transformers.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text()).get("model_type")
+    return None
+
+
+def is_multi_vector_folder(folder: Path) -> bool:
+    """A saved MultiVectorEncoder / PyLate ColBERT, or a Stanford ColBERT checkpoint."""
+    if _st_model_type(folder) in ("MultiVectorEncoder", "ColBERT"):
+        return True
+    cfg = folder / "config.json"
+    return cfg.is_file() and "HF_ColBERT" in (json.loads(cfg.read_text()).get("architectures") or [])
+
+
+def wrap_transformer_folder(location: str, device: str):
+    """A MultiVectorEncoder over a plain HF / SentenceTransformer folder's token outputs.
+
+    Kept from a SentenceTransformer pipeline: its Transformer and any Dense layers (re-pointed at
+    the token embeddings); dropped: pooling and sentence-level normalisation.
+    """
+    from sentence_transformers import MultiVectorEncoder, SentenceTransformer
+    from sentence_transformers.base.modules import Dense, Normalize, Transformer
+    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+
+    folder = Path(location)
+    if (folder / "modules.json").is_file():
+        st = SentenceTransformer(location, device="cpu")
+        mods = []
+        for m in st:
+            if isinstance(m, Transformer):
+                mods.append(m)
+            elif isinstance(m, Dense):
+                m.module_input_name = m.module_output_name = "token_embeddings"
+                mods.append(m)
+        if not mods or not isinstance(mods[0], Transformer):
+            raise ValueError(f"{location}: no Transformer module to take token embeddings from")
+    else:
+        mods = [Transformer(location)]
+    mods += [MultiVectorMask(), Normalize(module_input_name="token_embeddings")]
+    return MultiVectorEncoder(modules=mods, device=device)
+
+
+class TokenEncoder:
+    """Per-token embeddings (float32, one ``(n_tokens, dim)`` matrix per text)."""
+
+    family: Family = "colbert"
+
+    def __init__(self, model: str | ModelRef | Any, params: ColbertParams | None = None) -> None:
+        _quiet_hf()
+        self.params = params or ColbertParams()
+        if isinstance(model, (str, ModelRef)):
+            self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
+            folder = Path(self.ref.location)
+            if folder.is_dir() and not is_multi_vector_folder(folder):
+                self.source = "transformer-tokens"
+                self.model = wrap_transformer_folder(self.ref.location, _device(self.params.device))
+            else:
+                from sentence_transformers import MultiVectorEncoder
+
+                self.source = "multi-vector-encoder"
+                self.model = MultiVectorEncoder(self.ref.location, device=_device(self.params.device))
+        else:  # an already-built model object (a trained student, a test double)
+            self.ref, self.source, self.model = None, type(model).__name__, model
+        self._set_lengths()
+        probe = self.encode_queries(["probe"])[0]
+        self.dim = int(probe.shape[1])
+
+    def _set_lengths(self) -> None:
+        for m in getattr(self.model, "_modules", {}).values():
+            if self.params.query_length and hasattr(m, "query_length"):
+                m.query_length = self.params.query_length
+            if self.params.document_length and hasattr(m, "document_length"):
+                m.document_length = self.params.document_length
+
+    def lengths(self) -> dict[str, int | None]:
+        for m in getattr(self.model, "_modules", {}).values():
+            if hasattr(m, "query_length"):
+                return {"query_length": m.query_length, "document_length": m.document_length,
+                        "max_seq_length": getattr(m, "max_seq_length", None)}
+        return {}
+
+    def identity(self) -> dict[str, Any]:
+        return {"family": self.family, "source": self.source,
+                "model": self.ref.provenance() if self.ref else {"object": self.source},
+                "normalize": self.params.normalize, **self.lengths(),
+                "modules": [type(m).__name__ for m in getattr(self.model, "_modules", {}).values()]}
+
+    def _encode(self, texts: list[str], query: bool) -> list[np.ndarray]:
+        fn = self.model.encode_query if query else self.model.encode_document
+        out = fn(texts, batch_size=self.params.batch_size, convert_to_numpy=True,
+                 normalize_embeddings=self.params.normalize, show_progress_bar=False)
+        return [np.asarray(x, dtype=np.float32) for x in out]
+
+    def encode_docs(self, texts: list[str]) -> dict[str, np.ndarray]:
+        mats = self._encode(texts, query=False)
+        lens = np.array([len(m) for m in mats], dtype=np.int64)
+        tokens = np.concatenate(mats).astype(np.float16) if mats else np.zeros((0, self.dim), np.float16)
+        return {"tokens": tokens, "lens": lens}
+
+    def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
+        return self._encode(texts, query=True)
+
+
+def make_encoder(family: Family, model: str | ModelRef | Any, params: BaseModel | None = None):
+    cls = {"dense": DenseEncoder, "splade": SpladeEncoder, "colbert": TokenEncoder}[family]
+    return cls(model, params)

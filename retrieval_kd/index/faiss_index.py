@@ -1,0 +1,202 @@
+"""FAISS indexes over inner product: flat (exact), HNSW and IVF-PQ.
+
+faiss-cpu is the default; when the GPU build is installed and sees a GPU, flat and IVF
+indexes are trained / searched on it (HNSW has no GPU version and stays on the CPU).
+Nothing here requires a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from retrieval_kd.errors import RkdError
+from retrieval_kd.progress import console
+
+IndexKind = Literal["flat", "hnsw", "ivfpq"]
+
+
+class IndexParamError(RkdError, ValueError):
+    """Index parameters that cannot work together (reported as one line by the CLI)."""
+
+
+class FaissParams(BaseModel):
+    """Index type and its construction / search parameters (unused ones are ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+    index: IndexKind = "flat"
+    # HNSW
+    hnsw_m: int = Field(32, gt=1, description="HNSW graph degree M")
+    ef_construction: int = Field(200, gt=0)
+    ef_search: int = Field(128, gt=0)
+    # IVF-PQ
+    nlist: int | None = Field(None, gt=0, description="IVF lists (None: 4*sqrt(N), capped at N/39)")
+    pq_m: int | None = Field(None, gt=0, description="PQ sub-quantizers (None: dim/8); must divide dim")
+    pq_nbits: int = Field(8, gt=0, le=16)
+    nprobe: int = Field(32, gt=0)
+    train_size: int | None = Field(None, gt=0, description="training sample (None: max(64*nlist, 50k))")
+    seed: int = 1234
+    deterministic: bool = True
+    """Build HNSW single-threaded: faiss's parallel HNSW insertion depends on thread timing,
+    so only a one-thread build gives the same graph twice. Searching is multi-threaded."""
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> FaissParams:
+        if self.index == "ivfpq" and self.pq_nbits > 8 and self.device == "gpu":
+            raise ValueError("GPU IVF-PQ supports pq_nbits <= 8")
+        return self
+
+    def build_params(self) -> dict[str, Any]:
+        keep = {"flat": (), "hnsw": ("hnsw_m", "ef_construction", "ef_search", "deterministic"),
+                "ivfpq": ("nlist", "pq_m", "pq_nbits", "nprobe", "train_size", "seed")}[self.index]
+        return {"index": self.index, **{k: getattr(self, k) for k in keep}}
+
+
+def gpu_available() -> bool:
+    import faiss
+
+    return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+
+
+def use_gpu(params: FaissParams) -> bool:
+    if params.device == "cpu" or params.index == "hnsw":
+        return False
+    ok = gpu_available()
+    if params.device == "gpu" and not ok:
+        raise IndexParamError("device=gpu asked for, but faiss sees no GPU (is faiss-gpu installed?)")
+    return ok
+
+
+def auto_nlist(n: int) -> int:
+    """4*sqrt(N) rounded to a power of two, at most N/39 (faiss's minimum points per centroid)."""
+    nlist = 2 ** round(math.log2(max(4 * math.sqrt(max(n, 1)), 1)))
+    return int(max(1, min(nlist, n // 39 if n >= 39 else 1)))
+
+
+def resolve_params(params: FaissParams, n: int, dim: int) -> FaissParams:
+    """Fill the automatic IVF-PQ values for a corpus of ``n`` vectors of width ``dim``."""
+    if params.index != "ivfpq":
+        return params
+    nlist = params.nlist or auto_nlist(n)
+    pq_m = params.pq_m or max(1, dim // 8)
+    if dim % pq_m:
+        raise IndexParamError(f"pq_m={pq_m} must divide the embedding width {dim}")
+    train = params.train_size or max(64 * nlist, 50_000)
+    return params.model_copy(update={"nlist": nlist, "pq_m": pq_m, "train_size": min(train, n)})
+
+
+def sample_rows(blocks: Callable[[], Iterable[np.ndarray]], n: int, size: int, seed: int) -> np.ndarray:
+    """A deterministic uniform sample of ``size`` rows from row blocks (memory-mapped shards)."""
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(n, size=min(size, n), replace=False))
+    out, pos = [], 0
+    for block in blocks():
+        lo, hi = np.searchsorted(take, [pos, pos + len(block)])
+        if hi > lo:
+            out.append(np.asarray(block[take[lo:hi] - pos], dtype=np.float32))
+        pos += len(block)
+    return np.ascontiguousarray(np.concatenate(out))
+
+
+def new_index(params: FaissParams, dim: int):
+    import faiss
+
+    ip = faiss.METRIC_INNER_PRODUCT
+    if params.index == "flat":
+        return faiss.IndexFlatIP(dim)
+    if params.index == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, ip)
+        index.hnsw.efConstruction = params.ef_construction
+        index.hnsw.efSearch = params.ef_search
+        return index
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, params.nlist, params.pq_m, params.pq_nbits, ip)
+    index.cp.seed = params.seed
+    index.nprobe = params.nprobe
+    return index
+
+
+class _Threads:
+    """Temporarily set faiss's OpenMP thread count."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n, self.old = n, None
+
+    def __enter__(self):
+        if self.n:
+            import faiss
+
+            self.old = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.old:
+            import faiss
+
+            faiss.omp_set_num_threads(self.old)
+
+
+def build_faiss(blocks: Callable[[], Iterable[np.ndarray]], n: int, dim: int, params: FaissParams,
+                on_progress: Callable[[int], None] | None = None):
+    """Build an index from row blocks (``blocks()`` can be called twice: sample, then add).
+
+    Returns ``(cpu_index, resolved_params)``; the index is always a CPU index, ready to write.
+    """
+    import faiss
+
+    params = resolve_params(params, n, dim)
+    index = new_index(params, dim)
+    gpu = use_gpu(params)
+    work = index
+    if gpu:
+        try:
+            work = faiss.index_cpu_to_all_gpus(index)
+        except RuntimeError as e:  # an unsupported configuration: CPU works for all
+            console.log(f"faiss GPU cannot hold this index ({e}); building on the CPU")
+            gpu, work = False, index
+    if params.index == "ivfpq":
+        sample = sample_rows(blocks, n, params.train_size, params.seed)
+        work.train(sample)
+        del sample
+    with _Threads(1 if params.index == "hnsw" and params.deterministic else None):
+        for block in blocks():
+            work.add(np.ascontiguousarray(block, dtype=np.float32))
+            if on_progress:
+                on_progress(len(block))
+    if gpu:
+        index = faiss.index_gpu_to_cpu(work)
+    return index, params
+
+
+def prepare_search(index, params: FaissParams):
+    """Apply search-time parameters and move to a GPU when one is usable."""
+    import faiss
+
+    if params.index == "hnsw":
+        faiss.downcast_index(index).hnsw.efSearch = params.ef_search
+    elif params.index == "ivfpq":
+        faiss.extract_index_ivf(index).nprobe = params.nprobe
+    if use_gpu(params):
+        try:
+            index = faiss.index_cpu_to_all_gpus(index)
+        except RuntimeError as e:
+            console.log(f"faiss GPU cannot hold this index ({e}); searching on the CPU")
+    return index
+
+
+def write_index(index, path) -> None:
+    import faiss
+
+    faiss.write_index(index, str(path))
+
+
+def read_index(path, mmap: bool = False):
+    import faiss
+
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    return faiss.read_index(str(path), flags)

@@ -1,0 +1,183 @@
+"""Searching a built index: queries of a dataset split in, a TREC run directory out.
+
+The encoder is re-created from the index manifest (the same model, checked against the
+weight hash recorded at build time, and the same settings); the dataset's corpus must be
+the one the index was built from. Queries are encoded in one batch, then searched one at
+a time so that per-query latency (p50 / p95) and QPS are measured; the run's
+``manifest.json`` records them with the peak memory and the index's own figures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval_kd.artifacts import MANIFEST, atomic_dir, manifest, read_json, sha256_file, write_json
+from retrieval_kd.data.registry import load_dataset
+from retrieval_kd.data.trec import write_trec_run
+from retrieval_kd.data.types import Run
+from retrieval_kd.errors import IntegrityError, NotFoundError
+from retrieval_kd.eval.results import RUN_FILE
+from retrieval_kd.index.build import DOC_IDS, KINDS
+from retrieval_kd.index.encoders import ColbertParams, SpladeParams, make_encoder
+from retrieval_kd.index.faiss_index import FaissParams, prepare_search, read_index
+from retrieval_kd.index.stats import latency_stats, peak_rss_mb, round_floats, timed_each
+from retrieval_kd.models.resolve import resolve_model
+from retrieval_kd.progress import Timer, console, make_progress
+from retrieval_kd.retrieve.dense import DenseParams
+
+SEARCH_OVERRIDES = ("ef_search", "nprobe", "k_token")
+
+
+def read_index_manifest(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    man = folder / MANIFEST
+    if not man.is_file():
+        raise NotFoundError(f"{folder} is not an index directory (no {MANIFEST})")
+    m = read_json(man)
+    if m.get("kind") not in KINDS.values():
+        raise NotFoundError(f"{folder}: manifest kind '{m.get('kind')}' is not an index")
+    return m
+
+
+def _encoder_params(family: str, saved: dict[str, Any]):
+    cls = {"dense": DenseParams, "splade": SpladeParams, "colbert": ColbertParams}[family]
+    return cls(**saved)
+
+
+def _recorded_model(recorded: dict[str, Any]) -> str | None:
+    """What to load: the name the index was built with when it still resolves here (a
+    registered short name, an existing path), else the absolute location, else the hub id."""
+    from retrieval_kd.models.registry import model_registry
+
+    ref, loc = recorded.get("ref"), recorded.get("location")
+    if ref and (ref in model_registry() or Path(ref).exists()):
+        return ref
+    if loc and Path(loc).exists():
+        return loc
+    return ref or loc
+
+
+def encoder_for(man: dict[str, Any], model: Any = None):
+    """The index's encoder: ``model`` when given, else the recorded model (hash-checked)."""
+    family = man["params"]["family"]
+    params = _encoder_params(family, man["params"].get("encoder_params", {}))
+    recorded = man["inputs"]["encoder"].get("model", {})
+    if model is None:
+        model = _recorded_model(recorded)
+        if model is None:
+            raise NotFoundError("the index was built from a model object; pass the model to search it")
+        ref = resolve_model(model)
+        if recorded.get("sha256") and ref.sha256 and ref.sha256 != recorded["sha256"]:
+            raise IntegrityError(f"model '{model}' weights (sha256 {ref.sha256[:12]}) differ from the "
+                                 f"ones the index was built with ({recorded['sha256'][:12]})")
+        model = ref
+    return make_encoder(family, model, params)
+
+
+class Searcher:
+    """An opened index: ``search(query_rep, k) -> (doc numbers, scores, extra)``."""
+
+    def __init__(self, folder: str | Path, overrides: dict[str, Any] | None = None) -> None:
+        self.folder = Path(folder)
+        self.manifest = read_index_manifest(self.folder)
+        self.family = self.manifest["params"]["family"]
+        self.doc_ids: list[str] = json.loads((self.folder / DOC_IDS).read_text())
+        ov = {k: v for k, v in (overrides or {}).items() if v is not None}
+        unknown = set(ov) - set(SEARCH_OVERRIDES)
+        if unknown:
+            raise ValueError(f"unknown search parameters {sorted(unknown)}")
+        self.search_params: dict[str, Any] = {}
+        if self.family in ("dense", "colbert"):
+            fp = FaissParams(**self.manifest["params"]["faiss"])
+            fp = fp.model_copy(update={k: ov[k] for k in ("ef_search", "nprobe") if k in ov})
+            self.search_params.update({"ef_search": fp.ef_search} if fp.index == "hnsw" else {})
+            self.search_params.update({"nprobe": fp.nprobe} if fp.index == "ivfpq" else {})
+            name = "index.faiss" if self.family == "dense" else "candidates.faiss"
+            self.index = prepare_search(read_index(self.folder / name), fp)
+        if self.family == "splade":
+            from retrieval_kd.index.sparse import InvertedIndex
+
+            self.inv = InvertedIndex(self.folder, len(self.doc_ids))
+        elif self.family == "colbert":
+            from retrieval_kd.index.late import LateIndex
+
+            self.late = LateIndex(self.folder, self.index)
+            self.k_token = int(ov.get("k_token", 32))
+            self.search_params["k_token"] = self.k_token
+
+    def search(self, q, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        if self.family == "dense":
+            s, i = self.index.search(np.ascontiguousarray(q[None], dtype=np.float32), min(k, len(self.doc_ids)))
+            keep = i[0] >= 0
+            return i[0][keep], s[0][keep], {}
+        if self.family == "splade":
+            docs, s, touched = self.inv.search(q[0], q[1], k)
+            return docs, s, {"postings": touched, "query_terms": len(q[0])}
+        docs, s, ncand = self.late.search(q, k, self.k_token)
+        return docs, s, {"candidates": ncand, "query_tokens": len(q)}
+
+    def to_run(self, qids: list[str], results) -> Run:
+        return {qid: {self.doc_ids[int(d)]: float(s) for d, s in zip(docs, scores)}
+                for qid, (docs, scores, _) in zip(qids, results)}
+
+
+def search_stage(index: str | Path, dataset: str, split: str, out: str | Path, *, k: int = 1000,
+                 model: Any = None, overrides: dict[str, Any] | None = None, name: str | None = None,
+                 max_queries: int | None = None) -> Path:
+    """Search every query of ``dataset``/``split`` in ``index``; write ``run.trec`` + manifest."""
+    out = Path(out)
+    timer = Timer()
+    with timer("open_s", f"opening {index}"):
+        searcher = Searcher(index, overrides)
+    man = searcher.manifest
+    with timer("load_s", f"loading {dataset}/{split} and the encoder"):
+        ds = load_dataset(dataset, split)
+        if ds.corpus.fingerprint != man["inputs"]["corpus_sha256"]:
+            raise IntegrityError(f"{dataset}'s corpus (sha256 {ds.corpus.fingerprint[:12]}) is not the one "
+                                 f"{index} was built from ({man['inputs']['corpus_sha256'][:12]})")
+        enc = encoder_for(man, model)
+    qids = ds.queries.ids()[:max_queries]
+    texts = [ds.queries.texts[q] for q in qids]
+    with timer("encode_queries_s", f"encoding {len(texts):,} queries"):
+        reps = enc.encode_queries(texts)
+    with timer("search_s"), make_progress("q") as prog:
+        task = prog.add_task(f"searching {len(texts):,} queries ({searcher.family})", total=len(texts))
+        results, lat = timed_each(reps, lambda r: searcher.search(r, k), lambda n: prog.advance(task, n))
+    run = searcher.to_run(qids, results)
+    stats: dict[str, Any] = {"latency": round_floats(latency_stats(lat)),
+                             "query_encode_ms_mean": 1e3 * timer.timings["encode_queries_s"] / max(len(qids), 1)}
+    total = timer.timings["encode_queries_s"] + sum(lat)
+    stats["qps_with_encoding"] = len(qids) / total if total > 0 else None
+    extras = [r[2] for r in results]
+    for key in ("postings", "query_terms", "candidates", "query_tokens"):
+        if extras and key in extras[0]:
+            stats[f"avg_{key}"] = float(np.mean([e[key] for e in extras]))
+    if searcher.family == "splade":
+        from retrieval_kd.index.sparse import flops
+
+        stats["flops"] = flops(searcher.inv.df(), len(searcher.doc_ids), [r[0] for r in reps],
+                               searcher.inv.vocab)
+    stats["peak_rss_mb"] = peak_rss_mb()
+    stats["index"] = {key: man.get("stats", {}).get(key) for key in ("index_bytes", "n_docs", "peak_rss_mb")}
+    tag = name or f"{man['params']['name']}"
+    params = {"name": tag, "index": str(index), "index_kind": man["kind"], "k": k,
+              "search": searcher.search_params, "faiss": man["params"].get("faiss"),
+              "encoder_params": man["params"].get("encoder_params")}
+    with atomic_dir(out) as tmp:
+        write_trec_run(run, tmp / RUN_FILE, tag=tag)
+        write_json(tmp / MANIFEST, manifest(
+            f"search.{searcher.family}",
+            inputs={"dataset": ds.protocol(), "index": {"path": str(index), "manifest_sha256":
+                                                        sha256_file(Path(index) / MANIFEST)},
+                    "encoder": enc.identity()},
+            params=params, timings=timer.timings,
+            outputs={RUN_FILE: {"sha256": sha256_file(tmp / RUN_FILE), "queries": len(run)}},
+            stats=stats))
+    lt = stats["latency"]
+    console.log(f"{len(qids):,} queries: p50 {lt.get('p50_ms', 0):.2f} ms, p95 {lt.get('p95_ms', 0):.2f} ms, "
+                f"{lt.get('qps', 0):,.1f} QPS (search), peak RSS {stats['peak_rss_mb']:,.0f} MiB")
+    return out
