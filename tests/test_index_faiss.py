@@ -84,7 +84,7 @@ def test_ivfpq_recall_grows_with_nprobe_and_build_is_reproducible(tmp_path):
 def test_ivfpq_automatic_parameters():
     assert auto_nlist(1_000_000) == 4096 and auto_nlist(100) == 2 and auto_nlist(10) == 1
     rp = resolve_params(FaissParams(index="ivfpq"), 1_000_000, 384)
-    assert (rp.nlist, rp.pq_m, rp.train_size) == (4096, 48, 262_144)
+    assert (rp.nlist, rp.pq_m, rp.train_size) == (4096, 48, 163_840)
     with pytest.raises(ValueError, match="must divide"):
         resolve_params(FaissParams(index="ivfpq", pq_m=7), 1000, 32)
 

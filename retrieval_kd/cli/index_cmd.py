@@ -58,7 +58,7 @@ def dense(
     pq_m: Annotated[MaybeInt, Opt(help="IVF-PQ: sub-quantizers (default dim/8; must divide dim).")] = None,
     pq_nbits: Annotated[int, Opt(help="IVF-PQ: bits per sub-quantizer code.")] = 8,
     nprobe: Annotated[int, Opt(help="IVF-PQ: default lists probed (search can override).")] = 32,
-    train_size: Annotated[MaybeInt, Opt(help="IVF-PQ: training sample (default max(64*nlist, 50k)).")] = None,
+    train_size: Annotated[MaybeInt, Opt(help="IVF-PQ: training sample (default max(40*nlist, 50k)).")] = None,
     deterministic: Annotated[bool, Opt(help="HNSW: single-threaded, reproducible graph build.")] = True,
     faiss_device: FaissDevice = "auto",
     batch_size: Annotated[int, Opt()] = 64,
@@ -158,11 +158,12 @@ def search(
     k_token: Annotated[MaybeInt, Opt(help="ColBERT: token neighbours per query token (default 32).")] = None,
     model: Annotated[str | None, Opt("--model", "-m", help="Override the encoder recorded in the index.")] = None,
     max_queries: Annotated[MaybeInt, Opt(help="Search only the first N queries.")] = None,
+    threads: Annotated[int, Opt(help="Threads for the query-at-a-time search loop (0: library default).")] = 1,
 ) -> None:
     """Search an index with a split's queries: TREC run + manifest with latency, QPS, memory."""
     from retrieval_kd.index.search import search_stage
 
     out = out or Path("runs") / f"{Path(dataset).name}-{split}" / index.name
-    search_stage(index, dataset, split, out, k=k, model=model, max_queries=max_queries,
+    search_stage(index, dataset, split, out, k=k, model=model, max_queries=max_queries, threads=threads or None,
                  overrides={"ef_search": ef_search, "nprobe": nprobe, "k_token": k_token})
     console.print(f"run written to {out}")

@@ -38,7 +38,7 @@ class FaissParams(BaseModel):
     pq_m: int | None = Field(None, gt=0, description="PQ sub-quantizers (None: dim/8); must divide dim")
     pq_nbits: int = Field(8, gt=0, le=16)
     nprobe: int = Field(32, gt=0)
-    train_size: int | None = Field(None, gt=0, description="training sample (None: max(64*nlist, 50k))")
+    train_size: int | None = Field(None, gt=0, description="training sample (None: max(40*nlist, 50k))")
     seed: int = 1234
     deterministic: bool = True
     """Build HNSW single-threaded: faiss's parallel HNSW insertion depends on thread timing,
@@ -86,7 +86,7 @@ def resolve_params(params: FaissParams, n: int, dim: int) -> FaissParams:
     pq_m = params.pq_m or max(1, dim // 8)
     if dim % pq_m:
         raise IndexParamError(f"pq_m={pq_m} must divide the embedding width {dim}")
-    train = params.train_size or max(64 * nlist, 50_000)
+    train = params.train_size or max(40 * nlist, 50_000)
     return params.model_copy(update={"nlist": nlist, "pq_m": pq_m, "train_size": min(train, n)})
 
 

@@ -24,7 +24,7 @@ from retrieval_kd.eval.results import RUN_FILE
 from retrieval_kd.index.build import DOC_IDS, KINDS
 from retrieval_kd.index.encoders import ColbertParams, SpladeParams, make_encoder
 from retrieval_kd.index.faiss_index import FaissParams, prepare_search, read_index
-from retrieval_kd.index.stats import latency_stats, peak_rss_mb, round_floats, timed_each
+from retrieval_kd.index.stats import latency_stats, limit_threads, peak_rss_mb, round_floats, timed_each
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.progress import Timer, console, make_progress
 from retrieval_kd.retrieve.dense import DenseParams
@@ -127,8 +127,12 @@ class Searcher:
 
 def search_stage(index: str | Path, dataset: str, split: str, out: str | Path, *, k: int = 1000,
                  model: Any = None, overrides: dict[str, Any] | None = None, name: str | None = None,
-                 max_queries: int | None = None) -> Path:
-    """Search every query of ``dataset``/``split`` in ``index``; write ``run.trec`` + manifest."""
+                 max_queries: int | None = None, threads: int | None = 1) -> Path:
+    """Search every query of ``dataset``/``split`` in ``index``; write ``run.trec`` + manifest.
+
+    Queries are searched one at a time on ``threads`` threads (default 1, the usual way to
+    measure per-query latency; None leaves the libraries' own thread counts).
+    """
     out = Path(out)
     timer = Timer()
     with timer("open_s", f"opening {index}"):
@@ -144,7 +148,7 @@ def search_stage(index: str | Path, dataset: str, split: str, out: str | Path, *
     texts = [ds.queries.texts[q] for q in qids]
     with timer("encode_queries_s", f"encoding {len(texts):,} queries"):
         reps = enc.encode_queries(texts)
-    with timer("search_s"), make_progress("q") as prog:
+    with timer("search_s"), make_progress("q") as prog, limit_threads(threads):
         task = prog.add_task(f"searching {len(texts):,} queries ({searcher.family})", total=len(texts))
         results, lat = timed_each(reps, lambda r: searcher.search(r, k), lambda n: prog.advance(task, n))
     run = searcher.to_run(qids, results)
@@ -164,7 +168,7 @@ def search_stage(index: str | Path, dataset: str, split: str, out: str | Path, *
     stats["peak_rss_mb"] = peak_rss_mb()
     stats["index"] = {key: man.get("stats", {}).get(key) for key in ("index_bytes", "n_docs", "peak_rss_mb")}
     tag = name or f"{man['params']['name']}"
-    params = {"name": tag, "index": str(index), "index_kind": man["kind"], "k": k,
+    params = {"name": tag, "index": str(index), "index_kind": man["kind"], "k": k, "threads": threads,
               "search": searcher.search_params, "faiss": man["params"].get("faiss"),
               "encoder_params": man["params"].get("encoder_params")}
     with atomic_dir(out) as tmp:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,3 +55,29 @@ def timed_each(items: Sequence[Any], fn: Callable[[Any], T],
 
 def round_floats(d: dict[str, Any], nd: int = 4) -> dict[str, Any]:
     return {k: round(v, nd) if isinstance(v, float) else v for k, v in d.items()}
+
+
+@contextlib.contextmanager
+def limit_threads(n: int | None) -> Iterator[None]:
+    """Cap the OpenMP / BLAS thread pools (faiss, numpy, torch) at ``n`` inside the block.
+
+    Query-at-a-time search gains little from intra-query threads, and on a busy machine
+    OpenMP synchronisation can cost more than the search itself.
+    """
+    if not n:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it cap faiss only
+        import faiss
+
+        old = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(n)
+        try:
+            yield
+        finally:
+            faiss.omp_set_num_threads(old)
+        return
+    with threadpool_limits(limits=n):
+        yield
