@@ -1,0 +1,93 @@
+"""``rkd train``: a student from stored teacher scores (or the label-only baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from retrieval_kd.errors import RkdError
+from retrieval_kd.progress import console
+
+
+def parse_window(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        lo, hi = (int(x) for x in text.replace("-", ":").split(":"))
+    except ValueError:
+        raise RkdError(f"--rank-window must look like LOW:HIGH (e.g. 3:50), got '{text}'") from None
+    return lo, hi
+
+
+Opt = typer.Option
+
+
+def train(
+    config: Annotated[Path | None, Opt("--config", "-c", help="YAML config; flags override it.")] = None,
+    family: Annotated[str | None, Opt("--family", "-f",
+                                      help="bi-encoder | splade | colbert | cross-encoder")] = None,
+    init: Annotated[str | None, Opt("--init", "-m", help="Initial model: short name, HF id or path.")] = None,
+    scores: Annotated[list[Path] | None, Opt("--scores", help="Score store (repeat to join stores).")] = None,
+    dataset: Annotated[str | None, Opt("--dataset", "-d", help="Default: the store's dataset.")] = None,
+    split: Annotated[str | None, Opt("--split", "-s", help="Default: the store's split.")] = None,
+    loss: Annotated[str | None, Opt("--loss", "-l", help="margin-mse | kl | infonce, or a weighted "
+                                    "sum like kl+infonce:0.5")] = None,
+    label_only: Annotated[bool | None, Opt("--label-only/--teacher", help="Label-only baseline: InfoNCE "
+                                           "on qrels, negatives from the candidate ranks.")] = None,
+    candidates: Annotated[Path | None, Opt(help="Run (folder or TREC file) for --label-only "
+                                           "without a store.")] = None,
+    temperature: Annotated[float | None, Opt(help="KL temperature.")] = None,
+    kl_passages: Annotated[int | None, Opt(help="Passages per KL row (positive + negatives).")] = None,
+    negatives: Annotated[int | None, Opt(help="Hard negatives per positive.")] = None,
+    rank_window: Annotated[str | None, Opt(help="Candidate ranks negatives come from, LOW:HIGH.")] = None,
+    filter_margin: Annotated[float | None, Opt(help="Drop negatives scoring >= positive - margin.")] = None,
+    no_filter: Annotated[bool, Opt("--no-filter", help="Keep every negative in the window.")] = False,
+    positives: Annotated[str | None, Opt(help="qrels-then-teacher | qrels | teacher")] = None,
+    batch_size: Annotated[int | None, Opt()] = None,
+    epochs: Annotated[float | None, Opt()] = None,
+    max_steps: Annotated[int | None, Opt(help="> 0 overrides --epochs.")] = None,
+    lr: Annotated[float | None, Opt()] = None,
+    warmup: Annotated[float | None, Opt(help="Fraction of steps (< 1) or steps.")] = None,
+    seed: Annotated[int | None, Opt()] = None,
+    max_length: Annotated[int | None, Opt(help="Passage (cross-encoder: pair) tokens.")] = None,
+    query_max_length: Annotated[int | None, Opt(help="ColBERT query tokens.")] = None,
+    splade_query_weight: Annotated[float | None, Opt(help="SPLADE FLOPS weight, queries.")] = None,
+    splade_doc_weight: Annotated[float | None, Opt(help="SPLADE FLOPS weight, documents.")] = None,
+    save_steps: Annotated[int | None, Opt(help="Checkpoint every N steps.")] = None,
+    output: Annotated[Path | None, Opt("--output", "-o", help="Model folder to write.")] = None,
+    restart: Annotated[bool, Opt("--restart", help="Discard an earlier run's checkpoints.")] = False,
+    dump_examples: Annotated[Path | None, Opt(help="Only write the training rows (JSON lines).")] = None,
+) -> None:
+    """Train a student on a score store's teacher scores; resumes a killed run from its checkpoint."""
+    from retrieval_kd.train.config import load_config
+
+    cfg = load_config(
+        config, family=family, init=init, scores=scores or None, dataset=dataset, split=split,
+        losses=loss or ("infonce" if label_only else None),
+        teacher=None if label_only is None else ("none" if label_only else "store"),
+        candidates=candidates, temperature=temperature, kl_passages=kl_passages, negatives=negatives,
+        rank_window=parse_window(rank_window), filter_margin=filter_margin, positives=positives,
+        batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr, warmup=warmup, seed=seed,
+        max_length=max_length, query_max_length=query_max_length,
+        splade_query_weight=splade_query_weight, splade_doc_weight=splade_doc_weight,
+        save_steps=save_steps, output=output,
+    )
+    if no_filter:
+        cfg = cfg.model_copy(update={"filter_margin": None})
+    if dump_examples:
+        from retrieval_kd.train.stage import dump_examples as dump
+
+        stats = dump(cfg, dump_examples)
+        console.print(f"wrote {stats.rows:,} {stats.layout} rows ({stats.queries:,} queries, "
+                      f"{stats.filtered_by_teacher:,} negatives dropped by the teacher filter) "
+                      f"to {dump_examples}")
+        return
+    from retrieval_kd.train.stage import describe, train_stage
+
+    if cfg.output is None:
+        raise RkdError("give --output (or output: in the config)")
+    out = train_stage(cfg, restart=restart)
+    console.print(describe(out), highlight=False)
+    typer.echo(str(out))

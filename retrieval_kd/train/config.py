@@ -1,0 +1,198 @@
+"""Training configuration: one pydantic model, read from YAML and/or command-line flags.
+
+Example (``train.yaml``)::
+
+    family: bi-encoder            # bi-encoder | splade | colbert | cross-encoder
+    init: minilm-l6               # short name, Hugging Face id or path
+    scores: [scores/3f9a0c2d1e7b4a55]
+    dataset: scifact
+    split: train
+    losses: [{name: kl, weight: 1.0}, {name: infonce, weight: 0.5}]   # or "kl+infonce:0.5"
+    temperature: 1.0
+    kl_passages: 8
+    negatives: 7
+    rank_window: [3, 50]
+    filter_margin: 0.0
+    batch_size: 16
+    epochs: 1
+    lr: 2.0e-5
+    output: models/scifact-minilm-kl
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from retrieval_kd.errors import DataError, RkdError
+
+Family = Literal["bi-encoder", "splade", "colbert", "cross-encoder"]
+LossName = Literal["margin-mse", "kl", "infonce"]
+FAMILIES: tuple[str, ...] = ("bi-encoder", "splade", "colbert", "cross-encoder")
+LOSSES: tuple[str, ...] = ("margin-mse", "kl", "infonce")
+
+
+class LossTerm(BaseModel):
+    """One loss of the (weighted) objective."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: LossName
+    weight: float = Field(1.0, gt=0)
+
+
+def parse_losses(text: str) -> list[LossTerm]:
+    """``"kl"``, ``"kl+infonce"``, ``"kl:1.0+infonce:0.5"`` (``,`` also separates)."""
+    terms = []
+    for part in text.replace(",", "+").split("+"):
+        part = part.strip()
+        if not part:
+            continue
+        name, _, weight = part.partition(":")
+        try:
+            terms.append(LossTerm(name=name.strip(), weight=float(weight) if weight else 1.0))
+        except (ValueError, ValidationError):
+            raise RkdError(f"loss '{part}': expected NAME[:WEIGHT] with NAME one of "
+                           f"{', '.join(LOSSES)} and a positive weight") from None
+    if not terms:
+        raise RkdError("no loss given")
+    return terms
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run (all of it goes into the output's manifest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: Family
+    init: str
+    """Initial weights: registered short name, Hugging Face id or local folder."""
+    output: Path | None = None
+    """The model folder to write (required to train)."""
+
+    # --- data -------------------------------------------------------------------------------
+    scores: list[Path] = []
+    """Score store folder(s); several stores are joined (they must not score the same pair twice)."""
+    dataset: str | None = None
+    """Registered name or folder; default: the dataset the (first) store scored."""
+    split: str | None = None
+    """Default: the split the (first) store scored."""
+    teacher: Literal["store", "none"] = "store"
+    """``none``: label-only baseline (InfoNCE on qrels, negatives from the candidates' ranks)."""
+    candidates: Path | None = None
+    """A run (folder or TREC file) for negatives when no store is given (label-only only)."""
+    candidates_top_k: int = Field(100, gt=0)
+
+    # --- examples -----------------------------------------------------------------------------
+    losses: list[LossTerm] = [LossTerm(name="kl")]
+    temperature: float = Field(1.0, gt=0)
+    """KL temperature, applied inside the loss to student and teacher scores."""
+    kl_passages: int = Field(8, ge=2)
+    """Passages per KL row: the positive plus ``kl_passages - 1`` negatives."""
+    negatives: int = Field(7, ge=1)
+    """Hard negatives per positive (InfoNCE columns, Margin-MSE rows)."""
+    rank_window: tuple[int, int] = (3, 50)
+    """Candidate-run ranks (1-based, inclusive) that hard negatives are drawn from."""
+    filter_margin: float | None = 0.0
+    """Drop a negative whose teacher score is >= positive score - margin; ``null``: no filter."""
+    positives: Literal["qrels-then-teacher", "qrels", "teacher"] = "qrels-then-teacher"
+    """Where the positive comes from: qrels (grade > 0), else the teacher's top-1."""
+    max_positives: int = Field(1, ge=1)
+    """Qrels positives used per query (one example group per positive)."""
+
+    # --- student ------------------------------------------------------------------------------
+    max_length: int = Field(256, gt=0)
+    """Passage length (tokens); for the cross-encoder, the pair's length."""
+    query_max_length: int | None = Field(None, gt=0)
+    """Query length for ColBERT (other families share ``max_length``)."""
+    colbert_dim: int = Field(128, gt=0)
+    """ColBERT projection size when it is built around a plain transformer."""
+    splade_query_weight: float = Field(5e-5, ge=0)
+    """FLOPS regulariser weight on queries (SPLADE)."""
+    splade_doc_weight: float = Field(3e-5, ge=0)
+    """FLOPS regulariser weight on documents (SPLADE)."""
+    infonce_scale: float | None = Field(None, gt=0)
+    """InfoNCE logit scale (1/temperature); default: the library's per family."""
+
+    # --- optimisation -------------------------------------------------------------------------
+    batch_size: int = Field(16, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    """> 0 overrides ``epochs``."""
+    lr: float = Field(2e-5, gt=0)
+    warmup: float = Field(0.1, ge=0)
+    """Learning-rate warm-up: a fraction of the steps if < 1, else a number of steps."""
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 42
+    save_steps: int = Field(500, gt=0)
+    """Checkpoint every N optimiser steps (a killed run resumes from the last one)."""
+    save_total_limit: int = Field(2, gt=0)
+    logging_steps: int = Field(10, gt=0)
+
+    @field_validator("losses", mode="before")
+    @classmethod
+    def _losses_from_text(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return parse_losses(v)
+        if isinstance(v, list):
+            return [parse_losses(x)[0] if isinstance(x, str) else x for x in v]
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        names = [t.name for t in self.losses]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a loss is listed twice: {names}")
+        lo, hi = self.rank_window
+        if not 1 <= lo <= hi:
+            raise ValueError(f"rank_window {list(self.rank_window)}: need 1 <= low <= high")
+        if self.teacher == "none":
+            if names != ["infonce"]:
+                raise ValueError("teacher: none (label-only) trains with loss infonce only")
+            if self.positives == "teacher":
+                raise ValueError("teacher: none takes positives from qrels (positives: qrels)")
+            if not self.scores and self.candidates is None:
+                raise ValueError("label-only training needs negatives: give a score store "
+                                 "(its candidate ranks) or a candidates run")
+        else:
+            if not self.scores:
+                raise ValueError("give at least one score store (scores), or teacher: none")
+            if self.candidates is not None:
+                raise ValueError("candidates is for teacher: none; a store carries its own candidates")
+        if self.query_max_length is not None and self.family != "colbert":
+            raise ValueError("query_max_length applies to colbert only (others use max_length)")
+        return self
+
+    @property
+    def label_only(self) -> bool:
+        return self.teacher == "none"
+
+    @property
+    def loss_names(self) -> list[str]:
+        return [t.name for t in self.losses]
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Read a YAML config (optional) and apply ``overrides`` (``None`` values are ignored)."""
+    data: dict[str, Any] = {}
+    where = "command line"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(path, "config file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise DataError(path, f"not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise DataError(path, "expected a mapping of settings")
+        where = str(path)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig(**data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}"
+                             for err in e.errors())
+        raise RkdError(f"{where}: {problems}") from None

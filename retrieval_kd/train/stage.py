@@ -1,0 +1,357 @@
+"""The training stage: examples from score stores, a student, Sentence Transformers' trainer.
+
+``train_stage(cfg)`` writes ``cfg.output``: a plain Sentence Transformers model folder (it loads
+with ``SentenceTransformer`` / ``SparseEncoder`` / ``MultiVectorEncoder`` / ``CrossEncoder``)
+plus ``manifest.json`` (score store ids, data fingerprints, parameters, init weights' sha256,
+library versions, timings, examples/s, the loss log).
+
+While training, checkpoints go to ``.<output name>.work/checkpoints/checkpoint-<step>`` beside
+the output, every ``save_steps`` steps (the trainer's own checkpointing). A killed run started
+again with the same configuration resumes from the last complete checkpoint; a different
+configuration is refused until that work folder is removed (``restart=True``). The finished
+model is written to a temporary folder and renamed to ``cfg.output``; the work folder is then
+removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrieval_kd.artifacts import (
+    MANIFEST,
+    atomic_dir,
+    manifest,
+    read_json,
+    read_manifest,
+    sha256_file,
+    sha256_json,
+    write_json,
+)
+from retrieval_kd.data.types import Dataset
+from retrieval_kd.errors import IntegrityError, NotFoundError, RkdError
+from retrieval_kd.train.config import TrainConfig
+from retrieval_kd.train.examples import ExampleOptions, ExampleStats, Groups, build_examples
+
+RUN_STATE = "run.json"
+CHECKPOINTS = "checkpoints"
+
+TRAINERS = {
+    "bi-encoder": ("SentenceTransformerTrainer", "SentenceTransformerTrainingArguments"),
+    "splade": ("SparseEncoderTrainer", "SparseEncoderTrainingArguments"),
+    "colbert": ("MultiVectorEncoderTrainer", "MultiVectorEncoderTrainingArguments"),
+    "cross-encoder": ("CrossEncoderTrainer", "CrossEncoderTrainingArguments"),
+}
+# Settings that do not change the trained weights: a resumed run may change them.
+RUNTIME_KEYS = frozenset({"output", "save_total_limit", "logging_steps"})
+
+
+@dataclass
+class TrainInputs:
+    """What a run trains on: the dataset split, the candidate groups and their provenance."""
+
+    ds: Dataset
+    groups: Groups
+    stores: list[dict[str, Any]] = field(default_factory=list)
+    candidates: dict[str, Any] | None = None
+
+
+def work_dir(output: Path) -> Path:
+    return output.parent / f".{output.name}.work"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def load_inputs(cfg: TrainConfig) -> TrainInputs:
+    """Load the split and the candidates (score stores, or a run for the label-only baseline).
+
+    Every store must be complete and must match the split's current texts (``verify_store``).
+    """
+    import pyarrow as pa
+
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.scores.store import ScoreStore
+    from retrieval_kd.scores.verify import verify_store
+    from retrieval_kd.train.examples import groups_from_run, groups_from_table
+
+    stores = [ScoreStore(Path(p)) for p in cfg.scores]
+    manifests = [s.manifest for s in stores]  # raises NotFoundError for a folder that is no store
+    for s, m in zip(stores, manifests):
+        if m.get("status") != "complete":
+            raise RkdError(f"{s.path}: score store is {m.get('status', 'incomplete')}; "
+                           "finish it with `rkd score` (or merge its shards) first")
+    first = manifests[0]["inputs"] if manifests else {}
+    name = cfg.dataset or first.get("dataset")
+    split = cfg.split or first.get("split")
+    if not name or not split:
+        raise RkdError("give dataset and split (no score store to take them from)")
+    ds = load_dataset(name, split)
+    records = []
+    for s, m in zip(stores, manifests):
+        rep = verify_store(s, ds)
+        if not rep.ok:
+            raise IntegrityError(f"{s.path} does not match {ds.name}/{ds.split}: " + "; ".join(rep.lines(3)))
+        records.append({"id": m["store_id"], "path": str(s.path.resolve()), "teacher": m.get("teacher"),
+                        "inputs": {k: v for k, v in m["inputs"].items() if k != "dataset_protocol"},
+                        "n_rows": m.get("n_rows")})
+    if stores:
+        table = pa.concat_tables([s.table() for s in stores])
+        return TrainInputs(ds, groups_from_table(table, with_scores=not cfg.label_only), records)
+    from retrieval_kd.data.trec import load_trec_run
+    from retrieval_kd.eval.results import locate_run
+
+    run_file, run_manifest = locate_run(cfg.candidates)
+    if not run_file.is_file():
+        raise NotFoundError(f"{cfg.candidates}: no run file")
+    cand = {"run_file": str(run_file.resolve()), "run_sha256": sha256_file(run_file),
+            "top_k": cfg.candidates_top_k, "run_stage": (run_manifest or {}).get("params")}
+    return TrainInputs(ds, groups_from_run(ds, load_trec_run(run_file), cfg.candidates_top_k), [], cand)
+
+
+def make_examples(cfg: TrainConfig, inputs: TrainInputs):
+    """The training rows (a ``datasets.Dataset``) and the builder's stats."""
+    data, stats = build_examples(inputs.ds, inputs.groups, ExampleOptions.from_config(cfg))
+    if not stats.rows:
+        raise RkdError(f"no training examples from {inputs.ds.name}/{inputs.ds.split}: "
+                       f"{stats.no_positive} queries without a positive, {stats.too_few_negatives} "
+                       f"positives with too few negatives in ranks {list(cfg.rank_window)} "
+                       f"({stats.filtered_by_teacher} dropped by the teacher filter)")
+    return data, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer
+
+
+def training_args(cfg: TrainConfig, out_dir: Path):
+    """The family's ``*TrainingArguments``: checkpoints every ``save_steps``, no external reporting."""
+    import sentence_transformers as st
+    import torch
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    cls = getattr(st, TRAINERS[cfg.family][1])
+    kw: dict[str, Any] = {}
+    if cfg.family == "colbert" and cfg.query_max_length:
+        kw["max_length"] = {"query": cfg.query_max_length, "document": cfg.max_length}
+    return cls(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.lr,
+        warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        batch_sampler=(BatchSamplers.NO_DUPLICATES if "infonce" in cfg.loss_names
+                       else BatchSamplers.BATCH_SAMPLER),
+        **kw,
+    )
+
+
+def make_trainer(cfg: TrainConfig, model, train_dataset, out_dir: Path, callbacks: Sequence = ()):
+    """The family's Sentence Transformers trainer with the configured loss (no custom loop)."""
+    import sentence_transformers as st
+    from transformers.trainer_callback import PrinterCallback
+
+    from retrieval_kd.train.losses import build_loss
+
+    cls = getattr(st, TRAINERS[cfg.family][0])
+    trainer = cls(model=model, args=training_args(cfg, out_dir), train_dataset=train_dataset,
+                  loss=build_loss(cfg.family, model, cfg), callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # logs go to the manifest and the progress bar
+    return trainer
+
+
+def last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint whose ``trainer_state.json`` (written last) is complete.
+
+    Newer, incomplete ones (a kill during a save) are removed.
+    """
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for p in found:
+        try:
+            state = read_json(p / "trainer_state.json")
+            if isinstance(state, dict) and "global_step" in state:
+                return p
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(p, ignore_errors=True)
+    return None
+
+
+def _progress_callback(prog, task_id):
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        """Steps on a rich progress bar, the last logged loss in its description."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            prog.update(task_id, total=state.max_steps)
+            prog.reset(task_id, total=state.max_steps, completed=state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):
+            prog.update(task_id, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                prog.update(task_id, description=f"training (loss {logs['loss']:.4f})")
+
+    return RichProgress()
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage
+
+
+def run_key(cfg: TrainConfig, stats: ExampleStats, init_sha: str | None) -> str:
+    """Identity of a run's trained weights: everything but runtime settings."""
+    params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RUNTIME_KEYS}
+    return sha256_json({"params": params, "examples": stats.fingerprint, "init": init_sha})[:16]
+
+
+def _loss_log(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trainer's logged training losses (with per-loss components, lr, step)."""
+    keep = []
+    for e in history:
+        if "loss" in e and "train_runtime" not in e:
+            keep.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in e.items()})
+    return keep
+
+
+def train_stage(cfg: TrainConfig, *, progress: bool = True, restart: bool = False,
+                callbacks: Sequence = ()) -> Path:
+    """Train the student ``cfg`` describes and return its output folder (see the module doc).
+
+    ``restart``: discard the checkpoints of an earlier, different or unwanted run.
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (tests, monitoring).
+    """
+    from retrieval_kd.models.resolve import resolve_model
+    from retrieval_kd.progress import Timer, console, make_progress
+    from retrieval_kd.train.students import FAMILY_CLASS, build_student
+
+    if cfg.output is None:
+        raise RkdError("no output folder given")
+    output = Path(cfg.output)
+    work = work_dir(output)
+    timer = Timer()
+    with timer("load_inputs"):
+        inputs = load_inputs(cfg)
+    with timer("examples"):
+        train_data, stats = make_examples(cfg, inputs)
+    init_ref = resolve_model(cfg.init)
+    key = run_key(cfg, stats, init_ref.sha256)
+
+    done = read_manifest(output) if output.exists() else None
+    if done and done.get("kind") == "train" and done.get("run_key") == key:
+        return output  # this exact run already finished
+    if output.exists() and not restart:
+        raise RkdError(f"{output} already exists (from another run); choose another output or remove it")
+
+    if restart and work.exists():
+        shutil.rmtree(work)
+    state_file = work / RUN_STATE
+    state = read_json(state_file) if state_file.is_file() else None
+    if state and state.get("run_key") != key:
+        raise RkdError(f"{work} holds checkpoints of a different run (its configuration, examples or "
+                       "init weights differ); remove it or pass --restart")
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = last_checkpoint(work / CHECKPOINTS)
+    start_step = int(read_json(ckpt / "trainer_state.json")["global_step"]) if ckpt else 0
+    state = state or {"run_key": key}
+    sessions = state.setdefault("sessions", [])
+    sessions.append({"start_step": start_step, "resumed_from": str(ckpt.name) if ckpt else None})
+    write_json(state_file, state)
+    if ckpt:
+        console.log(f"resuming from {ckpt.name} (step {start_step})")
+
+    with timer("build_model"):
+        model, _ = build_student(cfg.family, init_ref, max_length=cfg.max_length,
+                                 colbert_dim=cfg.colbert_dim, seed=cfg.seed)
+    extra = list(callbacks)
+    prog = make_progress(rate_unit="steps") if progress else None
+    if prog:
+        extra.append(_progress_callback(prog, prog.add_task("training", total=None)))
+    trainer = make_trainer(cfg, model, train_data, work / CHECKPOINTS, extra)
+    t0 = time.perf_counter()
+    if prog:
+        with prog:
+            result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    else:
+        result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    train_s = time.perf_counter() - t0
+    timer.timings["train"] = train_s
+    end_step = int(trainer.state.global_step)
+    examples_seen = (end_step - start_step) * cfg.batch_size
+    sessions[-1].update(end_step=end_step, seconds=round(train_s, 3),
+                        examples_per_s=round(examples_seen / train_s, 2) if train_s > 0 else None)
+    write_json(state_file, state)
+
+    with atomic_dir(output) as tmp:
+        with timer("save"):
+            trainer.model.save(str(tmp))
+        record = manifest(
+            "train",
+            inputs={"dataset": inputs.ds.protocol(), "score_stores": inputs.stores,
+                    "candidates": inputs.candidates},
+            params=cfg.model_dump(mode="json"),
+            timings=timer.timings,
+            outputs={"family": cfg.family, "class": FAMILY_CLASS[cfg.family],
+                     "global_step": end_step, "epochs": round(float(trainer.state.epoch or 0), 4),
+                     "train_loss": round(float(result.training_loss), 6),
+                     "examples_per_s": sessions[-1]["examples_per_s"],
+                     "trainer_metrics": {k: v for k, v in result.metrics.items()
+                                         if isinstance(v, (int, float))}},
+            run_key=key,
+            init=init_ref.provenance(),
+            examples=stats.as_dict(),
+            sessions=sessions,
+            loss_log=_loss_log(trainer.state.log_history),
+        )
+        write_json(tmp / MANIFEST, record)
+    shutil.rmtree(work, ignore_errors=True)
+    return output
+
+
+def describe(output: Path) -> str:
+    """One line about a finished run (for the CLI)."""
+    m = read_manifest(output) or {}
+    out = m.get("outputs", {})
+    ex = m.get("examples", {})
+    resumed = [s for s in m.get("sessions", []) if s.get("resumed_from")]
+    line = (f"{out.get('class')} trained {out.get('global_step')} steps on {ex.get('rows'):,} "
+            f"{ex.get('layout')} rows ({ex.get('queries'):,} queries), final loss {out.get('train_loss')}, "
+            f"{out.get('examples_per_s')} examples/s")
+    if resumed:
+        line += f", resumed from step {resumed[-1]['start_step']}"
+    return line
+
+
+def dump_examples(cfg: TrainConfig, path: Path, limit: int | None = None) -> ExampleStats:
+    """Write the rows a config would train on as JSON lines (inspection, other tools)."""
+    from retrieval_kd.artifacts import atomic_write_text
+
+    data, stats = make_examples(cfg, load_inputs(cfg))
+    rows = data if limit is None else data.select(range(min(limit, len(data))))
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return stats
