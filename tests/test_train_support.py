@@ -14,42 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.tiny_models import WORDS, write_vocab
+from tests.tiny_models import WORDS
+from tests.tiny_models import build_tiny_bert as tiny_bert
+from tests.tiny_models import build_tiny_st as tiny_st
 
 CONTENT = [w for w in WORDS if len(w) > 3]
 N_DOCS, N_QUERIES = 30, 12
-
-
-def tiny_bert(folder: Path, *, masked_lm: bool = False, seed: int = 0) -> Path:
-    """A 1-layer, 32-d BERT with a working WordPiece tokenizer.
-
-    Like ``tests.tiny_models.build_tiny_bert``, but the vocabulary is passed as ``vocab=``:
-    transformers 5 ignores ``vocab_file=``, which leaves that helper's tokenizer with only the
-    special tokens (every word becomes [UNK], so a student could learn nothing from text).
-    No dropout, so a fixed batch gives the same loss for the same weights.
-    """
-    import torch
-    from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizerFast
-
-    torch.manual_seed(seed)
-    vocab = {w: i for i, w in enumerate(write_vocab(folder).read_text().split())}
-    tok = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # same batch, same loss
-    (BertForMaskedLM(cfg) if masked_lm else BertModel(cfg)).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-def tiny_st(folder: Path, seed: int = 0) -> Path:
-    """A tiny SentenceTransformer (BERT + mean pooling) saved as an ST folder."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-
-    body = Transformer(str(tiny_bert(folder.parent / f"{folder.name}-hf", seed=seed)), max_seq_length=64)
-    SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")]).save(str(folder))
-    return folder
 
 
 def write_beir(folder: Path, seed: int = 0) -> Path:

@@ -20,17 +20,22 @@ def write_vocab(folder: Path) -> Path:
 
 
 def build_tiny_bert(folder: Path, *, masked_lm: bool = False, seed: int = 0) -> Path:
-    """A 1-layer, 32-d BERT (and its WordPiece tokenizer) saved as a Hugging Face folder."""
+    """A 1-layer, 32-d BERT and its WordPiece tokenizer, saved as a Hugging Face folder.
+
+    The vocabulary is passed as ``vocab=`` (transformers 5 ignores ``vocab_file=``, which
+    would leave only the special tokens, every word [UNK]). No dropout, so a fixed batch
+    gives the same loss for the same weights.
+    """
     import torch
     from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizerFast
 
     torch.manual_seed(seed)
-    vocab = write_vocab(folder)
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    model = BertForMaskedLM(cfg) if masked_lm else BertModel(cfg)
-    model.save_pretrained(folder)
+    vocab = {w: i for i, w in enumerate(write_vocab(folder).read_text().split())}
+    tok = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (BertForMaskedLM(cfg) if masked_lm else BertModel(cfg)).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
