@@ -330,6 +330,8 @@ def markdown(res: dict) -> str:
                        f"{r['query_encode_ms']} | {r['index_mib']} | {r['build_s']} | "
                        f"{r['build_peak_rss_mib']}/{r['search_peak_rss_mib']} | {'; '.join(other)} |")
         out += ["", "(*) " + next((r["note"] for r in sf["rows"] if r["family"] == "colbert"), "")]
+    if res.get("notes"):
+        out += ["", "## Notes", "", *[f"- {n}" for n in res["notes"]]]
     return "\n".join(out) + "\n"
 
 
@@ -342,14 +344,15 @@ def main() -> None:
     ap.add_argument("--latency-queries", type=int, default=200)
     ap.add_argument("--clusters", type=int, default=1000)
     ap.add_argument("--hnsw-m", type=int, default=32)
-    ap.add_argument("--ef-construction", type=int, default=80)
-    ap.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256, 512])
+    ap.add_argument("--ef-construction", type=int, default=200)
+    ap.add_argument("--ef-search", type=int, nargs="+", default=[128, 192, 256, 384, 512])
     ap.add_argument("--nlist", type=int, default=1024)
     ap.add_argument("--pq-m", type=int, default=48)
     ap.add_argument("--train-size", type=int, default=65_536)
     ap.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 64])
     ap.add_argument("--keep", action="store_true", help="Keep the SciFact indexes under indexes/bench-index.")
     ap.add_argument("--out", type=Path, default=OUT / "bench-index")
+    ap.add_argument("--note", action="append", default=[], help="A line added to the report (e.g. tuning history).")
     args = ap.parse_args()
 
     prev = json.loads(args.out.with_suffix(".json").read_text()) if args.out.with_suffix(".json").is_file() else {}
@@ -366,6 +369,7 @@ def main() -> None:
     from retrieval_kd.artifacts import atomic_write_text, library_versions, write_json
 
     res["versions"] = library_versions()
+    res["notes"] = args.note
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out.with_suffix(".json"), res)
     atomic_write_text(args.out.with_suffix(".md"), markdown(res))

@@ -116,3 +116,17 @@ def test_chunk_store_resumes_and_rejects_other_inputs(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "all.npy")[:, 0], np.arange(10))
     other = ChunkStore(tmp_path / "w", {"m": 2}, 10, 4)  # another model: old chunks discarded
     assert other.discarded and other.done_chunks() == []
+
+
+def test_peak_rss_is_this_programs_own_not_an_exec_parents():
+    import subprocess
+    import sys
+
+    from retrieval_kd.index.stats import peak_rss_mb
+
+    code = ("import numpy as np, subprocess, sys; a = np.ones(300 * 2**20 // 8); a.sum(); "
+            "print(subprocess.run([sys.executable, '-c', 'from retrieval_kd.index.stats import peak_rss_mb; "
+            "print(peak_rss_mb())'], capture_output=True, text=True, check=True).stdout)")
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout.strip())
+    assert 0 < child < 250 and peak_rss_mb() > 0  # the parent's 300 MiB array is not counted

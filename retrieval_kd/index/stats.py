@@ -24,7 +24,19 @@ def dir_size(path: str | Path) -> int:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (getrusage ru_maxrss), in MiB."""
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux: ``VmHWM`` from ``/proc/self/status``, the high-water mark of this program's own
+    address space. ``getrusage``'s ``ru_maxrss`` (used elsewhere) survives ``exec``, so a
+    command started by a large parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes vs KiB
 
