@@ -250,6 +250,7 @@ def bench_scifact(args) -> dict:
                                                           for q in exact])), 4) if family == "dense" else None,
                "index_mib": round(im["stats"]["index_bytes"] / 2**20, 2),
                "build_s": im["timings_s"].get("build_s"), "encode_docs_s": im["timings_s"].get("encode_docs_s"),
+               "encode_chunks": im["stats"]["encode"],
                "build_peak_rss_mib": round(im["stats"]["peak_rss_mb"]),
                "search_peak_rss_mib": round(rm["stats"]["peak_rss_mb"]),
                "p50_ms": round(lat["p50_ms"], 3), "p95_ms": round(lat["p95_ms"], 3), "qps": round(lat["qps"], 1),
@@ -315,8 +316,8 @@ def markdown(res: dict) -> str:
                 "through `rkd index` / `rkd search`"), "",
                 "Latency: search only, one query at a time on one thread, wall clock (query encoding listed separately).", "",
                 ("| system | nDCG@10 | R@100 | top-10 overlap vs flat | p50 ms | p95 ms | QPS | encode ms/q | "
-                "index MiB | build s | peak RSS MiB (build/search) | other |"),
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "index MiB | encode s | build s | peak RSS MiB (build/search) | other |"),
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sf["rows"]:
             other = []
             if "flops" in r:
@@ -325,9 +326,12 @@ def markdown(res: dict) -> str:
             if "avg_candidates" in r:
                 other.append(f"candidates/q {r['avg_candidates']:,.0f}, tokens {r['n_tokens']:,}")
             ov = "-" if r["overlap@10_vs_flat"] is None else r["overlap@10_vs_flat"]
+            ec = r["encode_chunks"]
+            enc = (f"{r['encode_docs_s']}" if not ec["chunks_resumed"] else
+                   f"{r['encode_docs_s']} ({ec['chunks_resumed']}/{ec['chunks']} chunks reused)")
             out.append(f"| {r['system']}{' (*)' if r['family'] == 'colbert' else ''} | {r['ndcg@10']} | "
                        f"{r['recall@100']} | {ov} | {r['p50_ms']} | {r['p95_ms']} | {r['qps']:,.1f} | "
-                       f"{r['query_encode_ms']} | {r['index_mib']} | {r['build_s']} | "
+                       f"{r['query_encode_ms']} | {r['index_mib']} | {enc} | {r['build_s']} | "
                        f"{r['build_peak_rss_mib']}/{r['search_peak_rss_mib']} | {'; '.join(other)} |")
         out += ["", "(*) " + next((r["note"] for r in sf["rows"] if r["family"] == "colbert"), "")]
     if res.get("notes"):
