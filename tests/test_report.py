@@ -120,3 +120,12 @@ def test_loss_logs_become_a_figure(tmp_path):
 def test_report_of_a_folder_without_a_record(tmp_path):
     with pytest.raises(NotFoundError, match="run.json"):
         write_report(tmp_path)
+
+
+def test_report_of_a_partial_run(tmp_path):
+    p = setup(tmp_path)
+    run_stages(load_pipeline(p), tmp_path / "runs", only=["retrieve:"], echo=lambda _m: None)
+    paths = write_report(tmp_path / "runs")
+    md = paths["markdown"].read_text()
+    assert "## Evaluation" not in md and "| eval:test | eval | not selected | – |" in md
+    assert "| retrieve:bm25@test | retrieve.bm25 | ran |" in md

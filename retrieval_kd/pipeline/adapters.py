@@ -131,7 +131,9 @@ def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     return {"run": RUN_FILE, "store": str(store.path.relative_to(out)), "queries": len(run),
             "pairs": n_pairs, "throughput": {"pairs_per_s": rate},
             "latency_ms_per_query": round(rerank_ms + (first or 0), 3) if rerank_ms is not None else None,
-            "latency_note": "first stage + teacher scoring of the query's candidates"}
+            "latency_note": "first stage + teacher scoring of the query's candidates",
+            "run_note": f"reranks the first stage's top-{config['top_k']}: a metric at a deeper cutoff "
+                        f"sees those {config['top_k']} only"}
 
 
 # ---------------------------------------------------------------- eval

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ def _fields_at(loc: tuple) -> list[str] | None:
             ann = typing.get_args(ann)[1]
         elif origin is list:
             ann = typing.get_args(ann)[0]
-        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        elif origin in (typing.Union, types.UnionType):
             members = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
             tagged = [m for m in members if "kind" in m.model_fields
                       and part in (typing.get_args(m.model_fields["kind"].annotation) or ())]

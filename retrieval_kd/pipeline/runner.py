@@ -127,13 +127,14 @@ def _stage_entry(s: Stage, root: Path) -> dict[str, Any]:
 
 def _from_stage_file(entry: dict[str, Any], d: Path) -> None:
     rec = read_json(d / STAGE_FILE)
-    entry.update(wall_s=rec.get("wall_s"), finished=rec.get("finished"), result=rec.get("result", {}))
+    entry.update(wall_s=rec.get("wall_s"), cpu_s=rec.get("cpu_s"), finished=rec.get("finished"),
+                 result=rec.get("result", {}))
 
 
 def run_stages(lp: LoadedPipeline, root: Path | None = None, *, only: list[str] | None = None,
                echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or find cached) every stage of the pipeline; returns the run record."""
-    root = Path(root) if root else default_root(lp)
+    root = (Path(root) if root else default_root(lp)).resolve()
     stages = plan(lp)
     chosen = {s.id for s in (select(stages, only) if only else stages)}
     missing = sorted({f"{s.kind} (needs {m})" for s in stages
@@ -187,7 +188,7 @@ def run_stages(lp: LoadedPipeline, root: Path | None = None, *, only: list[str] 
             entry["started"] = now_iso()
             save()
             try:
-                wall, result = _run_one(s, root, by_id)
+                wall, cpu, result = _run_one(s, root, by_id)
             except BaseException as e:
                 entry["status"] = "failed"
                 entry["error"] = f"{type(e).__name__}: {e}"
@@ -196,7 +197,8 @@ def run_stages(lp: LoadedPipeline, root: Path | None = None, *, only: list[str] 
                 record["status"] = "failed"
                 save()
                 raise
-            entry.update(status="ran", wall_s=round(wall, 3), finished=now_iso(), result=result)
+            entry.update(status="ran", wall_s=round(wall, 3), cpu_s=round(cpu, 3), finished=now_iso(),
+                         result=result)
             echo(f"[{i}/{n}] {s.id}  done in {wall:.1f}s")
             save()
         record["status"] = "complete" if len(chosen) == len(stages) else "partial"
@@ -205,25 +207,25 @@ def run_stages(lp: LoadedPipeline, root: Path | None = None, *, only: list[str] 
         return record
 
 
-def _run_one(s: Stage, root: Path, by_id: dict[str, Stage]) -> tuple[float, dict[str, Any]]:
+def _run_one(s: Stage, root: Path, by_id: dict[str, Stage]) -> tuple[float, float, dict[str, Any]]:
     kind = stage_kind(s.kind)
     final = stage_dir(root, s)
     work = root / STAGES_DIR / f"{WORK_PREFIX}{s.dirname}"
     if work.exists() and not kind.resumable:
         shutil.rmtree(work)
     inputs = {name: stage_dir(root, by_id[up]) for name, up in s.inputs.items()}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = kind.fn(s.config, inputs, work) or {}
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / STAGE_FILE, {
         "id": s.id, "kind": s.kind, "key": s.key, "config": s.config,
         "inputs": {name: {"id": up, "dir": inputs[name].name} for name, up in s.inputs.items()},
-        "wall_s": round(wall, 3), "finished": now_iso(), "result": result,
+        "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "finished": now_iso(), "result": result,
     })
     if final.exists():  # a directory without stage.json is not a finished stage
         shutil.rmtree(final)
     os.replace(work, final)
     _fsync_dir(final.parent)
-    return wall, result
+    return wall, cpu, result
 

@@ -24,6 +24,7 @@ class SystemRow:
     """metric -> {p_value, significant, delta} against the eval's baseline."""
     latency_ms: float | None = None
     latency_note: str | None = None
+    run_note: str | None = None
     run_file: str | None = None
     baseline: bool = False
 
@@ -92,7 +93,9 @@ def _eval_table(root: Path, entry: dict[str, Any], sf: dict[str, Any], dirs: dic
             name=name, ref=cfg["refs"][name], stage_id=up_id, metrics=rec["metrics"],
             significance=(sig.get("systems") or {}).get(name, {}),
             latency_ms=res.get("latency_ms_per_query"), latency_note=res.get("latency_note"),
-            run_file=rec["protocol"]["system"].get("run_file"), baseline=name == cfg.get("baseline")))
+            run_note=res.get("run_note"),
+            run_file=str(up_dir / res.get("run", "run.trec")) if up_dir else rec["protocol"]["system"].get("run_file"),
+            baseline=name == cfg.get("baseline")))
     proto = results[0]["protocol"] if results else {}
     return EvalTable(cfg["name"], entry["id"], proto.get("dataset", cfg["dataset"]), cfg["split"],
                      list(cfg["metrics"]), cfg.get("baseline"), cfg.get("stat_test", "student"),
@@ -134,6 +137,7 @@ def collect(root: str | Path) -> RunReport:
         res = (sf or {}).get("result", {})
         stages.append({"id": entry["id"], "kind": entry["kind"], "key": entry["key"],
                        "status": entry["status"], "wall_s": (sf or {}).get("wall_s", entry.get("wall_s")),
+                       "cpu_s": (sf or {}).get("cpu_s"),
                        "throughput": {k: v for k, v in (res.get("throughput") or {}).items() if v is not None},
                        "finished": (sf or {}).get("finished")})
         if sf is None:

@@ -29,11 +29,13 @@ def quality_latency(table: EvalTable, metric: str, path: Path) -> Path | None:
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("query latency (ms / query, log scale)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{table.dataset} / {table.split}: {metric} vs latency")
+    from retrieval_kd.report.render import metric_label
+
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(f"{table.dataset} / {table.split}: {metric_label(metric)} vs query latency")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -55,6 +57,6 @@ def loss_curves(curves: list[LossCurve], path: Path) -> Path | None:
     for ax in list(axes.flat)[len(curves):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path

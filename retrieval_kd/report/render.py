@@ -17,6 +17,7 @@ from retrieval_kd.report.collect import EvalTable, RunReport, SystemRow, collect
 from retrieval_kd.report.plots import loss_curves, quality_latency
 
 REPORT_DIR = "report"
+STAGE_HEAD = ["stage", "kind", "status", "wall s", "cpu s", "throughput", "key"]
 _LABELS = {"ndcg": "nDCG", "mrr": "MRR", "recall": "R", "precision": "P", "map": "MAP",
            "hit_rate": "Hit", "r-precision": "R-Prec"}
 _STAT = {"student": "paired Student's t-test", "fisher": "Fisher's randomisation test",
@@ -77,8 +78,8 @@ def _sig_note(t: EvalTable) -> str:
 
 
 def _stage_rows(rep: RunReport) -> list[list[str]]:
-    return [[s["id"], s["kind"], s["status"], _num(s["wall_s"]), _throughput(s["throughput"]), s["key"]]
-            for s in rep.stages]
+    return [[s["id"], s["kind"], s["status"], _num(s["wall_s"]), _num(s.get("cpu_s")),
+             _throughput(s["throughput"]), s["key"]] for s in rep.stages]
 
 
 def _md_table(head: list[str], rows: list[list[str]], right: set[int]) -> str:
@@ -118,11 +119,16 @@ def render_markdown(rep: RunReport, figures: dict[str, str]) -> str:
         notes = sorted({f"{r.name}: {r.latency_note}" for r in t.rows if r.latency_note})
         if notes:
             lines += ["Latency: " + "; ".join(notes) + ".", ""]
+        runs = [f"{r.name}: {r.run_note}" for r in t.rows if r.run_note]
+        if runs:
+            lines += ["Rerankers: " + "; ".join(runs) + ".", ""]
         if f"quality_latency:{t.name}" in figures:
             lines += [f"![quality vs latency]({figures[f'quality_latency:{t.name}']})", ""]
     lines += ["## Stages", ""]
-    lines += [_md_table(["stage", "kind", "status", "wall s", "throughput", "key"], _stage_rows(rep), {3}), ""]
-    lines += ["`wall s` is the stage's own run time (for a cached stage, the run that produced it).", ""]
+    lines += [_md_table(STAGE_HEAD, _stage_rows(rep), {3, 4}), ""]
+    lines += [("`wall s` / `cpu s`: the stage's own wall-clock and process CPU time (for a cached stage, "
+              "those of the run that produced it); cpu s above wall s means several cores were busy, "
+              "far below means the machine was shared."), ""]
     if "loss" in figures:
         lines += ["## Training loss", "", f"![training loss]({figures['loss']})", ""]
     return "\n".join(lines)
@@ -169,12 +175,15 @@ def render_html(rep: RunReport, figures: dict[str, str]) -> str:
         notes = sorted({f"{r.name}: {r.latency_note}" for r in t.rows if r.latency_note})
         if notes:
             out.append(f"<p class='note'>Latency: {e('; '.join(notes))}.</p>")
+        runs = [f"{r.name}: {r.run_note}" for r in t.rows if r.run_note]
+        if runs:
+            out.append(f"<p class='note'>Rerankers: {e('; '.join(runs))}.</p>")
         if f"quality_latency:{t.name}" in figures:
             out.append(f"<img src='{e(figures[f'quality_latency:{t.name}'])}' alt='quality vs latency'>")
     out.append("<h2>Stages</h2>")
-    out.append(_html_table(["stage", "kind", "status", "wall s", "throughput", "key"], _stage_rows(rep), {3}))
-    out.append("<p class='note'>wall s is the stage's own run time (for a cached stage, the run that "
-               "produced it).</p>")
+    out.append(_html_table(STAGE_HEAD, _stage_rows(rep), {3, 4}))
+    out.append("<p class='note'>wall s / cpu s: the stage's own wall-clock and process CPU time (for a "
+               "cached stage, those of the run that produced it).</p>")
     if "loss" in figures:
         out.append(f"<h2>Training loss</h2><img src='{e(figures['loss'])}' alt='training loss'>")
     out.append("</body></html>")
