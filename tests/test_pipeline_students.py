@@ -120,3 +120,17 @@ def test_train_settings_are_checked_against_the_train_config(env):
                               "  cb: {student: cb, dataset: tiny, kind: flat,"))
     with pytest.raises(PipelineError, match="cross-encoder is not indexable"):
         load_pipeline(p)
+
+
+def test_index_settings_are_checked_against_the_index_module(env):
+    p = env / "bad-index.yaml"
+    text = PIPE.replace("  sp: {student: sp, dataset: tiny, search: {splits: [test], k: 20}}",
+                        "  sp: {student: sp, dataset: tiny, params: {nprobe: 4},\n"
+                        "       search: {splits: [test], k: 20, params: {ef_serch: 5}}}")
+    p.write_text(text)
+    with pytest.raises(PipelineError) as e:
+        load_pipeline(p)
+    msgs = {ln: m for ln, m in e.value.problems}
+    assert "unknown for a splade index" in msgs[next(i for i, t in enumerate(text.splitlines(), 1) if "nprobe" in t)]
+    assert "ef_serch: unknown search setting" in msgs[next(i for i, t in enumerate(text.splitlines(), 1)
+                                                         if "ef_serch" in t)]

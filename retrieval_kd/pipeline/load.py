@@ -302,6 +302,7 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
                      "(rerankers: {NAME: {..., teacher: {kind: cross-encoder, model: 'student:NAME'}}})")
         if i_.model is not None:
             check_model((*loc, "model"), i_.model)
+        problems.extend(_index_problems(lp, name, i_))
 
     for name, ev in p.evals.items():
         loc = ("evals", name)
@@ -351,6 +352,34 @@ def _train_config_problems(lp: LoadedPipeline, name: str, s: StudentEntry) -> li
                 where = loc
             msg = err["msg"].removeprefix("Value error, ")
             out.append((lp.line(*where), f"{_dotted(where)}: {msg}"))
+    return out
+
+
+def _index_problems(lp: LoadedPipeline, name: str, ix: IndexEntry) -> list[tuple[int | None, str]]:
+    """An index entry's params and search params checked against the index module (when installed)."""
+    try:
+        from retrieval_kd.index.search import SEARCH_OVERRIDES
+    except ImportError:
+        return []
+    from pydantic import ValidationError as PydanticError
+
+    from retrieval_kd.errors import RkdError
+    from retrieval_kd.pipeline.adapters import INDEX_FAMILY, _index_params
+
+    loc = ("indexes", name)
+    student = lp.pipeline.students.get(ix.student) if ix.student else None
+    family = student.family if student else ix.family
+    out = []
+    if family in INDEX_FAMILY:
+        try:
+            _index_params(INDEX_FAMILY[family], ix.kind, ix.params)
+        except (RkdError, PydanticError) as e:
+            where = (*loc, "params") if ix.params else loc
+            out.append((lp.line(*where), f"{_dotted(where)}: {e}".replace("\n", " ")))
+    for k in ix.search.params:
+        if k not in SEARCH_OVERRIDES:
+            msg = f"indexes.{name}.search.params.{k}: unknown search setting (allowed: {', '.join(SEARCH_OVERRIDES)})"
+            out.append((lp.line(*loc, "search", "params", k), msg))
     return out
 
 

@@ -127,7 +127,8 @@ def render_markdown(rep: RunReport, figures: dict[str, str]) -> str:
     lines += ["## Stages", ""]
     lines += [_md_table(STAGE_HEAD, _stage_rows(rep), {3, 4}), ""]
     lines += [("`wall s` / `cpu s`: the stage's own wall-clock and process CPU time (for a cached stage, "
-              "those of the run that produced it); cpu s above wall s means several cores were busy, "
+              "those of the run that produced it; for a resumed stage, its last attempt); cpu s above wall s "
+              "means several cores were busy, "
               "far below means the machine was shared."), ""]
     if "loss" in figures:
         lines += ["## Training loss", "", f"![training loss]({figures['loss']})", ""]
@@ -183,7 +184,7 @@ def render_html(rep: RunReport, figures: dict[str, str]) -> str:
     out.append("<h2>Stages</h2>")
     out.append(_html_table(STAGE_HEAD, _stage_rows(rep), {3, 4}))
     out.append("<p class='note'>wall s / cpu s: the stage's own wall-clock and process CPU time (for a "
-               "cached stage, those of the run that produced it).</p>")
+               "cached stage, those of the run that produced it; for a resumed stage, its last attempt).</p>")
     if "loss" in figures:
         out.append(f"<h2>Training loss</h2><img src='{e(figures['loss'])}' alt='training loss'>")
     out.append("</body></html>")
