@@ -273,7 +273,8 @@ def bench_scifact(args) -> dict:
 def markdown(res: dict) -> str:
     out = ["# Index benchmark", "", (f"Machine: {res['machine']['cpus']} CPUs ({res['machine']['platform']}), "
            f"load average at start {res['machine']['load_start']}, at end {res['machine'].get('load_end')} "
-           "(the machine is shared: absolute timings are noisy, ratios measured back to back less so)."), ""]
+           "(the machine is shared: absolute timings are noisy, ratios measured back to back less so); "
+           f"whole run {res['machine'].get('wall_s', '?')} s wall."), ""]
     s = res.get("synthetic")
     if s:
         d = s["data"]
@@ -333,10 +334,22 @@ def markdown(res: dict) -> str:
                        f"{r['recall@100']} | {ov} | {r['p50_ms']} | {r['p95_ms']} | {r['qps']:,.1f} | "
                        f"{r['query_encode_ms']} | {r['index_mib']} | {enc} | {r['build_s']} | "
                        f"{r['build_peak_rss_mib']}/{r['search_peak_rss_mib']} | {'; '.join(other)} |")
-        out += ["", "(*) " + next((r["note"] for r in sf["rows"] if r["family"] == "colbert"), "")]
+        out += ["", "(*) " + next((r["note"] for r in sf["rows"] if r["family"] == "colbert"), "")
+                + ". Its latency is dominated by the exact MaxSim over every candidate's float16 token "
+                "vectors (gathered and widened to float32 per query); PLAID-style centroid pruning is not "
+                "implemented."]
+        out += ["", ("Peak RSS is each command's own (VmHWM); SPLADE's build peak is the encoder's "
+                "batch of vocabulary-wide MLM logits, not the index.")]
     if res.get("notes"):
         out += ["", "## Notes", "", *[f"- {n}" for n in res["notes"]]]
     return "\n".join(out) + "\n"
+
+
+def render(path: Path) -> None:
+    """Re-write the Markdown report from an existing JSON result."""
+    from retrieval_kd.artifacts import atomic_write_text
+
+    atomic_write_text(path.with_suffix(".md"), markdown(json.loads(path.with_suffix(".json").read_text())))
 
 
 def main() -> None:
@@ -357,7 +370,11 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="Keep the SciFact indexes under indexes/bench-index.")
     ap.add_argument("--out", type=Path, default=OUT / "bench-index")
     ap.add_argument("--note", action="append", default=[], help="A line added to the report (e.g. tuning history).")
+    ap.add_argument("--render-only", action="store_true", help="Only rebuild the .md from the .json.")
     args = ap.parse_args()
+    if args.render_only:
+        render(args.out)
+        return
 
     prev = json.loads(args.out.with_suffix(".json").read_text()) if args.out.with_suffix(".json").is_file() else {}
     res = {k: v for k, v in prev.items() if k in ("synthetic", "scifact")}
