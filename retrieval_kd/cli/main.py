@@ -6,7 +6,16 @@ import sys
 
 import typer
 
-from retrieval_kd.cli import data_cmd, eval_cmd, index_cmd, models_cmd, retrieve_cmd, run_cmd, score_cmd
+from retrieval_kd.cli import (
+    data_cmd,
+    eval_cmd,
+    index_cmd,
+    models_cmd,
+    retrieve_cmd,
+    run_cmd,
+    score_cmd,
+    train_cmd,
+)
 from retrieval_kd.errors import RkdError
 from retrieval_kd.progress import console
 
@@ -20,7 +29,7 @@ app.add_typer(retrieve_cmd.app, name="retrieve")
 app.command("score")(score_cmd.score)
 app.add_typer(score_cmd.app, name="scores")
 app.command("eval")(eval_cmd.eval_runs)
-app.command("train")(__import__("retrieval_kd.cli.train_cmd", fromlist=["train"]).train)
+app.command("train")(train_cmd.train)
 app.add_typer(index_cmd.app, name="index")
 app.command("search")(index_cmd.search)
 run_cmd.register(app)
