@@ -291,6 +291,9 @@ def search(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[s
 PIPELINE_TRAIN_KEYS = frozenset({"family", "init", "output", "scores", "dataset", "split", "teacher",
                                  "candidates", "losses"})
 """TrainConfig fields the pipeline sets itself (a student's ``params`` may not)."""
+SAVE_STEPS = 25
+"""Checkpoint interval when a student's params give none: a killed pipeline loses at most
+this many steps of a training stage (the trainer resumes from the last checkpoint)."""
 
 
 def train_config_data(config: dict[str, Any], inputs: dict[str, Path] | None, out: Path) -> dict[str, Any]:
@@ -301,7 +304,7 @@ def train_config_data(config: dict[str, Any], inputs: dict[str, Path] | None, ou
     init = config["init"]
     if init.startswith(STUDENT_REF):
         init = str(model_dir_of(inputs["init"])) if inputs else init
-    data = {**(config.get("params") or {}), "family": config["family"], "init": init,
+    data = {"save_steps": SAVE_STEPS, **(config.get("params") or {}), "family": config["family"], "init": init,
             "dataset": config["dataset"], "split": config["split"], "output": str(out / "model")}
     has_teacher = ("teacher" in inputs) if inputs is not None else bool(config.get("teacher"))
     if has_teacher:
@@ -319,7 +322,7 @@ def train_config_data(config: dict[str, Any], inputs: dict[str, Path] | None, ou
     return data
 
 
-@register("train", resumable=True, runtime_keys=("save_total_limit", "logging_steps", "save_steps"),
+@register("train", resumable=True, runtime_keys=("save_total_limit", "logging_steps"),
           requires="retrieval_kd.train.stage")
 def train(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Train the student (train_stage): from its teacher's score store, or label-only from a
