@@ -1,0 +1,591 @@
+"""Distillation benchmark (issue 4 part 5): every student family on SciFact, init vs label-only vs KD.
+
+Train on SciFact train, evaluate on SciFact test (300 judged queries, 5,183 documents) with
+exact search over the whole corpus (the cross-encoder: a reranker of BM25's test top-k).
+Per family: the untrained init, the label-only baseline (InfoNCE on qrels, BM25 hard negatives
+from the same candidate ranks, no teacher) and each distillation loss from the same score
+store; beside them the teacher's own rerank of BM25 test top-100 and BM25 itself.
+
+Teacher: the z-score ensemble BM25 + all-MiniLM-L6-v2 (128 tokens) + SPLADE-tiny (256 tokens)
+over BM25 train top-20 with the qrels positives forced in -- the store `rkd run
+pipelines/scifact.yaml` writes (reused when it is complete; otherwise scored here, same spec,
+same store id).
+
+Everything is cached per row under runs/bench-distill/: a row whose result file exists with the
+same configuration is skipped, trained students are kept (train_stage also skips a finished run
+and resumes a killed one from its checkpoints). Results (with their protocol) go to
+eval/results/bench-distill.{json,md}; the table is printed at the end.
+
+    nice python eval/bench_distill.py                       # all rows (hours on 2 busy cores)
+    nice python eval/bench_distill.py --only bi-encoder     # one family (repeatable flag)
+    nice python eval/bench_distill.py --rows bi-encoder/kl,teacher/rerank
+    python eval/bench_distill.py --report                   # just rebuild the tables from the cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "eval" / "results"
+WORK = ROOT / "runs" / "bench-distill"
+METRICS = ("ndcg@10", "mrr@10", "recall@100")
+DATASET = "scifact"
+
+TEACHER = {"kind": "ensemble", "normalization": "zscore", "members": [
+    {"teacher": {"kind": "bm25"}},
+    {"teacher": {"kind": "bi-encoder", "model": "minilm-l6", "max_length": 128}},
+    {"teacher": {"kind": "splade", "model": "splade-tiny", "max_length": 256}},
+]}
+TRAIN_TOP_K = 20          # teacher-scored BM25 train candidates per query (+ qrels positives)
+TEST_DEPTH = 100          # teacher rerank / cross-encoder rerank depth on test
+
+# ---------------------------------------------------------------------------------------------
+# Rows. "train" holds TrainConfig fields (scores/output/dataset are filled in); "eval" the
+# evaluation settings. Shared per family, then per row.
+
+COMMON = {"split": "train", "epochs": 1, "batch_size": 16, "warmup": 0.1, "seed": 42,
+          "rank_window": [2, TRAIN_TOP_K], "filter_margin": 0.0, "save_steps": 25, "logging_steps": 5}
+FAMILY = {
+    # cosine student: teacher scores x0.05 (a z-score margin of ~5 becomes a cosine margin of
+    # ~0.25), KL temperature 0.05 (student logits = 20 x cosine, as InfoNCE's default scale;
+    # teacher logits = the z-score sum itself); InfoNCE's weight in KL+InfoNCE offsets the
+    # T^2 = 0.0025 factor of the KL term so neither term swamps the other
+    "bi-encoder": {"init": "minilm-l6", "teacher_scale": 0.05,
+                   "train": {"max_length": 128, "lr": 2e-5},
+                   "loss": {"kl": {"temperature": 0.05},
+                            "kl+infonce": {"temperature": 0.05, "losses": "kl:1.0+infonce:0.0025"}},
+                   "eval": {"max_seq_length": 256}},
+    "splade": {"init": "splade-tiny", "train": {"max_length": 128, "lr": 5e-5},
+               "eval": {"max_seq_length": 256}},
+    # no ColBERT weights offline: a MultiVectorEncoder around SPLADE-tiny's BERT-tiny body with a
+    # seeded random 128-d projection (the init row is that untrained model)
+    "colbert": {"init": "splade-tiny", "train": {"max_length": 256, "query_max_length": 32,
+                                                 "colbert_dim": 128, "lr": 5e-5, "epochs": 3},
+                "eval": {"query_length": 32, "document_length": 256}},
+    # all-MiniLM-L6-v2's body with a seeded random 1-logit head (the init row)
+    "cross-encoder": {"init": "minilm-l6", "train": {"max_length": 128, "lr": 2e-5},
+                      "eval": {"max_length": 128, "depth": 20}},
+}
+# Per-loss example shapes: every trained row sees about 4 passages per train query and epoch.
+LOSS = {
+    "label-only": {"teacher": "none", "losses": "infonce", "negatives": 3},
+    "margin-mse": {"losses": "margin-mse", "negatives": 2},
+    "kl": {"losses": "kl", "kl_passages": 4, "temperature": 1.0},
+    "kl+infonce": {"losses": "kl:1.0+infonce:0.5", "kl_passages": 4, "temperature": 1.0},
+}
+ROWS: list[tuple[str, str]] = [("teacher", "rerank"), ("teacher", "rerank-top20"), ("bm25", "first-stage")]
+for fam in FAMILY:
+    ROWS += [(fam, "init"), (fam, "label-only"), (fam, "margin-mse"), (fam, "kl")]
+    if fam == "bi-encoder":
+        ROWS.append((fam, "kl+infonce"))
+
+
+def row_id(family: str, kind: str) -> str:
+    return f"{family}/{kind}"
+
+
+def row_config(family: str, kind: str) -> dict[str, Any]:
+    """The full configuration of a row (what its cache key is computed from)."""
+    if family in ("teacher", "bm25"):
+        return {"teacher": TEACHER if family == "teacher" else None,
+                "depth": 20 if kind == "rerank-top20" else TEST_DEPTH, "train_top_k": TRAIN_TOP_K}
+    f = FAMILY[family]
+    cfg: dict[str, Any] = {"family": family, "init": f["init"], "eval": f["eval"]}
+    if kind != "init":
+        cfg["train"] = {**COMMON, **f["train"], **LOSS[kind], **f.get("loss", {}).get(kind, {})}
+        if f.get("teacher_scale") and kind != "label-only":
+            cfg["teacher_scale"] = f["teacher_scale"]
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+
+
+def environment() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    import sentence_transformers
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "sentence-transformers": sentence_transformers.__version__,
+                         "ranx": version("ranx"), "numpy": np.__version__}}
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: BM25 runs, the train score store, the teacher's test rerank store
+
+
+def bm25_run(split: str, k: int) -> Path:
+    from retrieval_kd.retrieve.bm25 import BM25Params
+    from retrieval_kd.retrieve.stage import bm25_stage
+
+    out = WORK / f"bm25-{split}-k{k}"
+    if not (out / "run.trec").is_file():
+        bm25_stage(DATASET, split, out, BM25Params(), k=k)
+    return out
+
+
+def find_pipeline_store(split: str = "train", top_k: int = TRAIN_TOP_K, positives: bool = True) -> Path | None:
+    """A complete store of this teacher on SciFact ``split`` (BM25 top-``top_k``), written by `rkd run`."""
+    from retrieval_kd.teachers.identity import spec_identity
+    from retrieval_kd.teachers.spec import parse_teacher
+
+    want = spec_identity(parse_teacher(TEACHER))
+    for m in sorted(ROOT.glob("runs/scifact/stages/teacher-*/stores/*/manifest.json")):
+        try:
+            d = json.loads(m.read_text())
+        except (OSError, ValueError):
+            continue
+        inp, cand = d.get("inputs", {}), (d.get("params") or {}).get("candidates", {})
+        if (d.get("status") == "complete" and d.get("teacher") == want and inp.get("split") == split
+                and inp.get("dataset") == DATASET and cand.get("top_k") == top_k
+                and bool(cand.get("add_positives")) == positives):
+            return m.parent
+    return None
+
+
+def train_store() -> Path:
+    from retrieval_kd.scores.stage import score_stage
+    from retrieval_kd.teachers.spec import parse_teacher
+
+    found = find_pipeline_store()
+    if found:
+        return found
+    print("no complete pipeline store: scoring SciFact train with the ensemble teacher", flush=True)
+    store = score_stage(DATASET, "train", bm25_run("train", 100), parse_teacher(TEACHER),
+                        root=WORK / "stores", top_k=TRAIN_TOP_K, add_positives=True,
+                        progress=sys.stderr.isatty())
+    return store.path
+
+
+def scaled_store(base: Path, factor: float) -> Path:
+    """The base store's rows with every score multiplied by ``factor``, as a store of its own.
+
+    Same candidates (ranks, labels, order) and texts; the teacher identity names the base store
+    and the factor, so the derived store is honest about what it holds. Used to put the z-score
+    ensemble (per-query std ~2.6) on the scale of a cosine student (see ``BI_ENCODER_SCALE``).
+    """
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.scores.candidates import Candidate
+    from retrieval_kd.scores.store import ScoreStore, score_into_store
+    from retrieval_kd.teachers.base import Teacher
+
+    src = ScoreStore(base)
+    m = src.manifest
+    t = src.table()
+    look = {(q, d): s for q, d, s in zip(t.column("qid").to_pylist(), t.column("docid").to_pylist(),
+                                          t.column("score").to_pylist())}
+    cands = [Candidate(q, d, r, lab) for q, d, r, lab in zip(
+        t.column("qid").to_pylist(), t.column("docid").to_pylist(), t.column("rank").to_pylist(),
+        t.column("label").to_pylist())]
+    identity = {"kind": "scaled-store", "factor": factor, "base_store": m["store_id"],
+                "base_teacher": m.get("teacher")}
+
+    class Scaled(Teacher):
+        def identity(self):
+            return identity
+
+        def score(self, pairs):
+            return np.array([factor * look[(p.qid, p.docid)] for p in pairs], dtype=np.float64)
+
+    ds = load_dataset(m["inputs"]["dataset"], m["inputs"]["split"])
+    st = score_into_store(ds, cands, Scaled, identity, WORK / "stores",
+                          params={"derived_from": {"store": m["store_id"], "path": str(base),
+                                                   "candidates": (m.get("params") or {}).get("candidates")},
+                                  "factor": factor})
+    return st.path
+
+
+def store_record(path: Path) -> dict[str, Any]:
+    from retrieval_kd.scores.store import ScoreStore
+
+    m = ScoreStore(path).manifest
+    return {"id": m["store_id"], "path": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+            "teacher": m.get("teacher"), "n_rows": m.get("n_rows"),
+            "candidates": (m.get("params") or {}).get("candidates"),
+            "pairs_per_s": next((s.get("pairs_per_s") for s in reversed(m.get("sessions", []))
+                                 if s.get("pairs_per_s")), None)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation (exact search over the whole test corpus)
+
+
+def _topk(doc_ids: list[str], qids: list[str], scores: np.ndarray, k: int = 100) -> dict:
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    run = {}
+    for i, q in enumerate(qids):
+        idx = part[i][np.argsort(-scores[i, part[i]], kind="stable")]
+        run[q] = {doc_ids[j]: float(scores[i, j]) for j in idx}
+    return run
+
+
+def eval_dense(model: str, ev: dict, ds) -> tuple[dict, dict]:
+    from retrieval_kd.models.resolve import resolve_model
+    from retrieval_kd.retrieve.dense import DenseParams, dense_search, load_encoder
+
+    params = DenseParams(max_seq_length=ev["max_seq_length"], batch_size=32)
+    st = load_encoder(resolve_model(model), params)
+    t0 = time.perf_counter()
+    run = dense_search(st, ds.corpus, ds.queries, params, k=100)
+    return run, {"encode_search_s": round(time.perf_counter() - t0, 1),
+                 "max_seq_length": st.max_seq_length}
+
+
+def eval_splade(model: str, ev: dict, ds) -> tuple[dict, dict]:
+    import scipy.sparse as sp
+
+    from retrieval_kd.index.encoders import SpladeEncoder, SpladeParams
+
+    enc = SpladeEncoder(model, SpladeParams(max_seq_length=ev["max_seq_length"], batch_size=32))
+    t0 = time.perf_counter()
+    d = enc.encode_docs(ds.corpus.texts(" "))
+    D = sp.csr_matrix((d["data"], d["indices"], d["indptr"]), shape=(len(ds.corpus), enc.vocab))
+    qs = enc.encode_queries(list(ds.queries.texts.values()))
+    rows = np.repeat(np.arange(len(qs)), [len(i) for i, _ in qs])
+    Q = sp.csr_matrix((np.concatenate([v for _, v in qs]), (rows, np.concatenate([i for i, _ in qs]))),
+                      shape=(len(qs), enc.vocab))
+    S = (Q @ D.T).toarray()
+    run = _topk(ds.corpus.ids(), ds.queries.ids(), S)
+    return run, {"encode_search_s": round(time.perf_counter() - t0, 1),
+                 "doc_nnz_mean": round(float(np.diff(D.indptr).mean()), 1),
+                 "query_nnz_mean": round(float(np.diff(Q.indptr).mean()), 1)}
+
+
+def eval_colbert(model: Any, ev: dict, ds) -> tuple[dict, dict]:
+    """Exact MaxSim of every test query against every document's token vectors (float32)."""
+    import torch
+
+    from retrieval_kd.index.encoders import ColbertParams, TokenEncoder
+
+    enc = TokenEncoder(model, ColbertParams(query_length=ev["query_length"],
+                                            document_length=ev["document_length"], batch_size=32))
+    t0 = time.perf_counter()
+    d = enc.encode_docs(ds.corpus.texts(" "))
+    lens = d["lens"]
+    L = int(lens.max())
+    n, dim = len(lens), d["tokens"].shape[1]
+    pad = torch.zeros(n, L, dim)
+    mask = torch.zeros(n, L, dtype=torch.bool)
+    tok = torch.from_numpy(d["tokens"].astype(np.float32))
+    off = np.concatenate([[0], np.cumsum(lens)])
+    for i in range(n):
+        pad[i, :lens[i]] = tok[off[i]:off[i + 1]]
+        mask[i, :lens[i]] = True
+    del tok
+    qmats = enc.encode_queries(list(ds.queries.texts.values()))
+    S = np.zeros((len(qmats), n), dtype=np.float32)
+    with torch.inference_mode():
+        for qi, q in enumerate(qmats):
+            qt = torch.from_numpy(q)
+            for s in range(0, n, 512):
+                sim = torch.einsum("qd,ntd->nqt", qt, pad[s:s + 512])
+                sim.masked_fill_(~mask[s:s + 512, None, :], float("-inf"))
+                S[qi, s:s + 512] = sim.amax(dim=2).sum(dim=1).numpy()
+    run = _topk(ds.corpus.ids(), ds.queries.ids(), S)
+    return run, {"encode_search_s": round(time.perf_counter() - t0, 1),
+                 "doc_tokens_mean": round(float(lens.mean()), 1), **enc.lengths()}
+
+
+def eval_cross_encoder(model: Any, ev: dict, ds) -> tuple[dict, dict]:
+    """Rerank BM25 test top-``depth`` (the same candidates as the teacher's rerank row)."""
+    from retrieval_kd.data.trec import load_trec_run
+
+    model.max_length = ev["max_length"]
+    bm25 = load_trec_run(bm25_run("test", 1000) / "run.trec")
+    pairs, keys = [], []
+    for q in ds.queries.ids():
+        hits = sorted(bm25.get(q, {}).items(), key=lambda x: (-x[1], x[0]))[:ev["depth"]]
+        for doc, _ in hits:
+            pairs.append((ds.queries.texts[q], ds.corpus.docs[doc].joined()))
+            keys.append((q, doc))
+    t0 = time.perf_counter()
+    scores = model.predict(pairs, batch_size=32, show_progress_bar=False, convert_to_numpy=True)
+    secs = time.perf_counter() - t0
+    run: dict[str, dict[str, float]] = {}
+    for (q, doc), s in zip(keys, np.asarray(scores, dtype=np.float64).reshape(-1)):
+        run.setdefault(q, {})[doc] = float(s)
+    return run, {"rerank_s": round(secs, 1), "pairs": len(pairs),
+                 "pairs_per_s": round(len(pairs) / secs, 1), "depth": ev["depth"],
+                 "max_length": model.max_length}
+
+
+def evaluate_model(family: str, model_path: str | None, cfg: dict, ds) -> tuple[dict, dict]:
+    """Evaluate a trained student folder, or (``model_path`` None) the family's untrained init."""
+    ev = cfg["eval"]
+    if family == "bi-encoder":
+        return eval_dense(model_path or cfg["init"], ev, ds)
+    if family == "splade":
+        return eval_splade(model_path or cfg["init"], ev, ds)
+    if family == "colbert":
+        if model_path:
+            return eval_colbert(model_path, ev, ds)
+        from retrieval_kd.train.students import build_student
+
+        tr = {**COMMON, **FAMILY["colbert"]["train"]}
+        model, _ = build_student("colbert", cfg["init"], max_length=tr["max_length"],
+                                 colbert_dim=tr["colbert_dim"], seed=tr["seed"])
+        return eval_colbert(model, ev, ds)
+    if family == "cross-encoder":
+        from retrieval_kd.train.students import build_student, load_student
+
+        if model_path:
+            model = load_student("cross-encoder", model_path)
+        else:
+            model, _ = build_student("cross-encoder", cfg["init"], max_length=ev["max_length"],
+                                     seed=COMMON["seed"])
+        return eval_cross_encoder(model, ev, ds)
+    raise ValueError(family)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows
+
+
+def cache_key(cfg: dict) -> str:
+    from retrieval_kd.artifacts import sha256_json
+
+    return sha256_json(cfg)[:16]
+
+
+def result_path(rid: str) -> Path:
+    return WORK / "rows" / (rid.replace("/", "--") + ".json")
+
+
+_STORE: list[Path] = []
+
+
+def lazy_store() -> Path:
+    """The train score store, found or scored on first use (only trained rows need it)."""
+    if not _STORE:
+        _STORE.append(train_store())
+        print(f"teacher store: {_STORE[0]}", flush=True)
+    return _STORE[0]
+
+
+def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
+    from retrieval_kd.eval.metrics import evaluate_run
+    from retrieval_kd.models.resolve import resolve_model
+
+    rid = row_id(family, kind)
+    cfg = row_config(family, kind)
+    store = None
+    if family not in ("teacher", "bm25") and kind != "init":
+        store = lazy_store()
+        scale = FAMILY[family].get("teacher_scale")
+        if scale and kind != "label-only":
+            store = scaled_store(store, scale)
+        cfg["store"] = store_record(store)["id"]
+    key = cache_key(cfg)
+    rp = result_path(rid)
+    if rp.is_file():
+        old = json.loads(rp.read_text())
+        if old.get("key") == key:
+            print(f"[cached] {rid}", flush=True)
+            return old
+    print(f"[run] {rid}  (load {load()})", flush=True)
+    rec: dict[str, Any] = {"row": rid, "family": family, "kind": kind, "key": key, "config": cfg,
+                           "load_before": load(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    t0 = time.perf_counter()
+    qrels = ds_test.qrels
+    if family == "bm25":
+        from retrieval_kd.data.trec import load_trec_run
+
+        run = load_trec_run(bm25_run("test", 1000) / "run.trec")
+        rec["eval"] = {"depth": 1000}
+    elif family == "teacher":
+        from retrieval_kd.scores.stage import score_stage
+        from retrieval_kd.teachers.spec import parse_teacher
+
+        from retrieval_kd.scores.store import ScoreStore
+
+        depth = cfg["depth"]
+        found = find_pipeline_store("test", depth, False)
+        st = ScoreStore(found) if found else score_stage(
+            DATASET, "test", bm25_run("test", 1000), parse_teacher(TEACHER), root=WORK / "stores",
+            top_k=depth, add_positives=False, progress=sys.stderr.isatty())
+        run = st.scores()
+        rec["store"] = store_record(st.path)
+        rec["eval"] = {"depth": depth, "note": f"teacher reranks BM25 test top-{depth}"}
+    else:
+        rec["init"] = resolve_model(cfg["init"]).provenance()
+        model_path = None
+        if kind != "init":
+            from retrieval_kd.train.config import load_config
+            from retrieval_kd.train.stage import train_stage
+
+            out = WORK / "models" / f"{family}--{kind}"
+            tcfg = load_config(None, family=family, init=cfg["init"], scores=[str(store)],
+                               dataset=DATASET, output=str(out), **cfg["train"])
+            t1 = time.perf_counter()
+            train_stage(tcfg, progress=sys.stderr.isatty())
+            m = json.loads((out / "manifest.json").read_text())
+            o = m["outputs"]
+            n_texts = {"label-only": 1 + cfg["train"].get("negatives", 0),
+                       "margin-mse": 2, "kl": cfg["train"].get("kl_passages"),
+                       "kl+infonce": cfg["train"].get("kl_passages")}[kind]
+            rec["train"] = {"model": str(out.relative_to(ROOT)), "run_key": m.get("run_key"),
+                            "steps": o["global_step"], "epochs": o["epochs"], "train_loss": o["train_loss"],
+                            "examples_per_s": o["examples_per_s"], "passages_per_example": n_texts,
+                            "examples": m["examples"], "train_s": round(m["timings_s"].get("train", 0), 1),
+                            "this_call_s": round(time.perf_counter() - t1, 1),
+                            "loss_log_tail": m.get("loss_log", [])[-3:]}
+            model_path = str(out)
+        run, info = evaluate_model(family, model_path, cfg, ds_test)
+        rec["eval"] = info
+    m = evaluate_run(qrels, run, METRICS)
+    rec["metrics"] = {k: round(float(v), 4) for k, v in m.items()}
+    rec["seconds"] = round(time.perf_counter() - t0, 1)
+    rec["load_after"] = load()
+    rp.parent.mkdir(parents=True, exist_ok=True)
+    rp.write_text(json.dumps(rec, indent=1))
+    print(f"  {rid}: nDCG@10 {rec['metrics']['ndcg@10']:.4f}  ({rec['seconds']} s)", flush=True)
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+LABEL = {"init": "untrained init", "label-only": "label-only (InfoNCE, qrels + BM25 negatives)",
+         "margin-mse": "distilled: Margin-MSE", "kl": "distilled: KL", "kl+infonce": "distilled: KL + 0.5 InfoNCE",
+         "rerank": "teacher: rerank of BM25 top-100",
+         "rerank-top20": "teacher: rerank of BM25 top-20", "first-stage": "BM25 (first stage)"}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| family | row | nDCG@10 | MRR@10 | R@100 | Δ nDCG@10 vs init | train ex/s | passages/ex | steps | eval |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    init = {r["family"]: r["metrics"]["ndcg@10"] for r in rows if r["kind"] == "init"}
+    for r in rows:
+        m, t = r["metrics"], r.get("train", {})
+        d = (f"{m['ndcg@10'] - init[r['family']]:+.4f}" if r["family"] in init and r["kind"] != "init" else "")
+        ev = {**(r.get("config") or {}).get("eval", {}), **r.get("eval", {})}
+        how = ("exact, %s tok" % ev.get("max_seq_length", ev.get("document_length", ""))
+               if r["family"] in ("bi-encoder", "splade", "colbert")
+               else f"rerank BM25 top-{ev.get('depth')}" if r["family"] in ("cross-encoder", "teacher")
+               else "first stage, top-1000")
+        lines.append(f"| {r['family']} | {LABEL[r['kind']]} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | "
+                     f"{m['recall@100']:.4f} | {d} | {t.get('examples_per_s', '') or ''} | "
+                     f"{t.get('passages_per_example', '')} | {t.get('steps', '')} | {how} |")
+    return "\n".join(lines)
+
+
+NOTES: list[str] = [
+    "Configurations evaluated on test: one per row (the settings below were fixed before any "
+    "trained row was evaluated; none was changed after seeing a test number).",
+]
+
+
+def report(rows: list[dict], env: dict, store: dict | None, ds_test) -> None:
+    from retrieval_kd.models.resolve import resolve_model
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    inits = {fam: resolve_model(f["init"]).provenance() for fam, f in FAMILY.items()}
+    derived = sorted({r["config"]["store"] for r in rows if r.get("config", {}).get("teacher_scale")})
+    teacher_stores = {r["kind"]: r.get("store") for r in rows if r["family"] == "teacher"}
+    res = {"benchmark": "bench-distill", "dataset": ds_test.protocol(), "train_split": "train",
+           "eval": {"split": "test", "metrics": list(METRICS), "ignore_identical_ids": True,
+                    "library": "ranx"},
+           "teacher_store": store, "derived_stores": derived, "teacher_rerank_stores": teacher_stores,
+           "teacher_spec": TEACHER, "inits": inits, "families": FAMILY, "common": COMMON,
+           "losses": LOSS, "notes": NOTES, "environment": env, "rows": rows}
+    (OUT / "bench-distill.json").write_text(json.dumps(res, indent=1) + "\n")
+    p = ds_test.protocol()
+    md = ["# Distillation benchmark: SciFact (train -> test)", "",
+          f"Students trained on SciFact `train` from one teacher score store "
+          f"({store.get('n_rows') if store else '?'} scored pairs), evaluated on `test` ({p['n_queries']} "
+          f"queries, {p['n_docs']} documents; ranx, nDCG@10 / MRR@10 / Recall@100, "
+          "ignore_identical_ids). Bi-encoder, SPLADE and ColBERT rows: exact search over the whole "
+          "corpus. Cross-encoder and teacher rows: rerank of BM25's test top-k (stated per row). "
+          "`python eval/bench_distill.py` reproduces it (cached per row under runs/bench-distill/).", "",
+          table(rows), "",
+          "## Protocol", "",
+          f"- Dataset: scifact (BEIR), corpus sha256 `{p['corpus_sha256']}`, test queries sha256 "
+          f"`{p['queries_sha256']}`, test qrels sha256 `{p['qrels_sha256']}`.",
+          f"- Teacher: per-query z-score ensemble of BM25 + all-MiniLM-L6-v2 (128 tokens) + "
+          f"SPLADE-tiny (256 tokens), weights 1. Train store `{store.get('id') if store else '?'}` "
+          f"({store.get('path') if store else ''}): BM25 train top-{TRAIN_TOP_K} with the qrels "
+          "positives added.",
+          *[f"- Teacher row `{k}`: store `{(v or {}).get('id')}` ({(v or {}).get('path')}), the same "
+            "spec scoring BM25 test candidates (no positives added)." for k, v in teacher_stores.items()],
+          f"- Bi-encoder distillation reads a derived store ({', '.join(f'`{d}`' for d in derived) or '-'}): "
+          f"the train store's rows with scores x{FAMILY['bi-encoder']['teacher_scale']}, its identity "
+          "naming the base store and the factor.",
+          f"- Shared training settings: `{json.dumps(COMMON)}`.",
+          *[f"- {fam}: init `{FAMILY[fam]['init']}` (weights sha256 `{inits[fam]['sha256']}`), "
+            f"train `{json.dumps(FAMILY[fam]['train'])}`, eval `{json.dumps(FAMILY[fam]['eval'])}`"
+            + (f", per-loss overrides `{json.dumps(FAMILY[fam]['loss'])}`" if FAMILY[fam].get("loss") else "")
+            for fam in FAMILY],
+          *[f"- {k}: `{json.dumps(v)}`" for k, v in LOSS.items()],
+          "- Label-only rows draw their negatives from the same candidates (BM25 train ranks 2-20) "
+          "without the teacher; distilled rows drop a negative the teacher scores at or above the "
+          "positive (filter_margin 0). Positives: the qrels' (one per query).",
+          "- train ex/s: training rows per second (a row = a query and `passages/ex` passages, "
+          "cross-encoder: that many pairs), on a shared machine: load averages before/after each row "
+          "are in the JSON.",
+          *[f"- {n}" for n in NOTES],
+          f"- Machine: {env['cpu']}, {env['cpus']} CPUs, {env['torch_threads']} torch threads, "
+          f"GPU {env['gpu']}; {env['versions']}; Python {env['python']}.",
+          ""]
+    (OUT / "bench-distill.md").write_text("\n".join(md))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", default=[],
+                    help="family to run (bi-encoder, splade, colbert, cross-encoder, teacher, bm25); repeatable")
+    ap.add_argument("--rows", default="", help="comma-separated row ids (family/kind)")
+    ap.add_argument("--report", action="store_true", help="no new rows: rebuild the tables from the cache")
+    args = ap.parse_args(argv)
+
+    from retrieval_kd.data.registry import load_dataset
+
+    env = environment()
+    ds_test = load_dataset(DATASET, "test")
+    want = [r for r in ROWS if (not args.only or r[0] in args.only)
+            and (not args.rows or row_id(*r) in args.rows.split(","))]
+    if not args.report:
+        for fam, kind in want:
+            run_row(fam, kind, ds_test)
+    store = _STORE[0] if _STORE else None
+    if store is None:
+        store = find_pipeline_store() or next((p.parent for p in (WORK / "stores").glob("*/manifest.json")
+                                               if json.loads(p.read_text())["inputs"].get("split") == "train"), None)
+    rows = [json.loads(result_path(row_id(*r)).read_text()) for r in ROWS if result_path(row_id(*r)).is_file()]
+    report(rows, env, store_record(store) if store else None, ds_test)
+    print()
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
