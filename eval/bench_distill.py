@@ -476,7 +476,7 @@ def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
 # Report
 
 LABEL = {"init": "untrained init", "label-only": "label-only (InfoNCE, qrels + BM25 negatives)",
-         "margin-mse": "distilled: Margin-MSE", "kl": "distilled: KL", "kl+infonce": "distilled: KL + 0.5 InfoNCE",
+         "margin-mse": "distilled: Margin-MSE", "kl": "distilled: KL", "kl+infonce": "distilled: KL + InfoNCE",
          "rerank": "teacher: rerank of BM25 top-100",
          "rerank-top20": "teacher: rerank of BM25 top-20", "first-stage": "BM25 (first stage)"}
 

@@ -116,6 +116,19 @@ def test_kl_rows_hold_n_passages_and_their_scores():
     assert st.layout == "kl" and st.rows == 2
 
 
+def test_teacher_scale_multiplies_labels_but_not_the_filter():
+    base, _ = build_rows(dataset(), groups(), opts(losses=("kl",), kl_passages=4))
+    scaled, st = build_rows(dataset(), groups(), opts(losses=("kl",), kl_passages=4, teacher_scale=0.05))
+    # same rows (the filter at margin 0.5 still sees raw scores: d1 at 9.8 stays dropped) ...
+    assert scaled["passage_2"] == base["passage_2"] and "passage 1" not in scaled["passage_2"]
+    # ... and every label scaled
+    for a, b in zip(base["label"], scaled["label"]):
+        assert b == pytest.approx([0.05 * x for x in a])
+    mm, _ = build_rows(dataset(), groups(), opts(losses=("margin-mse",), negatives=2, seed=1, teacher_scale=2.0))
+    raw, _ = build_rows(dataset(), groups(), opts(losses=("margin-mse",), negatives=2, seed=1))
+    assert mm["label"] == pytest.approx([2.0 * x for x in raw["label"]])
+
+
 def test_infonce_and_listwise_layouts():
     data, _ = build_examples(dataset(), groups(), opts(losses=("infonce",)))
     assert data.column_names == ["query", "positive", "negative_1", "negative_2", "negative_3"]

@@ -40,6 +40,8 @@ def train(
                                            "without a store.")] = None,
     temperature: Annotated[float | None, Opt(help="KL temperature.")] = None,
     kl_passages: Annotated[int | None, Opt(help="Passages per KL row (positive + negatives).")] = None,
+    teacher_scale: Annotated[float | None, Opt(help="Multiply teacher scores by this in the labels "
+                                               "(e.g. 0.05 for a cosine student).")] = None,
     negatives: Annotated[int | None, Opt(help="Hard negatives per positive.")] = None,
     rank_window: Annotated[str | None, Opt(help="Candidate ranks negatives come from, LOW:HIGH.")] = None,
     filter_margin: Annotated[float | None, Opt(help="Drop negatives scoring >= positive - margin.")] = None,
@@ -68,6 +70,7 @@ def train(
         losses=loss or ("infonce" if label_only else None),
         teacher=None if label_only is None else ("none" if label_only else "store"),
         candidates=candidates, temperature=temperature, kl_passages=kl_passages, negatives=negatives,
+        teacher_scale=teacher_scale,
         rank_window=parse_window(rank_window), filter_margin=filter_margin, positives=positives,
         batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr, warmup=warmup, seed=seed,
         max_length=max_length, query_max_length=query_max_length,

@@ -89,6 +89,11 @@ class TrainConfig(BaseModel):
     losses: list[LossTerm] = [LossTerm(name="kl")]
     temperature: float = Field(1.0, gt=0)
     """KL temperature, applied inside the loss to student and teacher scores."""
+    teacher_scale: float = Field(1.0, gt=0)
+    """Multiply every teacher score by this in the labels (KL scores, Margin-MSE margins), to put
+    the teacher on the student's scale: e.g. 0.05 with ``temperature: 0.05`` makes a cosine
+    student's logits 20 x cosine while the teacher's stay its raw scores. The filter compares raw
+    teacher scores."""
     kl_passages: int = Field(8, ge=2)
     """Passages per KL row: the positive plus ``kl_passages - 1`` negatives."""
     negatives: int = Field(7, ge=1)

@@ -69,13 +69,15 @@ class ExampleOptions:
     max_positives: int = 1
     seed: int = 42
     use_teacher: bool = True
+    teacher_scale: float = 1.0
 
     @classmethod
     def from_config(cls, cfg) -> ExampleOptions:
         return cls(losses=tuple(cfg.loss_names), kl_passages=cfg.kl_passages, negatives=cfg.negatives,
                    rank_window=tuple(cfg.rank_window), filter_margin=cfg.filter_margin,
                    positives="qrels" if cfg.label_only else cfg.positives,
-                   max_positives=cfg.max_positives, seed=cfg.seed, use_teacher=not cfg.label_only)
+                   max_positives=cfg.max_positives, seed=cfg.seed, use_teacher=not cfg.label_only,
+                   teacher_scale=cfg.teacher_scale)
 
     @property
     def layout(self) -> str:
@@ -270,7 +272,7 @@ def build_rows(ds: Dataset, groups: Groups, opts: ExampleOptions) -> tuple[dict[
                     cols["query"].append(query)
                     cols["positive"].append(passage(pos.docid))
                     cols["negative"].append(passage(n.docid))
-                    cols["label"].append(pos.score - n.score)
+                    cols["label"].append(opts.teacher_scale * (pos.score - n.score))
                     made += 1
                 continue
             docs = [pos, *negs]
@@ -278,7 +280,7 @@ def build_rows(ds: Dataset, groups: Groups, opts: ExampleOptions) -> tuple[dict[
             for name, c in zip(names[1:1 + len(docs)], docs):
                 cols[name].append(passage(c.docid))
             if "label" in cols:
-                cols["label"].append([c.score for c in docs])
+                cols["label"].append([opts.teacher_scale * c.score for c in docs])
             made += 1
         if made:
             stats.queries += 1
