@@ -424,9 +424,8 @@ def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
         rec["eval"] = {"depth": 1000}
     elif family == "teacher":
         from retrieval_kd.scores.stage import score_stage
-        from retrieval_kd.teachers.spec import parse_teacher
-
         from retrieval_kd.scores.store import ScoreStore
+        from retrieval_kd.teachers.spec import parse_teacher
 
         depth = cfg["depth"]
         found = find_pipeline_store("test", depth, False)
