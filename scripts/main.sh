@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The main job: install, then BM25 and all-MiniLM-L6-v2 dense baselines on SciFact test, evaluated.
+# The main job: install, then the SciFact pipeline (pipelines/scifact.yaml) end to end:
+# BM25 + MiniLM first stages, the ensemble teacher's scores, four distilled student families and
+# the label-only control, their indexes, evaluation on test and the report.
+# A second run skips every finished stage; a killed run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 source scripts/env.sh
-rkd retrieve bm25 --dataset scifact --split test --out runs/scifact-test/bm25
-rkd models fetch minilm-l6
-rkd retrieve dense --dataset scifact --split test --model minilm-l6 --out runs/scifact-test/minilm-l6
-rkd eval runs/scifact-test/bm25 runs/scifact-test/minilm-l6 --dataset scifact --split test \
-  --out eval/results/scifact-test-baselines
+rkd run pipelines/scifact.yaml "$@"
+echo "report: $(pwd)/runs/scifact/report/report.md (and report.html)"
