@@ -263,3 +263,37 @@ def test_cli_reports_pipeline_errors_with_file_and_line(tmp_path):
     assert r.returncode == 2
     line = next(i for i, t in enumerate(p.read_text().splitlines(), 1) if "top_k: ten" in t)
     assert f"{p}:{line}: teachers.bm25t.top_k" in r.stdout + r.stderr
+
+
+def test_score_stages_with_one_teacher_spec_load_it_once(tmp_path, monkeypatch):
+    import retrieval_kd.teachers.spec as spec_mod
+    from retrieval_kd.pipeline import adapters
+    from retrieval_kd.scores.stage import score_stage
+
+    built = []
+    real = spec_mod.build_teacher
+
+    def counting(spec):
+        built.append(spec.kind)
+        return real(spec)
+
+    monkeypatch.setattr(spec_mod, "build_teacher", counting)
+    adapters._LOADED_TEACHER.clear()
+    p = setup(tmp_path)
+    root = tmp_path / "runs"
+    run(p, root)
+    assert built == ["bm25"]  # teacher:bm25t@train and @test: one load
+    # the reused teacher scores exactly what a fresh one does
+    rec = read_json(root / "run.json")
+    for split in ("train", "test"):
+        st = next(s for s in rec["stages"] if s["id"] == f"teacher:bm25t@{split}")
+        cand = next(s for s in rec["stages"] if s["id"] == f"retrieve:bm25@{split}")
+        spec = spec_mod.parse_teacher({"kind": "bm25", "k1": 1.5, "b": 0.6})
+        fresh = score_stage(str(tmp_path / "tiny"), split, root / cand["dir"], spec, root=tmp_path / f"s-{split}",
+                            top_k=10, chunk_size=20, progress=False)
+        got = {(q, d): s for q, h in fresh.scores().items() for d, s in h.items()}
+        from retrieval_kd.data.trec import load_trec_run
+
+        want = {(q, d): s for q, h in load_trec_run(root / st["dir"] / "run.trec").items() for d, s in h.items()}
+        assert want and got.keys() == want.keys()
+        assert all(abs(got[k] - want[k]) < 1e-9 for k in got)

@@ -3,6 +3,7 @@ stages. Each calls the stage function the matching ``rkd`` command calls."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,25 @@ def _substitute_students(spec: dict[str, Any], inputs: dict[str, Path]) -> dict[
     return spec
 
 
+_LOADED_TEACHER: dict[str, Any] = {}
+"""The last teacher a score stage built in this process, by spec: the next score stage with the
+same spec (e.g. the train store, then the same teacher reranking test) reuses it, model loads
+and text-keyed embedding caches included. Only the last one is kept (LLM teachers are large)."""
+
+
+def _teacher_factory(spec):
+    from retrieval_kd.teachers.spec import build_teacher
+
+    key = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+
+    def factory():
+        if key not in _LOADED_TEACHER:
+            _LOADED_TEACHER.clear()
+            _LOADED_TEACHER[key] = build_teacher(spec)
+        return _LOADED_TEACHER[key]
+    return factory
+
+
 @register("score", resumable=True, runtime_keys=("batch_size", "threads", "device", "chunk_size",
                                                   "base_url", "concurrency", "timeout"))
 def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
@@ -111,7 +131,7 @@ def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     out.mkdir(parents=True, exist_ok=True)
     store = score_stage(config["dataset"], config["split"], run_file_of(inputs["candidates"]), spec,
                         root=out / "stores", top_k=config["top_k"], add_positives=config["add_positives"],
-                        chunk_size=config["chunk_size"])
+                        chunk_size=config["chunk_size"], teacher_factory=_teacher_factory(spec))
     run = store.scores()
     write_trec_run(run, out / RUN_FILE, tag=config["name"])
     sm = store.manifest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from retrieval_kd.artifacts import sha256_file
@@ -11,6 +12,7 @@ from retrieval_kd.eval.results import locate_run
 from retrieval_kd.progress import make_progress
 from retrieval_kd.scores.candidates import build_candidates, select_shard
 from retrieval_kd.scores.store import ScoreStore, score_into_store
+from retrieval_kd.teachers.base import Teacher
 from retrieval_kd.teachers.identity import spec_identity
 from retrieval_kd.teachers.spec import build_teacher
 
@@ -20,8 +22,15 @@ DEFAULT_ROOT = Path("scores")
 def score_stage(dataset: str, split: str, candidates_run: str | Path, teacher_spec, *,
                 root: str | Path = DEFAULT_ROOT, top_k: int = 100, add_positives: bool = False,
                 shard: tuple[int, int] | None = None, chunk_size: int = 2000,
-                progress: bool = True) -> ScoreStore:
-    """Score a split's candidates (top-k of a run) with a teacher into the score store."""
+                progress: bool = True, teacher_factory: Callable[[], Teacher] | None = None
+                ) -> ScoreStore:
+    """Score a split's candidates (top-k of a run) with a teacher into the score store.
+
+    ``teacher_factory`` builds the teacher when there is something to score (default: a new
+    one from ``teacher_spec``); callers scoring several stores with one spec may pass one that
+    returns a teacher already loaded.
+    """
+    factory = teacher_factory or (lambda: build_teacher(teacher_spec))
     ds = load_dataset(dataset, split)
     run_file, run_manifest = locate_run(candidates_run)
     cands = build_candidates(ds, load_trec_run(run_file), top_k, add_positives)
@@ -34,7 +43,7 @@ def score_stage(dataset: str, split: str, candidates_run: str | Path, teacher_sp
     }
     total = len(select_shard(cands, shard))
     if not progress:
-        return score_into_store(ds, cands, lambda: build_teacher(teacher_spec), identity, root,
+        return score_into_store(ds, cands, factory, identity, root,
                                 params=params, chunk_size=chunk_size, shard=shard)
     with make_progress(rate_unit="pairs") as prog:
         task = prog.add_task(f"scoring {total:,} pairs", total=total)
@@ -48,5 +57,5 @@ def score_stage(dataset: str, split: str, candidates_run: str | Path, teacher_sp
             else:
                 prog.advance(task, n)
 
-        return score_into_store(ds, cands, lambda: build_teacher(teacher_spec), identity, root,
+        return score_into_store(ds, cands, factory, identity, root,
                                 params=params, chunk_size=chunk_size, shard=shard, on_progress=advance)
