@@ -160,3 +160,18 @@ def test_cli_trains_from_yaml_with_flag_overrides_and_reports_errors_in_one_line
     assert "infonce" in r.stderr
     r = rkd("train", "-c", "train.yaml", "--scores", str(tmp_path / "nostore"), "-o", "y", cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "score store" in r.stderr
+
+
+def test_run_key_ignores_a_later_field_at_its_default_only():
+    from retrieval_kd.artifacts import sha256_json
+    from retrieval_kd.train.config import TrainConfig
+    from retrieval_kd.train.examples import ExampleStats
+    from retrieval_kd.train.stage import LATER_FIELDS, RUNTIME_KEYS, run_key
+
+    stats = ExampleStats(fingerprint="f")
+    cfg = TrainConfig(family="bi-encoder", init="x", dataset="d", scores=["s"])
+    # at its default a later field is absent from the key: the key a run got before it existed
+    old = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RUNTIME_KEYS and k not in LATER_FIELDS}
+    assert run_key(cfg, stats, "sha") == sha256_json({"params": old, "examples": "f", "init": "sha"})[:16]
+    # set to anything else, it changes the key
+    assert run_key(cfg.model_copy(update={"teacher_scale": 0.05}), stats, "sha") != run_key(cfg, stats, "sha")

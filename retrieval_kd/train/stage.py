@@ -224,9 +224,15 @@ def _progress_callback(prog, task_id):
 # Stage
 
 
+LATER_FIELDS = {"teacher_scale": 1.0}
+"""Config fields added after runs were first recorded: left out of the key while at this
+default, so a run made before the field existed keeps its key (and is not retrained)."""
+
+
 def run_key(cfg: TrainConfig, stats: ExampleStats, init_sha: str | None) -> str:
     """Identity of a run's trained weights: everything but runtime settings."""
-    params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RUNTIME_KEYS}
+    params = {k: v for k, v in cfg.model_dump(mode="json").items()
+              if k not in RUNTIME_KEYS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     return sha256_json({"params": params, "examples": stats.fingerprint, "init": init_sha})[:16]
 
 
