@@ -539,8 +539,9 @@ def findings(rows: list[dict]) -> list[str]:
                    "with this offline teacher there is little for distillation to add over the qrels, and "
                    "at a matched budget the label-only control is level with or ahead of the distilled "
                    "student. A stronger teacher (a real cross-encoder where a network exists) is the lever.")
-    out += ["- One run per row (seed 42) and 300 test queries: differences of a few thousandths "
-            "are within seed-to-seed noise; read them as ties, not wins.", ""]
+    out += ["- One run per row (seed 42), 300 test queries, no significance test between rows and no "
+            "other seeds: differences of a few thousandths are not shown to be real; read them as "
+            "ties, not wins.", ""]
     return out
 
 
