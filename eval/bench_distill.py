@@ -46,6 +46,17 @@ TEACHER = {"kind": "ensemble", "normalization": "zscore", "members": [
     {"teacher": {"kind": "bi-encoder", "model": "minilm-l6", "max_length": 128}},
     {"teacher": {"kind": "splade", "model": "splade-tiny", "max_length": 256}},
 ]}
+# A second teacher, added after every row above had been evaluated (see NOTES): the same
+# ensemble with the label-only-8x2 bi-encoder student (256 tokens) in place of the untrained
+# MiniLM -- a self-ensemble ("born-again") teacher built only from the train split's labels.
+LS_STUDENT = "runs/bench-distill/models/bi-encoder--label-only-8x2"
+TEACHER_LS = {"kind": "ensemble", "normalization": "zscore", "members": [
+    {"teacher": {"kind": "bm25"}},
+    {"teacher": {"kind": "bi-encoder", "model": LS_STUDENT, "max_length": 256}},
+    {"teacher": {"kind": "splade", "model": "splade-tiny", "max_length": 256}},
+]}
+TEACHERS = {"base": TEACHER, "ls": TEACHER_LS}
+SEEDS = (42, 43, 44)      # the seed-repeated rows: each 8x2 row and its control
 TRAIN_TOP_K = 20          # teacher-scored BM25 train candidates per query (+ qrels positives)
 TEST_DEPTH = 100          # teacher rerank / cross-encoder rerank depth on test
 
@@ -88,12 +99,28 @@ LOSS = {
     "kl+infonce-8x2": {"losses": "kl:1.0+infonce:0.5", "kl_passages": 8, "temperature": 1.0, "epochs": 2},
     # its control: the same passages per query and epochs, qrels only (added with it)
     "label-only-8x2": {"teacher": "none", "losses": "infonce", "negatives": 7, "epochs": 2},
+    # the same recipe from the second teacher (TEACHER_LS), added after the rows above
+    "kl+infonce-8x2-ls": {"losses": "kl:1.0+infonce:0.5", "kl_passages": 8, "temperature": 1.0, "epochs": 2},
 }
+# Which teacher a loss kind distils from (the label-only kinds read none).
+TEACHER_OF = {"kl+infonce-8x2-ls": "ls"}
+
+
+def split_kind(kind: str) -> tuple[str, int | None]:
+    """``kl+infonce-8x2-s43`` -> (``kl+infonce-8x2``, 43): a row kind is a loss kind and a seed."""
+    base, _, seed = kind.rpartition("-s")
+    if base and seed.isdigit():
+        return base, int(seed)
+    return kind, None
 ROWS: list[tuple[str, str]] = [("teacher", "rerank"), ("teacher", "rerank-top20"), ("bm25", "first-stage")]
 for fam in FAMILY:
     ROWS += [(fam, "init"), (fam, "label-only"), (fam, "margin-mse"), (fam, "kl")]
     if fam == "bi-encoder":
         ROWS += [(fam, "kl+infonce"), (fam, "label-only-8x2"), (fam, "kl+infonce-8x2")]
+ROWS += [("teacher", "rerank-ls"), ("bi-encoder", "kl+infonce-8x2-ls")]
+# seed repeats (seed 42 is the row without a suffix)
+ROWS += [("bi-encoder", f"{k}-s{seed}") for seed in SEEDS[1:]
+         for k in ("label-only-8x2", "kl+infonce-8x2", "kl+infonce-8x2-ls")]
 
 
 def row_id(family: str, kind: str) -> str:
@@ -103,12 +130,19 @@ def row_id(family: str, kind: str) -> str:
 def row_config(family: str, kind: str) -> dict[str, Any]:
     """The full configuration of a row (what its cache key is computed from)."""
     if family in ("teacher", "bm25"):
-        return {"teacher": TEACHER if family == "teacher" else None,
+        return {"teacher": (TEACHER_LS if kind == "rerank-ls" else TEACHER) if family == "teacher" else None,
                 "depth": 20 if kind == "rerank-top20" else TEST_DEPTH, "train_top_k": TRAIN_TOP_K}
     f = FAMILY[family]
     cfg: dict[str, Any] = {"family": family, "init": f["init"], "eval": f["eval"]}
     if kind != "init":
-        cfg["train"] = {**COMMON, **f["train"], **LOSS[kind], **f.get("loss", {}).get(kind, {})}
+        base, seed = split_kind(kind)
+        over = f.get("loss", {})
+        cfg["train"] = {**COMMON, **f["train"], **LOSS[base],
+                        **over.get(base, over.get(base.removesuffix("-ls"), {}))}
+        if seed is not None:
+            cfg["train"]["seed"] = seed
+        if base in TEACHER_OF:
+            cfg["teacher"] = TEACHER_OF[base]
         if f.get("teacher_scale") and not kind.startswith("label-only"):
             cfg["teacher_scale"] = f["teacher_scale"]
     return cfg
@@ -178,15 +212,16 @@ def find_pipeline_store(split: str = "train", top_k: int = TRAIN_TOP_K, positive
     return None
 
 
-def train_store() -> Path:
+def train_store(teacher: str = "base") -> Path:
+    """The train score store of ``TEACHERS[teacher]`` (the pipeline's when it has one), scored if missing."""
     from retrieval_kd.scores.stage import score_stage
     from retrieval_kd.teachers.spec import parse_teacher
 
-    found = find_pipeline_store()
+    found = find_pipeline_store() if teacher == "base" else None
     if found:
         return found
-    print("no complete pipeline store: scoring SciFact train with the ensemble teacher", flush=True)
-    store = score_stage(DATASET, "train", bm25_run("train", 100), parse_teacher(TEACHER),
+    print(f"scoring SciFact train with the {teacher} ensemble teacher", flush=True)
+    store = score_stage(DATASET, "train", bm25_run("train", 100), parse_teacher(TEACHERS[teacher]),
                         root=WORK / "stores", top_k=TRAIN_TOP_K, add_positives=True,
                         progress=sys.stderr.isatty())
     return store.path
@@ -387,15 +422,36 @@ def result_path(rid: str) -> Path:
     return WORK / "rows" / (rid.replace("/", "--") + ".json")
 
 
-_STORE: list[Path] = []
+_STORE: dict[str, Path] = {}
 
 
-def lazy_store() -> Path:
-    """The train score store, found or scored on first use (only trained rows need it)."""
-    if not _STORE:
-        _STORE.append(train_store())
-        print(f"teacher store: {_STORE[0]}", flush=True)
-    return _STORE[0]
+def lazy_store(teacher: str = "base") -> Path:
+    """A teacher's train score store, found or scored on first use (only trained rows need it)."""
+    if teacher not in _STORE:
+        _STORE[teacher] = train_store(teacher)
+        print(f"teacher store ({teacher}): {_STORE[teacher]}", flush=True)
+    return _STORE[teacher]
+
+
+def ensure_ls_student(ds_test) -> None:
+    """TEACHER_LS contains the label-only-8x2 student: train (and evaluate) it first if missing."""
+    if not (ROOT / LS_STUDENT / "manifest.json").is_file():
+        run_row("bi-encoder", "label-only-8x2", ds_test)
+
+
+def backfill_per_query(rec: dict, cfg: dict, ds_test) -> None:
+    """Per-query nDCG@10 for a row cached before rows kept it: evaluate its saved model again.
+
+    The re-evaluation must reproduce the cached mean (else the row is left as it was)."""
+    from retrieval_kd.eval.metrics import evaluate_run
+
+    print(f"  re-evaluating {rec['row']} for per-query nDCG@10", flush=True)
+    run, _ = evaluate_model(rec["family"], str(ROOT / rec["train"]["model"]), cfg, ds_test)
+    pq = evaluate_run(ds_test.qrels, run, ["ndcg@10"], per_query=True)["ndcg@10"]
+    mean = float(np.mean(list(pq.values())))
+    if abs(mean - rec["metrics"]["ndcg@10"]) > 5e-5:
+        raise RuntimeError(f"{rec['row']}: re-evaluation gives {mean:.4f}, cached {rec['metrics']['ndcg@10']}")
+    rec["per_query"] = {"ndcg@10": pq}
 
 
 def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
@@ -405,8 +461,11 @@ def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
     rid = row_id(family, kind)
     cfg = row_config(family, kind)
     store = None
+    teacher = TEACHER_OF.get(split_kind(kind)[0], "base")
+    if kind == "rerank-ls" or teacher == "ls":
+        ensure_ls_student(ds_test)
     if family not in ("teacher", "bm25") and kind != "init":
-        store = lazy_store()
+        store = lazy_store(teacher)
         scale = FAMILY[family].get("teacher_scale")
         if scale and not kind.startswith("label-only"):
             store = scaled_store(store, scale)
@@ -417,6 +476,9 @@ def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
         old = json.loads(rp.read_text())
         if old.get("key") == key:
             print(f"[cached] {rid}", flush=True)
+            if "per_query" not in old and family == "bi-encoder" and kind != "init":
+                backfill_per_query(old, cfg, ds_test)
+                rp.write_text(json.dumps(old, indent=1))
             return old
     print(f"[run] {rid}  (load {load()})", flush=True)
     rec: dict[str, Any] = {"row": rid, "family": family, "kind": kind, "key": key, "config": cfg,
@@ -434,9 +496,9 @@ def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
         from retrieval_kd.teachers.spec import parse_teacher
 
         depth = cfg["depth"]
-        found = find_pipeline_store("test", depth, False)
+        found = find_pipeline_store("test", depth, False) if kind != "rerank-ls" else None
         st = ScoreStore(found) if found else score_stage(
-            DATASET, "test", bm25_run("test", 1000), parse_teacher(TEACHER), root=WORK / "stores",
+            DATASET, "test", bm25_run("test", 1000), parse_teacher(cfg["teacher"]), root=WORK / "stores",
             top_k=depth, add_positives=False, progress=sys.stderr.isatty())
         run = st.scores()
         rec["store"] = store_record(st.path)
@@ -455,11 +517,9 @@ def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
             train_stage(tcfg, progress=sys.stderr.isatty())
             m = json.loads((out / "manifest.json").read_text())
             o = m["outputs"]
-            n_texts = {"label-only": 1 + cfg["train"].get("negatives", 0),
-                       "margin-mse": 2, "kl": cfg["train"].get("kl_passages"),
-                       "kl+infonce": cfg["train"].get("kl_passages"),
-                       "kl+infonce-8x2": cfg["train"].get("kl_passages"),
-                       "label-only-8x2": 1 + cfg["train"].get("negatives", 0)}[kind]
+            tr = cfg["train"]
+            n_texts = (1 + tr.get("negatives", 0) if kind.startswith("label-only")
+                       else 2 if tr["losses"] == "margin-mse" else tr.get("kl_passages"))
             rec["train"] = {"model": str(out.relative_to(ROOT)), "run_key": m.get("run_key"),
                             "steps": o["global_step"], "epochs": o["epochs"], "train_loss": o["train_loss"],
                             "examples_per_s": o["examples_per_s"], "passages_per_example": n_texts,
@@ -471,6 +531,7 @@ def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
         rec["eval"] = info
     m = evaluate_run(qrels, run, METRICS)
     rec["metrics"] = {k: round(float(v), 4) for k, v in m.items()}
+    rec["per_query"] = {"ndcg@10": evaluate_run(qrels, run, ["ndcg@10"], per_query=True)["ndcg@10"]}
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     rec["load_after"] = load()
     rp.parent.mkdir(parents=True, exist_ok=True)
@@ -486,6 +547,8 @@ LABEL = {"init": "untrained init", "label-only": "label-only (InfoNCE, qrels + B
          "margin-mse": "distilled: Margin-MSE", "kl": "distilled: KL", "kl+infonce": "distilled: KL + InfoNCE",
          "kl+infonce-8x2": "distilled: KL + InfoNCE, 8 passages, 2 epochs",
          "label-only-8x2": "label-only, 8 passages, 2 epochs",
+         "kl+infonce-8x2-ls": "distilled from the self-ensemble teacher: KL + InfoNCE, 8 passages, 2 epochs",
+         "rerank-ls": "self-ensemble teacher: rerank of BM25 top-100",
          "rerank": "teacher: rerank of BM25 top-100",
          "rerank-top20": "teacher: rerank of BM25 top-20", "first-stage": "BM25 (first stage)"}
 
@@ -495,6 +558,8 @@ def table(rows: list[dict]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     init = {r["family"]: r["metrics"]["ndcg@10"] for r in rows if r["kind"] == "init"}
     for r in rows:
+        if split_kind(r["kind"])[1] is not None:
+            continue  # seed repeats: in the seeds table
         m, t = r["metrics"], r.get("train", {})
         d = (f"{m['ndcg@10'] - init[r['family']]:+.4f}" if r["family"] in init and r["kind"] != "init" else "")
         ev = {**(r.get("config") or {}).get("eval", {}), **r.get("eval", {})}
@@ -517,10 +582,74 @@ NOTES: list[str] = [
 ]
 
 
+SEED_KINDS = ("label-only-8x2", "kl+infonce-8x2", "kl+infonce-8x2-ls")
+
+
+def seed_groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """Bi-encoder rows of each seed-repeated kind, ordered by seed (seed 42 is the unsuffixed row)."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        base, _ = split_kind(r["kind"])
+        if r["family"] == "bi-encoder" and base in SEED_KINDS:
+            out.setdefault(base, []).append(r)
+    return {k: sorted(v, key=lambda r: r["config"]["train"]["seed"]) for k, v in out.items()}
+
+
+def seed_comparison(groups: dict[str, list[dict]], control: str = "label-only-8x2") -> list[dict]:
+    """Each kind against the control over the seeds both have: the mean delta, the per-seed deltas
+    and a paired t-test over the test queries on nDCG@10 averaged across those seeds."""
+    from scipy.stats import ttest_rel
+
+    ctl = {r["config"]["train"]["seed"]: r for r in groups.get(control, [])}
+    out = []
+    for kind, rs in groups.items():
+        if kind == control:
+            continue
+        seeds = [r["config"]["train"]["seed"] for r in rs if r["config"]["train"]["seed"] in ctl]
+        mine = {r["config"]["train"]["seed"]: r for r in rs}
+        if not seeds or any("per_query" not in mine[s] or "per_query" not in ctl[s] for s in seeds):
+            continue
+        qids = sorted(ctl[seeds[0]]["per_query"]["ndcg@10"])
+        a = np.array([[mine[s]["per_query"]["ndcg@10"][q] for q in qids] for s in seeds]).mean(axis=0)
+        b = np.array([[ctl[s]["per_query"]["ndcg@10"][q] for q in qids] for s in seeds]).mean(axis=0)
+        t = ttest_rel(a, b)
+        out.append({"kind": kind, "control": control, "seeds": seeds, "n_queries": len(qids),
+                     "mean": float(a.mean()), "control_mean": float(b.mean()),
+                     "delta": float(a.mean() - b.mean()),
+                     "per_seed_delta": [round(mine[s]["metrics"]["ndcg@10"] - ctl[s]["metrics"]["ndcg@10"], 4)
+                                        for s in seeds],
+                     "t": float(t.statistic), "p_value": float(t.pvalue)})
+    return out
+
+
+def seeds_section(rows: list[dict]) -> list[str]:
+    groups = seed_groups(rows)
+    if not any(len(v) > 1 for v in groups.values()):
+        return []
+    out = ["## Seeds", "",
+           "The bi-encoder 8x2 rows and their control, repeated with other seeds (training order, "
+           "negatives drawn, warm-up; the teacher scores and the data are the same).", "",
+           "| row | seeds | nDCG@10 per seed | mean | sd |", "|---|---|---|---:|---:|"]
+    for kind, rs in groups.items():
+        v = [r["metrics"]["ndcg@10"] for r in rs]
+        out.append(f"| {LABEL[kind]} | {', '.join(str(r['config']['train']['seed']) for r in rs)} | "
+                   f"{', '.join(f'{x:.4f}' for x in v)} | {np.mean(v):.4f} | "
+                   f"{(np.std(v, ddof=1) if len(v) > 1 else float('nan')):.4f} |")
+    out.append("")
+    for c in seed_comparison(groups):
+        out.append(f"- {LABEL[c['kind']]} vs {LABEL[c['control']]} (seeds {', '.join(map(str, c['seeds']))}): "
+                   f"mean nDCG@10 {c['mean']:.4f} vs {c['control_mean']:.4f}, delta {c['delta']:+.4f} "
+                   f"(per seed {', '.join(f'{d:+.4f}' for d in c['per_seed_delta'])}); paired t-test over "
+                   f"{c['n_queries']} test queries on seed-averaged nDCG@10: t = {c['t']:.2f}, "
+                   f"p = {c['p_value']:.3g}.")
+    return out + [""]
+
+
 def findings(rows: list[dict]) -> list[str]:
     """Per family: the best distilled row against the init and the label-only control."""
     out = ["## Findings", ""]
-    by = {(r["family"], r["kind"]): r["metrics"]["ndcg@10"] for r in rows}
+    by = {(r["family"], r["kind"]): r["metrics"]["ndcg@10"] for r in rows
+          if split_kind(r["kind"])[1] is None}
     for fam in FAMILY:
         kd = [(v, k) for (f, k), v in by.items() if f == fam and k != "init" and not k.startswith("label-only")]
         if not kd or (fam, "init") not in by:
@@ -557,7 +686,8 @@ def report(rows: list[dict], env: dict, store: dict | None, ds_test) -> None:
                     "library": "ranx"},
            "teacher_store": store, "derived_stores": derived, "teacher_rerank_stores": teacher_stores,
            "teacher_spec": TEACHER, "inits": inits, "families": FAMILY, "common": COMMON,
-           "losses": LOSS, "notes": NOTES, "environment": env, "rows": rows}
+           "losses": LOSS, "notes": NOTES, "environment": env,
+           "teacher_ls_spec": TEACHER_LS, "seed_comparison": seed_comparison(seed_groups(rows)), "rows": rows}
     (OUT / "bench-distill.json").write_text(json.dumps(res, indent=1) + "\n")
     p = ds_test.protocol()
     md = ["# Distillation benchmark: SciFact (train -> test)", "",
@@ -569,6 +699,7 @@ def report(rows: list[dict], env: dict, store: dict | None, ds_test) -> None:
           "`python eval/bench_distill.py` reproduces it (cached per row under runs/bench-distill/).", "",
           table(rows), "",
           *findings(rows),
+          *seeds_section(rows),
           "## Protocol", "",
           f"- Dataset: scifact (BEIR), corpus sha256 `{p['corpus_sha256']}`, test queries sha256 "
           f"`{p['queries_sha256']}`, test qrels sha256 `{p['qrels_sha256']}`.",
@@ -617,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         for fam, kind in want:
             run_row(fam, kind, ds_test)
-    store = _STORE[0] if _STORE else None
+    store = _STORE.get("base")
     if store is None:
         store = find_pipeline_store() or next((p.parent for p in (WORK / "stores").glob("*/manifest.json")
                                                if json.loads(p.read_text())["inputs"].get("split") == "train"), None)
