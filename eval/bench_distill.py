@@ -227,8 +227,10 @@ def train_store(teacher: str = "base") -> Path:
     return store.path
 
 
-def scaled_store(base: Path, factor: float) -> Path:
+def scaled_store(base: Path, factor: float, qids: set[str] | None = None) -> Path:
     """The base store's rows with every score multiplied by ``factor``, as a store of its own.
+
+    With ``qids``, only those queries' rows are kept (the identity then names the subset).
 
     Same candidates (ranks, labels, order) and texts; the teacher identity names the base store
     and the factor, so the derived store is honest about what it holds. Used to put the z-score
@@ -246,9 +248,13 @@ def scaled_store(base: Path, factor: float) -> Path:
                                           t.column("score").to_pylist())}
     cands = [Candidate(q, d, r, lab) for q, d, r, lab in zip(
         t.column("qid").to_pylist(), t.column("docid").to_pylist(), t.column("rank").to_pylist(),
-        t.column("label").to_pylist())]
+        t.column("label").to_pylist()) if qids is None or q in qids]
     identity = {"kind": "scaled-store", "factor": factor, "base_store": m["store_id"],
                 "base_teacher": m.get("teacher")}
+    if qids is not None:
+        from retrieval_kd.artifacts import sha256_json
+
+        identity["queries"] = {"n": len(qids), "sha256": sha256_json(sorted(qids))}
 
     class Scaled(Teacher):
         def identity(self):
