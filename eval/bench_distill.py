@@ -56,7 +56,6 @@ TEACHER_LS = {"kind": "ensemble", "normalization": "zscore", "members": [
     {"teacher": {"kind": "splade", "model": "splade-tiny", "max_length": 256}},
 ]}
 TEACHERS = {"base": TEACHER, "ls": TEACHER_LS}
-SEEDS = (42, 43, 44)      # the seed-repeated rows: each 8x2 row and its control
 TRAIN_TOP_K = 20          # teacher-scored BM25 train candidates per query (+ qrels positives)
 TEST_DEPTH = 100          # teacher rerank / cross-encoder rerank depth on test
 
@@ -112,15 +111,14 @@ def split_kind(kind: str) -> tuple[str, int | None]:
     if base and seed.isdigit():
         return base, int(seed)
     return kind, None
-ROWS: list[tuple[str, str]] = [("teacher", "rerank"), ("teacher", "rerank-top20"), ("bm25", "first-stage")]
+ROWS: list[tuple[str, str]] = [("teacher", "rerank"), ("teacher", "rerank-top20"), ("teacher", "rerank-ls"),
+                               ("bm25", "first-stage")]
 for fam in FAMILY:
     ROWS += [(fam, "init"), (fam, "label-only"), (fam, "margin-mse"), (fam, "kl")]
     if fam == "bi-encoder":
-        ROWS += [(fam, "kl+infonce"), (fam, "label-only-8x2"), (fam, "kl+infonce-8x2")]
-ROWS += [("teacher", "rerank-ls"), ("bi-encoder", "kl+infonce-8x2-ls")]
-# seed repeats (seed 42 is the row without a suffix)
-ROWS += [("bi-encoder", f"{k}-s{seed}") for seed in SEEDS[1:]
-         for k in ("label-only-8x2", "kl+infonce-8x2", "kl+infonce-8x2-ls")]
+        ROWS += [(fam, "kl+infonce"), (fam, "label-only-8x2"), (fam, "kl+infonce-8x2"), (fam, "kl+infonce-8x2-ls")]
+# Seeds other than 42: eval/seed_study.py trains these rows' configurations (row kind
+# "<kind>-s<seed>", see split_kind) with several seeds and compares them.
 
 
 def row_id(family: str, kind: str) -> str:
@@ -271,6 +269,19 @@ def scaled_store(base: Path, factor: float, qids: set[str] | None = None) -> Pat
     return st.path
 
 
+def ls_store_id() -> str | None:
+    """The self-ensemble teacher's train store id, if it has been scored."""
+    from retrieval_kd.teachers.identity import spec_identity
+    from retrieval_kd.teachers.spec import parse_teacher
+
+    want = spec_identity(parse_teacher(TEACHER_LS))
+    for m in sorted((WORK / "stores").glob("*/manifest.json")):
+        d = json.loads(m.read_text())
+        if d.get("teacher") == want and d["inputs"].get("split") == "train" and d.get("status") == "complete":
+            return d["store_id"]
+    return None
+
+
 def store_record(path: Path) -> dict[str, Any]:
     from retrieval_kd.scores.store import ScoreStore
 
@@ -418,6 +429,16 @@ def evaluate_model(family: str, model_path: str | None, cfg: dict, ds) -> tuple[
 # Rows
 
 
+def train_config(family: str, init: str, store: Path, out: Path, train: dict[str, Any]):
+    """A row's TrainConfig. ``load_config`` ignores None overrides (unset flags), so a setting
+    the row sets to None on purpose (``filter_margin: None``, no teacher filter) is applied after."""
+    from retrieval_kd.train.config import load_config
+
+    cfg = load_config(None, family=family, init=init, scores=[str(store)], dataset=DATASET,
+                      output=str(out), **train)
+    return cfg.model_copy(update={k: None for k, v in train.items() if v is None})
+
+
 def cache_key(cfg: dict) -> str:
     from retrieval_kd.artifacts import sha256_json
 
@@ -445,21 +466,6 @@ def ensure_ls_student(ds_test) -> None:
         run_row("bi-encoder", "label-only-8x2", ds_test)
 
 
-def backfill_per_query(rec: dict, cfg: dict, ds_test) -> None:
-    """Per-query nDCG@10 for a row cached before rows kept it: evaluate its saved model again.
-
-    The re-evaluation must reproduce the cached mean (else the row is left as it was)."""
-    from retrieval_kd.eval.metrics import evaluate_run
-
-    print(f"  re-evaluating {rec['row']} for per-query nDCG@10", flush=True)
-    run, _ = evaluate_model(rec["family"], str(ROOT / rec["train"]["model"]), cfg, ds_test)
-    pq = evaluate_run(ds_test.qrels, run, ["ndcg@10"], per_query=True)["ndcg@10"]
-    mean = float(np.mean(list(pq.values())))
-    if abs(mean - rec["metrics"]["ndcg@10"]) > 5e-5:
-        raise RuntimeError(f"{rec['row']}: re-evaluation gives {mean:.4f}, cached {rec['metrics']['ndcg@10']}")
-    rec["per_query"] = {"ndcg@10": pq}
-
-
 def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
     from retrieval_kd.eval.metrics import evaluate_run
     from retrieval_kd.models.resolve import resolve_model
@@ -482,9 +488,6 @@ def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
         old = json.loads(rp.read_text())
         if old.get("key") == key:
             print(f"[cached] {rid}", flush=True)
-            if "per_query" not in old and family == "bi-encoder" and kind != "init":
-                backfill_per_query(old, cfg, ds_test)
-                rp.write_text(json.dumps(old, indent=1))
             return old
     print(f"[run] {rid}  (load {load()})", flush=True)
     rec: dict[str, Any] = {"row": rid, "family": family, "kind": kind, "key": key, "config": cfg,
@@ -513,12 +516,10 @@ def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
         rec["init"] = resolve_model(cfg["init"]).provenance()
         model_path = None
         if kind != "init":
-            from retrieval_kd.train.config import load_config
             from retrieval_kd.train.stage import train_stage
 
             out = WORK / "models" / f"{family}--{kind}"
-            tcfg = load_config(None, family=family, init=cfg["init"], scores=[str(store)],
-                               dataset=DATASET, output=str(out), **cfg["train"])
+            tcfg = train_config(family, cfg["init"], store, out, cfg["train"])
             t1 = time.perf_counter()
             train_stage(tcfg, progress=sys.stderr.isatty())
             m = json.loads((out / "manifest.json").read_text())
@@ -564,8 +565,6 @@ def table(rows: list[dict]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     init = {r["family"]: r["metrics"]["ndcg@10"] for r in rows if r["kind"] == "init"}
     for r in rows:
-        if split_kind(r["kind"])[1] is not None:
-            continue  # seed repeats: in the seeds table
         m, t = r["metrics"], r.get("train", {})
         d = (f"{m['ndcg@10'] - init[r['family']]:+.4f}" if r["family"] in init and r["kind"] != "init" else "")
         ev = {**(r.get("config") or {}).get("eval", {}), **r.get("eval", {})}
@@ -583,79 +582,18 @@ NOTES: list[str] = [
     "Configurations evaluated on test: one per row. The settings below were fixed before any "
     "trained row was evaluated and none was changed after seeing a test number, except that the "
     "row `kl+infonce-8x2` was added after the other bi-encoder rows had been evaluated, with its "
-    "matched control `label-only-8x2` (same passages per query and epochs, no teacher); every "
-    "configuration tried is in the table, and there is no separate dev split.",
+    "matched control `label-only-8x2` (same passages per query and epochs, no teacher), and the "
+    "self-ensemble teacher (`rerank-ls`) with its student `kl+infonce-8x2-ls` was added after all "
+    "of those had been evaluated; every configuration tried on test is in this table or in "
+    "eval/results/seed-study.md. Recipe variants were chosen on a dev split of SciFact train "
+    "(eval/results/seed-study-dev.md).",
 ]
-
-
-SEED_KINDS = ("label-only-8x2", "kl+infonce-8x2", "kl+infonce-8x2-ls")
-
-
-def seed_groups(rows: list[dict]) -> dict[str, list[dict]]:
-    """Bi-encoder rows of each seed-repeated kind, ordered by seed (seed 42 is the unsuffixed row)."""
-    out: dict[str, list[dict]] = {}
-    for r in rows:
-        base, _ = split_kind(r["kind"])
-        if r["family"] == "bi-encoder" and base in SEED_KINDS:
-            out.setdefault(base, []).append(r)
-    return {k: sorted(v, key=lambda r: r["config"]["train"]["seed"]) for k, v in out.items()}
-
-
-def seed_comparison(groups: dict[str, list[dict]], control: str = "label-only-8x2") -> list[dict]:
-    """Each kind against the control over the seeds both have: the mean delta, the per-seed deltas
-    and a paired t-test over the test queries on nDCG@10 averaged across those seeds."""
-    from scipy.stats import ttest_rel
-
-    ctl = {r["config"]["train"]["seed"]: r for r in groups.get(control, [])}
-    out = []
-    for kind, rs in groups.items():
-        if kind == control:
-            continue
-        seeds = [r["config"]["train"]["seed"] for r in rs if r["config"]["train"]["seed"] in ctl]
-        mine = {r["config"]["train"]["seed"]: r for r in rs}
-        if not seeds or any("per_query" not in mine[s] or "per_query" not in ctl[s] for s in seeds):
-            continue
-        qids = sorted(ctl[seeds[0]]["per_query"]["ndcg@10"])
-        a = np.array([[mine[s]["per_query"]["ndcg@10"][q] for q in qids] for s in seeds]).mean(axis=0)
-        b = np.array([[ctl[s]["per_query"]["ndcg@10"][q] for q in qids] for s in seeds]).mean(axis=0)
-        t = ttest_rel(a, b)
-        out.append({"kind": kind, "control": control, "seeds": seeds, "n_queries": len(qids),
-                     "mean": float(a.mean()), "control_mean": float(b.mean()),
-                     "delta": float(a.mean() - b.mean()),
-                     "per_seed_delta": [round(mine[s]["metrics"]["ndcg@10"] - ctl[s]["metrics"]["ndcg@10"], 4)
-                                        for s in seeds],
-                     "t": float(t.statistic), "p_value": float(t.pvalue)})
-    return out
-
-
-def seeds_section(rows: list[dict]) -> list[str]:
-    groups = seed_groups(rows)
-    if not any(len(v) > 1 for v in groups.values()):
-        return []
-    out = ["## Seeds", "",
-           "The bi-encoder 8x2 rows and their control, repeated with other seeds (training order, "
-           "negatives drawn, warm-up; the teacher scores and the data are the same).", "",
-           "| row | seeds | nDCG@10 per seed | mean | sd |", "|---|---|---|---:|---:|"]
-    for kind, rs in groups.items():
-        v = [r["metrics"]["ndcg@10"] for r in rs]
-        out.append(f"| {LABEL[kind]} | {', '.join(str(r['config']['train']['seed']) for r in rs)} | "
-                   f"{', '.join(f'{x:.4f}' for x in v)} | {np.mean(v):.4f} | "
-                   f"{(np.std(v, ddof=1) if len(v) > 1 else float('nan')):.4f} |")
-    out.append("")
-    for c in seed_comparison(groups):
-        out.append(f"- {LABEL[c['kind']]} vs {LABEL[c['control']]} (seeds {', '.join(map(str, c['seeds']))}): "
-                   f"mean nDCG@10 {c['mean']:.4f} vs {c['control_mean']:.4f}, delta {c['delta']:+.4f} "
-                   f"(per seed {', '.join(f'{d:+.4f}' for d in c['per_seed_delta'])}); paired t-test over "
-                   f"{c['n_queries']} test queries on seed-averaged nDCG@10: t = {c['t']:.2f}, "
-                   f"p = {c['p_value']:.3g}.")
-    return out + [""]
 
 
 def findings(rows: list[dict]) -> list[str]:
     """Per family: the best distilled row against the init and the label-only control."""
     out = ["## Findings", ""]
-    by = {(r["family"], r["kind"]): r["metrics"]["ndcg@10"] for r in rows
-          if split_kind(r["kind"])[1] is None}
+    by = {(r["family"], r["kind"]): r["metrics"]["ndcg@10"] for r in rows}
     for fam in FAMILY:
         kd = [(v, k) for (f, k), v in by.items() if f == fam and k != "init" and not k.startswith("label-only")]
         if not kd or (fam, "init") not in by:
@@ -672,12 +610,33 @@ def findings(rows: list[dict]) -> list[str]:
         out.append(f"- The teacher (rerank of BM25 top-100: {by[('teacher', 'rerank')]:.4f}) is only "
                    f"{by[('teacher', 'rerank')] - lo:+.4f} above the best label-only bi-encoder ({lo:.4f}): "
                    "with this offline teacher there is little for distillation to add over the qrels, and "
-                   "at a matched budget the label-only control is level with or ahead of the distilled "
-                   "student. A stronger teacher (a real cross-encoder where a network exists) is the lever.")
-    out += ["- One run per row (seed 42), 300 test queries, no significance test between rows and no "
-            "other seeds: differences of a few thousandths are not shown to be real; read them as "
-            "ties, not wins.", ""]
-    return out
+                   "at a matched budget the label-only control is ahead of the distilled students (seed "
+                   "study below). A stronger teacher (a real cross-encoder where a network exists) is the lever.")
+    if ("teacher", "rerank-ls") in by and ("teacher", "rerank") in by:
+        out.append(f"- The self-ensemble teacher (the label-only-8x2 student in place of the untrained "
+                   f"MiniLM) reranks at {by[('teacher', 'rerank-ls')]:.4f}, "
+                   f"{by[('teacher', 'rerank-ls')] - by[('teacher', 'rerank')]:+.4f} over the first teacher.")
+    out.append("- Each row above is one run (seed 42) on 2 CPU cores; its gaps of a few thousandths are "
+               "untested here.")
+    out += seed_findings()
+    return out + [""]
+
+
+def seed_findings() -> list[str]:
+    """The seed study's comparisons (eval/results/seed-study.json), when it has been run."""
+    path = OUT / "seed-study.json"
+    if not path.is_file():
+        return []
+    d = json.loads(path.read_text())
+    env = d.get("environment", {})
+    ctl = next(iter(d["comparison"]), {}).get("control_mean")
+    lines = [f"- Seed study (eval/results/seed-study.md; seeds 42-46, {env.get('device')}): label-only-8x2 "
+             f"averages {ctl:.4f}. Against it, same seeds, paired t-test over the test queries on "
+             "seed-averaged nDCG@10:"] if ctl is not None else []
+    for c in d["comparison"]:
+        lines.append(f"  - {c['kind']}: {c['mean']:.4f} ({c['delta']:+.4f}; per seed "
+                     f"{min(c['per_seed_delta']):+.4f} to {max(c['per_seed_delta']):+.4f}; p = {c['p_value']:.2g})")
+    return lines
 
 
 def report(rows: list[dict], env: dict, store: dict | None, ds_test) -> None:
@@ -693,7 +652,7 @@ def report(rows: list[dict], env: dict, store: dict | None, ds_test) -> None:
            "teacher_store": store, "derived_stores": derived, "teacher_rerank_stores": teacher_stores,
            "teacher_spec": TEACHER, "inits": inits, "families": FAMILY, "common": COMMON,
            "losses": LOSS, "notes": NOTES, "environment": env,
-           "teacher_ls_spec": TEACHER_LS, "seed_comparison": seed_comparison(seed_groups(rows)), "rows": rows}
+           "teacher_ls_spec": TEACHER_LS, "rows": rows}
     (OUT / "bench-distill.json").write_text(json.dumps(res, indent=1) + "\n")
     p = ds_test.protocol()
     md = ["# Distillation benchmark: SciFact (train -> test)", "",
@@ -705,7 +664,6 @@ def report(rows: list[dict], env: dict, store: dict | None, ds_test) -> None:
           "`python eval/bench_distill.py` reproduces it (cached per row under runs/bench-distill/).", "",
           table(rows), "",
           *findings(rows),
-          *seeds_section(rows),
           "## Protocol", "",
           f"- Dataset: scifact (BEIR), corpus sha256 `{p['corpus_sha256']}`, test queries sha256 "
           f"`{p['queries_sha256']}`, test qrels sha256 `{p['qrels_sha256']}`.",
@@ -715,6 +673,9 @@ def report(rows: list[dict], env: dict, store: dict | None, ds_test) -> None:
           "positives added.",
           *[f"- Teacher row `{k}`: store `{(v or {}).get('id')}` ({(v or {}).get('path')}), the same "
             "spec scoring BM25 test candidates (no positives added)." for k, v in teacher_stores.items()],
+          "- Self-ensemble teacher (rows `rerank-ls`, `kl+infonce-8x2-ls`): the same z-score ensemble "
+          f"with `{LS_STUDENT}` (256 tokens) as its dense member; train store "
+          f"`{store_record(_STORE['ls'])['id'] if 'ls' in _STORE else ls_store_id()}`, scored the same way.",
           f"- Bi-encoder distillation reads a derived store ({', '.join(f'`{d}`' for d in derived) or '-'}): "
           f"the train store's rows with scores x{FAMILY['bi-encoder']['teacher_scale']}, its identity "
           "naming the base store and the factor.",
