@@ -3,18 +3,31 @@
 bench_distill.py runs each row once (seed 42) on 2 CPU cores, so gaps of a few thousandths
 between rows are untested. This script trains the same row configurations (bench_distill's
 ``row_config``: same settings, same score stores) with several seeds, on whatever device torch
-sees (a GPU where one exists), and writes each row's test run (exact inner-product top-100).
-``--evaluate`` then scores the runs with ranx (the project's metrics code, here, not on the
-device) and writes eval/results/seed-study.{json,md}: per kind the nDCG@10 per seed, mean and
-sd, and each distilled kind against the label-only control (mean delta, per-seed deltas, a
-paired t-test over the test queries on seed-averaged nDCG@10).
+sees (a GPU where one exists), and writes each row's run (exact inner-product top-100) on
+SciFact test or on a dev split of SciFact train. ``evaluate`` then scores the runs with ranx
+(the project's metrics code, on the CPU machine) and writes eval/results/<name>.{json,md}: per
+kind the nDCG@10 per seed, mean and sd, and each kind against the label-only control (mean
+delta, per-seed deltas, a paired t-test over the queries on seed-averaged nDCG@10).
 
-    python eval/seed_study.py train --init PATH --store base=DIR --store scaled=DIR \\
-        --store ls=DIR --seeds 42,43,44 --out OUT_DIR            # writes OUT_DIR/runs.jsonl.gz
-    python eval/seed_study.py evaluate OUT_DIR/runs.jsonl.gz --note "..."
+What produced the committed results (stores: runs/bench-distill/stores, see bench-distill.md):
 
-Each trained row is appended to runs.jsonl.gz as its own gzip member as soon as it is done, so a
-run stopped at a time limit keeps every finished row.
+    python eval/seed_study.py dev-stores                       # train stores without the dev queries
+    python eval/seed_study.py init-fp16 ~/.cache/retrieval-kd/models/minilm-l6 .dev/minilm-fp16
+    # on the GPU machine (the fp16 copy fits its 64 MiB transfer; restored to fp32 there):
+    python eval/seed_study.py init-fp32 .dev/minilm-fp16 /tmp/minilm
+    python eval/seed_study.py train --init /tmp/minilm --store base=d9b748a5eaf0ce39 \
+        --store scaled=2fff8151be9c5336 --store ls=72efb5c3ec8f009f --seeds 42,43,44,45,46 \
+        --with-init --out OUT1                                  # the three KINDS on test
+    python eval/seed_study.py train ... --store base=a3f5effecb8cd5a2 --store scaled=1d2b3e7e11cdb5ff \
+        --kinds label-only-8x2,kl+infonce-8x2,<variants> --seeds 42,43 --eval dev --out OUT2/dev
+    python eval/seed_study.py train ... --kinds <variants> --seeds 42,43,44,45,46 --out OUT2/test
+    # here:
+    python eval/seed_study.py evaluate OUT1/runs.jsonl.gz OUT2/test/runs.jsonl.gz   # seed-study
+    python eval/seed_study.py evaluate OUT2/dev/runs.jsonl.gz                        # seed-study-dev
+
+(``--store`` takes store folders; the ids above name them.) Each trained row is appended to
+runs.jsonl.gz as its own gzip member as soon as it is done, so a run stopped at a time limit
+keeps every finished row.
 """
 
 from __future__ import annotations
@@ -346,6 +359,22 @@ def dev_stores(args: argparse.Namespace) -> int:
     return 0
 
 
+def convert_init(src: str, dst: str, dtype: str) -> int:
+    """Copy a model folder with its floating-point weights cast to ``dtype`` (float16 / float32)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    to = getattr(torch, dtype)
+    shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.safetensors"))
+    t = load_file(str(Path(src) / "model.safetensors"))
+    save_file({k: (v.to(to) if v.is_floating_point() else v) for k, v in t.items()},
+              str(Path(dst) / "model.safetensors"), metadata={"format": "pt"})
+    print(f"{dst}: weights as {dtype}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -367,7 +396,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--name", default="", help="result file stem (default seed-study[-dev])")
     e.add_argument("--control", default="label-only-8x2")
     sub.add_parser("dev-stores", help="write the train stores without the dev queries")
+    for name, dtype in (("init-fp16", "float16"), ("init-fp32", "float32")):
+        c = sub.add_parser(name, help=f"copy a model folder with its weights as {dtype}")
+        c.add_argument("src")
+        c.add_argument("dst")
+        c.set_defaults(dtype=dtype)
     args = ap.parse_args(argv)
+    if args.cmd.startswith("init-"):
+        return convert_init(args.src, args.dst, args.dtype)
     return {"train": train_rows, "evaluate": evaluate, "dev-stores": dev_stores}[args.cmd](args)
 
 
