@@ -623,19 +623,25 @@ def findings(rows: list[dict]) -> list[str]:
 
 
 def seed_findings() -> list[str]:
-    """The seed study's comparisons (eval/results/seed-study.json), when it has been run."""
-    path = OUT / "seed-study.json"
-    if not path.is_file():
-        return []
-    d = json.loads(path.read_text())
-    env = d.get("environment", {})
-    ctl = next(iter(d["comparison"]), {}).get("control_mean")
-    lines = [f"- Seed study (eval/results/seed-study.md; seeds 42-46, {env.get('device')}): label-only-8x2 "
-             f"averages {ctl:.4f}. Against it, same seeds, paired t-test over the test queries on "
-             "seed-averaged nDCG@10:"] if ctl is not None else []
-    for c in d["comparison"]:
-        lines.append(f"  - {c['kind']}: {c['mean']:.4f} ({c['delta']:+.4f}; per seed "
-                     f"{min(c['per_seed_delta']):+.4f} to {max(c['per_seed_delta']):+.4f}; p = {c['p_value']:.2g})")
+    """The seed studies' comparisons (eval/results/seed-study*.json, test split), when they exist."""
+    lines = []
+    for name in ("seed-study", "seed-study-cpu"):
+        path = OUT / f"{name}.json"
+        if not path.is_file():
+            continue
+        d = json.loads(path.read_text())
+        ctl = next(iter(d["comparison"]), None)
+        if ctl is None:
+            continue
+        seeds = sorted({s for c in d["comparison"] for s in c["seeds"]})
+        lines.append(f"- Seed study (eval/results/{name}.md; seeds {', '.join(map(str, seeds))}, "
+                     f"{d.get('environment', {}).get('device')}): {ctl['control']} averages "
+                     f"{ctl['control_mean']:.4f}. Against it, same seeds, paired t-test over the test "
+                     "queries on seed-averaged nDCG@10:")
+        for c in d["comparison"]:
+            lines.append(f"  - {c['kind']}: {c['mean']:.4f} ({c['delta']:+.4f}; per seed "
+                         f"{min(c['per_seed_delta']):+.4f} to {max(c['per_seed_delta']):+.4f}; "
+                         f"p = {c['p_value']:.2g})")
     return lines
 
 

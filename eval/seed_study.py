@@ -97,6 +97,11 @@ STUDY_NOTES = {
         "anyway (seed-study.md). The rows first named `-nofilter` trained with the filter on (see "
         "seed-study.md) and are labelled as trained; `kl+infonce-8x2-repeat` is the first of them, "
         "the same configuration as `kl+infonce-8x2`."),
+    "seed-study-cpu": (
+        "The dev-selected teacher-filter-off recipe (seed-study-dev-cpu.md) against the label-only "
+        "control on SciFact test, on 2 CPU cores (no GPU time was left): seeds 42-44 where finished. "
+        "The seed-42 control is bench-distill's `label-only-8x2` model itself (same configuration and "
+        "run key, so the stage reused it and only evaluated it here)."),
     "seed-study-dev-cpu": (
         "The teacher filter really off (filter_margin None: negatives the teacher scores above the "
         "positive are kept and no query is dropped), against the label-only control, on the same dev "
