@@ -99,7 +99,8 @@ STUDY_NOTES = {
         "the same configuration as `kl+infonce-8x2`."),
     "seed-study-cpu": (
         "The dev-selected teacher-filter-off recipe (seed-study-dev-cpu.md) against the label-only "
-        "control on SciFact test, on 2 CPU cores (no GPU time was left): seeds 42-44 where finished. "
+        "control on SciFact test, on 2 CPU cores (no GPU time was left): seeds 42 and 43 (seed 44 was "
+        "stopped for the session's time). "
         "The seed-42 control is bench-distill's `label-only-8x2` model itself (same configuration and "
         "run key, so the stage reused it and only evaluated it here)."),
     "seed-study-dev-cpu": (
