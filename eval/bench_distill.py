@@ -538,7 +538,6 @@ def run_row(family: str, kind: str, ds_test) -> dict[str, Any]:
         rec["eval"] = info
     m = evaluate_run(qrels, run, METRICS)
     rec["metrics"] = {k: round(float(v), 4) for k, v in m.items()}
-    rec["per_query"] = {"ndcg@10": evaluate_run(qrels, run, ["ndcg@10"], per_query=True)["ndcg@10"]}
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     rec["load_after"] = load()
     rp.parent.mkdir(parents=True, exist_ok=True)
@@ -681,7 +680,7 @@ def report(rows: list[dict], env: dict, store: dict | None, ds_test) -> None:
             "spec scoring BM25 test candidates (no positives added)." for k, v in teacher_stores.items()],
           "- Self-ensemble teacher (rows `rerank-ls`, `kl+infonce-8x2-ls`): the same z-score ensemble "
           f"with `{LS_STUDENT}` (256 tokens) as its dense member; train store "
-          f"`{store_record(_STORE['ls'])['id'] if 'ls' in _STORE else ls_store_id()}`, scored the same way.",
+          f"`{ls_store_id()}`, scored the same way.",
           f"- Bi-encoder distillation reads a derived store ({', '.join(f'`{d}`' for d in derived) or '-'}): "
           f"the train store's rows with scores x{FAMILY['bi-encoder']['teacher_scale']}, its identity "
           "naming the base store and the factor.",
@@ -716,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
 
     env = environment()
     ds_test = load_dataset(DATASET, "test")
+    unknown = [r for r in args.rows.split(",") if r and tuple(r.split("/", 1)) not in ROWS]
+    if unknown:
+        ap.error(f"--rows: unknown {', '.join(unknown)} (known: {', '.join(row_id(*r) for r in ROWS)})")
     want = [r for r in ROWS if (not args.only or r[0] in args.only)
             and (not args.rows or row_id(*r) in args.rows.split(","))]
     if not args.report:

@@ -181,7 +181,20 @@ def train_rows(args: argparse.Namespace) -> int:
     from retrieval_kd.scores.store import ScoreStore
     from retrieval_kd.train.stage import train_stage
 
-    stores = dict(s.split("=", 1) for s in args.store)
+    stores = dict(args.store)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    kinds = args.kinds.split(",") if args.kinds else list(KINDS)
+    unknown = [k for k in kinds if k not in KINDS and k not in VARIANTS]
+    if unknown:
+        raise ValueError(f"--kinds: unknown {', '.join(unknown)} (known: {', '.join([*KINDS, *VARIANTS])})")
+    need = {STORE_OF.get(k, "scaled") for k in kinds}
+    if need - set(stores):
+        raise ValueError(f"--store: these kinds need {', '.join(sorted(need - set(stores)))}=DIR")
+    for name in need:
+        ScoreStore(Path(stores[name])).manifest  # a missing or broken store fails here, before any output
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work)
@@ -189,8 +202,6 @@ def train_rows(args: argparse.Namespace) -> int:
     env = environment()
     print(json.dumps(env), flush=True)
     dest = out / "runs.jsonl.gz"
-    seeds = [int(s) for s in args.seeds.split(",")]
-    kinds = args.kinds.split(",") if args.kinds else list(KINDS)
     ev = bench.FAMILY["bi-encoder"]["eval"]["max_seq_length"]
 
     def emit(rec: dict) -> None:
@@ -381,12 +392,21 @@ def convert_init(src: str, dst: str, dtype: str) -> int:
     return 0
 
 
+def store_arg(text: str) -> tuple[str, str]:
+    """``--store NAME=DIR`` with NAME one of STORE_OF's values."""
+    name, sep, path = text.partition("=")
+    if not sep or name not in set(STORE_OF.values()) or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=DIR with NAME one of "
+                                          f"{', '.join(sorted(set(STORE_OF.values())))}")
+    return name, path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train kinds x seeds and write their test runs")
     t.add_argument("--init", required=True, help="bi-encoder init (short name, HF id or path)")
-    t.add_argument("--store", action="append", required=True,
+    t.add_argument("--store", action="append", required=True, type=store_arg,
                    help="NAME=DIR for base, scaled and ls (see STORE_OF)")
     t.add_argument("--seeds", default="42,43,44")
     t.add_argument("--kinds", default="", help=f"comma-separated, default {','.join(KINDS)}")
@@ -408,9 +428,15 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("dst")
         c.set_defaults(dtype=dtype)
     args = ap.parse_args(argv)
-    if args.cmd.startswith("init-"):
-        return convert_init(args.src, args.dst, args.dtype)
-    return {"train": train_rows, "evaluate": evaluate, "dev-stores": dev_stores}[args.cmd](args)
+    from retrieval_kd.errors import RkdError
+
+    try:
+        if args.cmd.startswith("init-"):
+            return convert_init(args.src, args.dst, args.dtype)
+        return {"train": train_rows, "evaluate": evaluate, "dev-stores": dev_stores}[args.cmd](args)
+    except (RkdError, OSError, ValueError) as e:  # one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
