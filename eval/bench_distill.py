@@ -624,23 +624,22 @@ def findings(rows: list[dict]) -> list[str]:
 def seed_findings() -> list[str]:
     """The seed studies' comparisons (eval/results/seed-study*.json, test split), when they exist."""
     lines = []
-    for name in ("seed-study", "seed-study-cpu"):
+    for name in ("seed-study", "seed-study-cpu", "seed-study-dense-cpu"):
         path = OUT / f"{name}.json"
         if not path.is_file():
             continue
         d = json.loads(path.read_text())
-        ctl = next(iter(d["comparison"]), None)
-        if ctl is None:
-            continue
         seeds = sorted({s for c in d["comparison"] for s in c["seeds"]})
-        lines.append(f"- Seed study (eval/results/{name}.md; seeds {', '.join(map(str, seeds))}, "
-                     f"{d.get('environment', {}).get('device')}): {ctl['control']} averages "
-                     f"{ctl['control_mean']:.4f}. Against it, same seeds, paired t-test over the test "
-                     "queries on seed-averaged nDCG@10:")
-        for c in d["comparison"]:
-            lines.append(f"  - {c['kind']}: {c['mean']:.4f} ({c['delta']:+.4f}; per seed "
-                         f"{min(c['per_seed_delta']):+.4f} to {max(c['per_seed_delta']):+.4f}; "
-                         f"p = {c['p_value']:.2g})")
+        for control in dict.fromkeys(c["control"] for c in d["comparison"]):
+            cs = [c for c in d["comparison"] if c["control"] == control]
+            lines.append(f"- Seed study (eval/results/{name}.md; seeds {', '.join(map(str, seeds))}, "
+                         f"{d.get('environment', {}).get('device')}): {control} averages "
+                         f"{cs[0]['control_mean']:.4f}. Against it, same seeds, paired t-test over the test "
+                         "queries on seed-averaged nDCG@10:")
+            for c in cs:
+                lines.append(f"  - {c['kind']}: {c['mean']:.4f} ({c['delta']:+.4f}; per seed "
+                             f"{min(c['per_seed_delta']):+.4f} to {max(c['per_seed_delta']):+.4f}; "
+                             f"p = {c['p_value']:.2g})")
     return lines
 
 
