@@ -143,6 +143,24 @@ def test_too_few_negatives_skips_and_counts():
     assert st.too_few_negatives == 1 and st.rows == 1
 
 
+def test_short_lists_repeat_fills_rows_from_their_own_negatives():
+    o = opts(losses=("kl", "infonce"), kl_passages=7, short_lists="repeat")  # 6 negatives needed
+    data, st = build_rows(dataset(), groups(), o)
+    # q1 keeps d2..d6 (5) after the filter, q2 has d2..d5 (4): both filled instead of skipped
+    assert st.too_few_negatives == 0 and st.rows == 2 and st.repeated_negatives == (6 - 5) + (6 - 4)
+    negs = [[data[f"negative_{i}"][r] for i in range(1, 7)] for r in range(2)]
+    assert set(negs[0]) == {f"passage {i}" for i in range(2, 7)}  # every kept one, plus a repeat
+    assert set(negs[1]) == {f"passage {i}" for i in range(2, 6)}
+    assert "passage 1" not in negs[0]  # the filter still holds
+    score = {f"passage {i}": v for i, v in enumerate([10.0, 9.8, 9.0, 7.0, 5.0, 3.0, 1.0])}
+    assert data["label"][0] == [10.0, *[score[n] for n in negs[0]]]  # a repeat carries its score
+    assert build_rows(dataset(), groups(), o)[1].fingerprint == st.fingerprint  # seeded
+    dropped = build_rows(dataset(), groups(), opts(losses=("kl", "infonce"), kl_passages=7))[1]
+    assert dropped.too_few_negatives == 2 and dropped.rows == 0 and dropped.repeated_negatives == 0
+    cfg = TrainConfig(family="bi-encoder", init="x", scores=["s"], output="o", short_lists="repeat")
+    assert ExampleOptions.from_config(cfg).short_lists == "repeat"
+
+
 def test_sampling_is_seeded_and_stable():
     o = opts(losses=("infonce",), negatives=2, filter_margin=None)
     a = build_rows(dataset(), groups(), o)[1].fingerprint

@@ -102,6 +102,10 @@ class TrainConfig(BaseModel):
     """Candidate-run ranks (1-based, inclusive) that hard negatives are drawn from."""
     filter_margin: float | None = 0.0
     """Drop a negative whose teacher score is >= positive score - margin; ``null``: no filter."""
+    short_lists: Literal["drop", "repeat"] = "drop"
+    """A positive left with fewer negatives than its row needs (after the window and the filter):
+    ``drop`` skips it, ``repeat`` fills the row by drawing from its negatives again (seeded, with
+    replacement, as Tevatron does), so no query is lost to the filter."""
     positives: Literal["qrels-then-teacher", "qrels", "teacher"] = "qrels-then-teacher"
     """Where the positive comes from: qrels (grade > 0), else the teacher's top-1."""
     max_positives: int = Field(1, ge=1)

@@ -20,7 +20,9 @@ scores as a distribution, Margin-MSE turns them into k margins, InfoNCE ignores 
 Positives come from qrels (grade > 0), else from the teacher's top-1. Hard negatives are drawn
 from a rank window of the candidate run (the store's ``rank`` column) and, with a teacher,
 filtered: a negative whose teacher score is >= positive score - margin is dropped (a likely
-false negative). Judged-relevant documents are never negatives. Sampling is seeded per
+false negative). Judged-relevant documents are never negatives. A positive left with too few
+negatives for its row is skipped, or with ``short_lists="repeat"`` its row is filled by drawing
+from its negatives again. Sampling is seeded per
 (seed, query, positive), so the same inputs give the same rows.
 """
 
@@ -65,6 +67,7 @@ class ExampleOptions:
     negatives: int = 7
     rank_window: tuple[int, int] = (3, 50)
     filter_margin: float | None = 0.0
+    short_lists: str = "drop"
     positives: str = "qrels-then-teacher"
     max_positives: int = 1
     seed: int = 42
@@ -75,6 +78,7 @@ class ExampleOptions:
     def from_config(cls, cfg) -> ExampleOptions:
         return cls(losses=tuple(cfg.loss_names), kl_passages=cfg.kl_passages, negatives=cfg.negatives,
                    rank_window=tuple(cfg.rank_window), filter_margin=cfg.filter_margin,
+                   short_lists=cfg.short_lists,
                    positives="qrels" if cfg.label_only else cfg.positives,
                    max_positives=cfg.max_positives, seed=cfg.seed, use_teacher=not cfg.label_only,
                    teacher_scale=cfg.teacher_scale)
@@ -102,6 +106,8 @@ class ExampleStats:
     """Qrels positives without a teacher score (not among the scored candidates)."""
     too_few_negatives: int = 0
     """Positives skipped: fewer negatives left than the layout needs."""
+    repeated_negatives: int = 0
+    """Negatives drawn a second time to fill short rows (``short_lists="repeat"``)."""
     negatives_in_window: int = 0
     filtered_by_teacher: int = 0
     """Negatives dropped by the teacher filter."""
@@ -211,8 +217,11 @@ def _rng(seed: int, qid: str, docid: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-def sample(negs: list[Cand], k: int, seed: int, qid: str, pos: str) -> list[Cand]:
-    """``k`` of ``negs`` (all of them when fewer), seeded by (seed, query, positive)."""
+def sample(negs: list[Cand], k: int, seed: int, qid: str, pos: str, repeat: bool = False) -> list[Cand]:
+    """``k`` of ``negs``, seeded by (seed, query, positive). When there are fewer: all of them, or
+    with ``repeat`` all of them plus ``k - len(negs)`` drawn again (with replacement)."""
+    if len(negs) < k and repeat and negs:
+        return list(negs) + _rng(seed, qid, pos).choices(negs, k=k - len(negs))
     if len(negs) <= k:
         return list(negs)
     return _rng(seed, qid, pos).sample(negs, k)
@@ -263,7 +272,10 @@ def build_rows(ds: Dataset, groups: Groups, opts: ExampleOptions) -> tuple[dict[
         query = ds.queries.texts[qid]
         made = 0
         for pos in positives:
-            negs = sample(hard_negatives(cands, pos, judged, opts, stats), k, opts.seed, qid, pos.docid)
+            eligible = hard_negatives(cands, pos, judged, opts, stats)
+            negs = sample(eligible, k, opts.seed, qid, pos.docid,
+                          repeat=opts.short_lists == "repeat" and layout != "margin-mse")
+            stats.repeated_negatives += max(0, len(negs) - len(eligible))
             if not negs or (layout != "margin-mse" and len(negs) < k):
                 stats.too_few_negatives += 1
                 continue
