@@ -25,6 +25,17 @@ What produced the committed results (stores: runs/bench-distill/stores, see benc
     python eval/seed_study.py evaluate OUT1/runs.jsonl.gz OUT2/test/runs.jsonl.gz   # seed-study
     python eval/seed_study.py evaluate OUT2/dev/runs.jsonl.gz                        # seed-study-dev
 
+    # dense-mined candidates (seed-study-dense-cpu), on 2 CPU cores:
+    rkd retrieve dense -d scifact -s train -m minilm-l6 --max-seq-length 256 --k 100 -o DENSE
+    rkd score -d scifact -s train -c DENSE --top-k 20 --positives -t TEACHER.yaml \
+        --root runs/bench-distill/stores                        # TEACHER.yaml: bench_distill.TEACHER
+    # scaled copy: bench_distill.scaled_store(<that store>, 0.05)
+    python eval/seed_study.py train --init minilm-l6 --store dense=29000111a5e2ad7c \
+        --store dense-scaled=5ccad3f5d13ee569 --kinds kl+infonce-8x2-dense,label-only-8x2-dense \
+        --seeds 42,43 --out OUT3                                # then kl+infonce-8x2-dense-repeat
+    python eval/seed_study.py evaluate OUT3/runs.jsonl.gz CPU_TEST/runs.jsonl.gz \
+        --name seed-study-dense-cpu --control label-only-8x2,label-only-8x2-dense
+
 (``--store`` takes store folders; the ids above name them.) Each trained row is appended to
 runs.jsonl.gz as its own gzip member as soon as it is done, so a run stopped at a time limit
 keeps every finished row.
@@ -132,8 +143,9 @@ STUDY_NOTES = {
         "plus the qrels positives (store runs/bench-distill/stores/29000111a5e2ad7c, x0.05 in "
         "5ccad3f5d13ee569); the distilled row takes its 7 negatives from those ranks 2-20 after the "
         "teacher filter (741 of 809 queries keep 7), the dense label-only row the same ranks without a "
-        "teacher (809 queries). The label-only-8x2 rows are the BM25-negative control of "
-        "seed-study-cpu.md (same seeds, same CPU). 2 CPU cores."),
+        "teacher (809 queries); the -repeat row fills the short rows instead of dropping them (781 "
+        "queries keep a row; the other 28 have no negative left). The label-only-8x2 and nofilter rows "
+        "are those of seed-study-cpu.md (BM25 candidates, same seeds, same CPU). 2 CPU cores."),
     "seed-study-dev-cpu": (
         "The teacher filter really off (filter_margin None: negatives the teacher scores above the "
         "positive are kept and no query is dropped), against the label-only control, on the same dev "
