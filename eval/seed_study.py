@@ -32,7 +32,8 @@ What produced the committed results (stores: runs/bench-distill/stores, see benc
     # scaled copy: bench_distill.scaled_store(<that store>, 0.05)
     python eval/seed_study.py train --init minilm-l6 --store dense=29000111a5e2ad7c \
         --store dense-scaled=5ccad3f5d13ee569 --kinds kl+infonce-8x2-dense,label-only-8x2-dense \
-        --seeds 42,43 --out OUT3                                # then kl+infonce-8x2-dense-repeat
+        --seeds 42,43 --out OUT3      # then kl+infonce-8x2-dense-repeat (42,43); then seed 44 of
+                                      # kl+infonce-8x2-dense,label-only-8x2-dense,label-only-8x2 (+ base=)
     python eval/seed_study.py evaluate OUT3/runs.jsonl.gz CPU_TEST/runs.jsonl.gz \
         --name seed-study-dense-cpu --control label-only-8x2,label-only-8x2-dense
 
@@ -145,7 +146,9 @@ STUDY_NOTES = {
         "teacher filter (741 of 809 queries keep 7), the dense label-only row the same ranks without a "
         "teacher (809 queries); the -repeat row fills the short rows instead of dropping them (781 "
         "queries keep a row; the other 28 have no negative left). The label-only-8x2 and nofilter rows "
-        "are those of seed-study-cpu.md (BM25 candidates, same seeds, same CPU). 2 CPU cores."),
+        "of seeds 42 and 43 are those of seed-study-cpu.md (BM25 candidates, same CPU); seed 44 ran for "
+        "the distilled row and both controls only. Each comparison uses the seeds both rows have. "
+        "2 CPU cores."),
     "seed-study-dev-cpu": (
         "The teacher filter really off (filter_margin None: negatives the teacher scores above the "
         "positive are kept and no query is dropped), against the label-only control, on the same dev "
