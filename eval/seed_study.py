@@ -357,6 +357,10 @@ def evaluate(args: argparse.Namespace) -> int:
     for v in groups.values():
         v.sort(key=lambda x: x["seed"])
     controls = tuple(args.control.split(","))
+    missing = [c for c in controls if c not in groups]
+    if missing:
+        raise ValueError(f"--control: no rows of {', '.join(missing)} in the runs (kinds there: "
+                         f"{', '.join(groups)})")
     comparison = [c for i, ctl in enumerate(controls) for c in seed_comparison(groups, ctl, controls[:i])]
     env = next((r["env"] for r in rows if r.get("env")), {})
     name = args.name or ("seed-study" if split == "test" else f"seed-study-{split}")
@@ -470,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--note", default="")
     e.add_argument("--name", default="", help="result file stem (default seed-study[-dev])")
     e.add_argument("--control", default="label-only-8x2",
-                   help="comma-separated: every other kind is compared with each (a later control with the earlier ones too)")
+                   help="comma-separated kinds: every other kind is compared with each; a later control "
+                        "is compared with the earlier ones, not the other way round")
     sub.add_parser("dev-stores", help="write the train stores without the dev queries")
     for name, dtype in (("init-fp16", "float16"), ("init-fp32", "float32")):
         c = sub.add_parser(name, help=f"copy a model folder with its weights as {dtype}")
