@@ -165,12 +165,18 @@ def environment() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    def ver(name: str) -> str | None:  # ranx is not installed where only training runs (a GPU machine)
+        try:
+            return version(name)
+        except Exception:
+            return None
+
     return {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "platform": platform.platform(),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "sentence-transformers": sentence_transformers.__version__,
-                         "ranx": version("ranx"), "numpy": np.__version__}}
+                         "ranx": ver("ranx"), "numpy": np.__version__}}
 
 
 def load() -> list[float]:
@@ -225,48 +231,61 @@ def train_store(teacher: str = "base") -> Path:
     return store.path
 
 
-def scaled_store(base: Path, factor: float, qids: set[str] | None = None) -> Path:
-    """The base store's rows with every score multiplied by ``factor``, as a store of its own.
-
-    With ``qids``, only those queries' rows are kept (the identity then names the subset).
-
-    Same candidates (ranks, labels, order) and texts; the teacher identity names the base store
-    and the factor, so the derived store is honest about what it holds. Used to put the z-score
-    ensemble (per-query std ~2.6) on the scale of a cosine student (see ``BI_ENCODER_SCALE``).
-    """
-    from retrieval_kd.data.registry import load_dataset
+def store_rows(path: Path) -> tuple[dict[str, Any], list, dict[tuple[str, str], float]]:
+    """A store's manifest, its candidates (ranks, labels, order) and ``{(qid, docid): score}``."""
     from retrieval_kd.scores.candidates import Candidate
-    from retrieval_kd.scores.store import ScoreStore, score_into_store
+    from retrieval_kd.scores.store import ScoreStore
+
+    src = ScoreStore(path)
+    t = src.table()
+    q, d = t.column("qid").to_pylist(), t.column("docid").to_pylist()
+    cands = [Candidate(*row) for row in zip(q, d, t.column("rank").to_pylist(), t.column("label").to_pylist())]
+    return src.manifest, cands, dict(zip(zip(q, d), t.column("score").to_pylist()))
+
+
+def derived_store(base: Path, identity: dict[str, Any], score: Any, params: dict[str, Any],
+                  qids: set[str] | None = None) -> Path:
+    """A store over the base store's candidates (ranks, labels, order; optionally only ``qids``)
+    whose scores are ``score(pairs, base_scores)``; its teacher identity is ``identity`` (plus the
+    query subset), so a derived store says what it holds and never shares an id with a scored one."""
+    from retrieval_kd.artifacts import sha256_json
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.scores.store import score_into_store
     from retrieval_kd.teachers.base import Teacher
 
-    src = ScoreStore(base)
-    m = src.manifest
-    t = src.table()
-    look = {(q, d): s for q, d, s in zip(t.column("qid").to_pylist(), t.column("docid").to_pylist(),
-                                          t.column("score").to_pylist())}
-    cands = [Candidate(q, d, r, lab) for q, d, r, lab in zip(
-        t.column("qid").to_pylist(), t.column("docid").to_pylist(), t.column("rank").to_pylist(),
-        t.column("label").to_pylist()) if qids is None or q in qids]
-    identity = {"kind": "scaled-store", "factor": factor, "base_store": m["store_id"],
-                "base_teacher": m.get("teacher")}
+    m, cands, look = store_rows(base)
     if qids is not None:
-        from retrieval_kd.artifacts import sha256_json
+        cands = [c for c in cands if c.qid in qids]
+        identity = {**identity, "queries": {"n": len(qids), "sha256": sha256_json(sorted(qids))}}
 
-        identity["queries"] = {"n": len(qids), "sha256": sha256_json(sorted(qids))}
-
-    class Scaled(Teacher):
+    class Derived(Teacher):
         def identity(self):
             return identity
 
         def score(self, pairs):
-            return np.array([factor * look[(p.qid, p.docid)] for p in pairs], dtype=np.float64)
+            return np.asarray(score(pairs, np.array([look[(p.qid, p.docid)] for p in pairs])), dtype=np.float64)
 
     ds = load_dataset(m["inputs"]["dataset"], m["inputs"]["split"])
-    st = score_into_store(ds, cands, Scaled, identity, WORK / "stores",
+    st = score_into_store(ds, cands, Derived, identity, WORK / "stores",
                           params={"derived_from": {"store": m["store_id"], "path": str(base),
                                                    "candidates": (m.get("params") or {}).get("candidates")},
-                                  "factor": factor})
+                                  **params})
     return st.path
+
+
+def scaled_store(base: Path, factor: float, qids: set[str] | None = None) -> Path:
+    """The base store's rows with every score multiplied by ``factor``, as a store of its own.
+
+    With ``qids``, only those queries' rows are kept (the identity then names the subset).
+    The teacher identity names the base store and the factor. Used to put the z-score ensemble
+    (per-query std ~2.6) on the scale of a cosine student (see ``FAMILY``'s teacher_scale).
+    """
+    from retrieval_kd.scores.store import ScoreStore
+
+    m = ScoreStore(base).manifest
+    identity = {"kind": "scaled-store", "factor": factor, "base_store": m["store_id"],
+                "base_teacher": m.get("teacher")}
+    return derived_store(base, identity, lambda pairs, s: factor * s, {"factor": factor}, qids)
 
 
 def ls_store_id() -> str | None:

@@ -94,6 +94,12 @@ VARIANTS["label-only-8x2-dense"] = ("label-only-8x2", {})
 VARIANTS["kl+infonce-8x2-dense-repeat"] = ("kl+infonce-8x2", {"short_lists": "repeat"})
 STORE_OF.update({"kl+infonce-8x2-dense": "dense-scaled", "label-only-8x2-dense": "dense",
                  "kl+infonce-8x2-dense-repeat": "dense-scaled"})
+# A cross-encoder teacher member the pipeline trains itself (eval/crossfit_teacher.py, written
+# down there before it ran): the base ensemble plus a cross-fitted cross-encoder trained on
+# SciFact train's qrels, the same KL+InfoNCE 8x2 recipe, seeds 42-46 on a GPU, reported whatever
+# it gives.
+VARIANTS["kl+infonce-8x2-xce"] = ("kl+infonce-8x2", {})
+STORE_OF["kl+infonce-8x2-xce"] = "ens-xce-scaled"
 # The first device sweep ran before ``bench.train_config`` applied None overrides: its "-nofilter"
 # rows trained with the default filter (filter_margin 0.0), as their example counts show
 # (filtered_by_teacher > 0). ``read_rows`` relabels such rows as what was trained.
@@ -104,7 +110,9 @@ LABELS = {**{k: bench.LABEL[k] for k in KINDS},
           "kl+infonce-8x2-dense": "distilled: KL + InfoNCE, 8 passages, 2 epochs, teacher-filtered dense negatives",
           "label-only-8x2-dense": "label-only, 8 passages, 2 epochs, dense negatives (no teacher)",
           "kl+infonce-8x2-dense-repeat": "distilled: KL + InfoNCE, 8 passages, 2 epochs, teacher-filtered "
-                                         "dense negatives, short lists filled by repeats"}
+                                         "dense negatives, short lists filled by repeats",
+          "kl+infonce-8x2-xce": "distilled: KL + InfoNCE, 8 passages, 2 epochs, from the ensemble with a "
+                                "cross-fitted cross-encoder trained on train qrels"}
 DEV_SHARE = 5  # one train query in DEV_SHARE goes to dev (by the sha256 of its id)
 
 # What each committed study is (its --name), written under its title.
