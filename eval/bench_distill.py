@@ -644,7 +644,7 @@ def findings(rows: list[dict]) -> list[str]:
 def seed_findings() -> list[str]:
     """The seed studies' comparisons (eval/results/seed-study*.json, test split), when they exist."""
     lines = []
-    for name in ("seed-study", "seed-study-cpu", "seed-study-dense-cpu"):
+    for name in ("seed-study", "seed-study-cpu", "seed-study-dense-cpu", "seed-study-xce"):
         path = OUT / f"{name}.json"
         if not path.is_file():
             continue

@@ -169,6 +169,16 @@ STUDY_NOTES = {
         "of seeds 42 and 43 are those of seed-study-cpu.md (BM25 candidates, same CPU); seed 44 ran for "
         "the distilled row and both controls only. Each comparison uses the seeds both rows have. "
         "2 CPU cores."),
+    "seed-study-xce": (
+        "A stronger teacher: the base ensemble plus a cross-encoder the pipeline trained itself "
+        "(eval/crossfit_teacher.py; eval/results/crossfit-teacher.md): all-MiniLM-L6-v2's body with a "
+        "1-logit head, label-only InfoNCE on SciFact train qrels with BM25 negatives, cross-fitted over "
+        "4 query folds so that every train score comes from a model that never saw the query. Out of "
+        "fold on train it ranks the candidates at nDCG@10 0.7386, level with the base ensemble "
+        "(0.7389); the four-member ensemble reaches 0.7652 (+0.026). Store "
+        "runs/bench-distill/stores/08838f20ba382437 (x0.05: f53e9dba6969057f). Both rows ran in one "
+        "call on one H200 (seeds 42-46); the label-only rows reproduce seed-study.md's to the "
+        "fourth decimal (training is deterministic per seed there)."),
     "seed-study-dev-cpu": (
         "The teacher filter really off (filter_margin None: negatives the teacher scores above the "
         "positive are kept and no query is dropped), against the label-only control, on the same dev "
