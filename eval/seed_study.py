@@ -37,6 +37,15 @@ What produced the committed results (stores: runs/bench-distill/stores, see benc
     python eval/seed_study.py evaluate OUT3/runs.jsonl.gz CPU_TEST/runs.jsonl.gz \
         --name seed-study-dense-cpu --control label-only-8x2,label-only-8x2-dense
 
+    # cross-fitted cross-encoder teacher (seed-study-xce, H200): see eval/crossfit_teacher.py
+    # and eval/crossfit_device.sh; then, here, with that call's runs:
+    python eval/seed_study.py evaluate XCE/s/runs.jsonl.gz --name seed-study-xce
+    # its loss-scale check (seed-study-x400-cpu), on 2 CPU cores:
+    python eval/seed_study.py train --init minilm-l6 --store ens-xce-scaled=f53e9dba6969057f \
+        --kinds kl+infonce-8x2-xce-x400 --seeds 42,43,44 --out OUT4
+    python eval/seed_study.py evaluate OUT4_WITH_CONTROLS --name seed-study-x400-cpu   # x400 rows plus
+                                      # the label-only-8x2 rows of CPU_TEST (42, 43) and OUT3 (44)
+
 (``--store`` takes store folders; the ids above name them.) Each trained row is appended to
 runs.jsonl.gz as its own gzip member as soon as it is done, so a run stopped at a time limit
 keeps every finished row.
@@ -179,6 +188,12 @@ STUDY_NOTES = {
         "runs/bench-distill/stores/08838f20ba382437 (x0.05: f53e9dba6969057f). Both rows ran in one "
         "call on one H200 (seeds 42-46); the label-only rows reproduce seed-study.md's to the "
         "fourth decimal (training is deterministic per seed there)."),
+    "seed-study-x400-cpu": (
+        "The loss-scale check (VARIANTS kl+infonce-8x2-xce-x400, registered before it ran): the "
+        "kl+infonce-8x2-xce recipe with both loss weights x400, so its loss has the label-only row's "
+        "magnitude (AdamW's epsilon can no longer damp its updates), same teacher store "
+        "(runs/bench-distill/stores/f53e9dba6969057f). Seeds 42-44 on 2 CPU cores; the label-only rows "
+        "are those of seed-study-cpu.md and seed-study-dense-cpu.md (same CPU, same code)."),
     "seed-study-dev-cpu": (
         "The teacher filter really off (filter_margin None: negatives the teacher scores above the "
         "positive are kept and no query is dropped), against the label-only control, on the same dev "
