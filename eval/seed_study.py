@@ -203,7 +203,9 @@ STUDY_NOTES = {
         "kl+infonce-8x2-xce recipe with both loss weights x400, so its loss has the label-only row's "
         "magnitude (AdamW's epsilon can no longer damp its updates), same teacher store "
         "(runs/bench-distill/stores/f53e9dba6969057f). Seeds 42-44 on 2 CPU cores; the label-only rows "
-        "are those of seed-study-cpu.md and seed-study-dense-cpu.md (same CPU, same code)."),
+        "are those of seed-study-cpu.md and seed-study-dense-cpu.md (same CPU, same code). Then, "
+        "registered after the x400 rows and before it ran, a sharper teacher "
+        "(kl+infonce-8x2-xce-sharp: the same store's scores x4 in the labels), seeds 42 and 43."),
     "seed-study-dev-cpu": (
         "The teacher filter really off (filter_margin None: negatives the teacher scores above the "
         "positive are kept and no query is dropped), against the label-only control, on the same dev "
