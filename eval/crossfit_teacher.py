@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -148,7 +149,9 @@ def ensemble_store(base: Path, extra: Path, weight: float = 1.0) -> Path:
 
 
 def oof_ndcg(store: Path, k: int = 10) -> float:
-    """Mean nDCG@k over the store's queries, ranking its candidates (which hold every positive) by score."""
+    """Mean nDCG@k over the store's queries, ranking its candidates (which hold every positive) by score.
+
+    scikit-learn's, not the project's ranx metrics: this runs on the GPU machine, which has no ranx."""
     from sklearn.metrics import ndcg_score
 
     _, cands, look = bench.store_rows(store)
@@ -194,16 +197,30 @@ def _run(qids: list[str], cands: list, scores: np.ndarray) -> dict[str, dict[str
     return run
 
 
+def selected_configs() -> list[str]:
+    """CE_GRID's configs to train: all, or those in $XCE_CONFIGS (comma-separated; used when the
+    device time left room for only one)."""
+    want = os.environ.get("XCE_CONFIGS", ",".join(CE_GRID)).split(",")
+    unknown = [c for c in want if c not in CE_GRID]
+    if unknown:
+        raise ValueError(f"XCE_CONFIGS: unknown {', '.join(unknown)} (known: {', '.join(CE_GRID)})")
+    return [c for c in CE_GRID if c in want]
+
+
 def teacher(args: argparse.Namespace) -> int:
+    """$XCE_TEST=0 leaves out the test rerank of the fold models (device time)."""
+    from retrieval_kd.scores.store import ScoreStore
+
     base, test_store = Path(args.base), Path(args.test_store)
+    configs = selected_configs()
+    for store in (base, test_store):
+        ScoreStore(store).manifest  # a missing or broken store fails here, before any output
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rec: dict[str, Any] = {"max_steps": args.max_steps, "folds": FOLDS, "ce_train": CE_TRAIN, "ce_grid": CE_GRID, "ce_score": CE_SCORE,
                            "env": bench.environment() if args.env else None, "configs": {}}
     models = {}
-    import os
-
-    for config in [c for c in CE_GRID if c in os.environ.get("XCE_CONFIGS", ",".join(CE_GRID)).split(",")]:
+    for config in configs:
         models[config] = train_fold_models(args.init, base, config, args.max_steps)
         xfit = crossfit_store(base, models[config])
         rec["configs"][config] = {"crossfit_store": str(xfit), "oof_ndcg@10": oof_ndcg(xfit),
@@ -274,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("folds", help="write the fold training stores")
     f.add_argument("--base", required=True)
-    t = sub.add_parser("teacher", help="train the fold cross-encoders, write the stores and test runs")
+    t = sub.add_parser("teacher", help="train the fold cross-encoders, write the stores and test runs "
+                                       "($XCE_CONFIGS: only these CE_GRID configs; $XCE_TEST=0: no test rerank)")
     t.add_argument("--init", required=True)
     t.add_argument("--base", required=True)
     t.add_argument("--test-store", required=True)
@@ -285,7 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("teacher")
     r.add_argument("--name", default="crossfit-teacher")
     args = ap.parse_args(argv)
-    return {"folds": folds, "teacher": teacher, "report": report}[args.cmd](args)
+    from retrieval_kd.errors import RkdError
+
+    try:
+        return {"folds": folds, "teacher": teacher, "report": report}[args.cmd](args)
+    except (RkdError, OSError, ValueError) as e:  # one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

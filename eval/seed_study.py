@@ -43,8 +43,11 @@ What produced the committed results (stores: runs/bench-distill/stores, see benc
     # its loss-scale check (seed-study-x400-cpu), on 2 CPU cores:
     python eval/seed_study.py train --init minilm-l6 --store ens-xce-scaled=f53e9dba6969057f \
         --kinds kl+infonce-8x2-xce-x400 --seeds 42,43,44 --out OUT4
-    python eval/seed_study.py evaluate OUT4_WITH_CONTROLS --name seed-study-x400-cpu   # x400 rows plus
-                                      # the label-only-8x2 rows of CPU_TEST (42, 43) and OUT3 (44)
+    # then kl+infonce-8x2-xce-sharp (seeds 42,43) into OUT5 the same way, and with the label-only
+    # rows of CPU_TEST (seeds 42, 43) and OUT3 (seed 44):
+    python eval/seed_study.py evaluate OUT4/runs.jsonl.gz OUT5/runs.jsonl.gz CPU_TEST/runs.jsonl.gz \
+        OUT3/runs.jsonl.gz --kinds kl+infonce-8x2-xce-x400,kl+infonce-8x2-xce-sharp,label-only-8x2 \
+        --name seed-study-x400-cpu
 
 (``--store`` takes store folders; the ids above name them.) Each trained row is appended to
 runs.jsonl.gz as its own gzip member as soon as it is done, so a run stopped at a time limit
@@ -397,6 +400,11 @@ def evaluate(args: argparse.Namespace) -> int:
     from retrieval_kd.eval.metrics import evaluate_run
 
     rows = [r for path in args.runs for r in read_rows(Path(path))]
+    if args.kinds:
+        keep = set(args.kinds.split(","))
+        rows = [r for r in rows if r["kind"] in keep]
+        if not rows:
+            raise ValueError(f"--kinds: no rows of {args.kinds} in the runs")
     split = rows[0].get("eval_split", "test")
     ds = dev_split() if split == "dev" else load_dataset(bench.DATASET, "test")
     groups: dict[str, list[dict]] = {}
@@ -528,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--max-steps", type=int, default=0, help="cap training steps (smoke runs)")
     e = sub.add_parser("evaluate", help="score runs.jsonl.gz files with ranx and write the tables")
     e.add_argument("runs", nargs="+")
+    e.add_argument("--kinds", default="", help="comma-separated: score only these kinds' rows (default all)")
     e.add_argument("--note", default="")
     e.add_argument("--name", default="", help="result file stem (default seed-study[-dev])")
     e.add_argument("--control", default="label-only-8x2",
