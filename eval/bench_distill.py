@@ -244,10 +244,11 @@ def store_rows(path: Path) -> tuple[dict[str, Any], list, dict[tuple[str, str], 
 
 
 def derived_store(base: Path, identity: dict[str, Any], score: Any, params: dict[str, Any],
-                  qids: set[str] | None = None) -> Path:
+                  qids: set[str] | None = None, dataset: str | None = None) -> Path:
     """A store over the base store's candidates (ranks, labels, order; optionally only ``qids``)
     whose scores are ``score(pairs, base_scores)``; its teacher identity is ``identity`` (plus the
-    query subset), so a derived store says what it holds and never shares an id with a scored one."""
+    query subset), so a derived store says what it holds and never shares an id with a scored one.
+    ``dataset``: where the base store's dataset is (a folder) when its name is not registered."""
     from retrieval_kd.artifacts import sha256_json
     from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.scores.store import score_into_store
@@ -265,7 +266,7 @@ def derived_store(base: Path, identity: dict[str, Any], score: Any, params: dict
         def score(self, pairs):
             return np.asarray(score(pairs, np.array([look[(p.qid, p.docid)] for p in pairs])), dtype=np.float64)
 
-    ds = load_dataset(m["inputs"]["dataset"], m["inputs"]["split"])
+    ds = load_dataset(dataset or m["inputs"]["dataset"], m["inputs"]["split"])
     st = score_into_store(ds, cands, Derived, identity, WORK / "stores",
                           params={"derived_from": {"store": m["store_id"], "path": str(base),
                                                    "candidates": (m.get("params") or {}).get("candidates")},
@@ -273,7 +274,7 @@ def derived_store(base: Path, identity: dict[str, Any], score: Any, params: dict
     return st.path
 
 
-def scaled_store(base: Path, factor: float, qids: set[str] | None = None) -> Path:
+def scaled_store(base: Path, factor: float, qids: set[str] | None = None, dataset: str | None = None) -> Path:
     """The base store's rows with every score multiplied by ``factor``, as a store of its own.
 
     With ``qids``, only those queries' rows are kept (the identity then names the subset).
@@ -285,7 +286,7 @@ def scaled_store(base: Path, factor: float, qids: set[str] | None = None) -> Pat
     m = ScoreStore(base).manifest
     identity = {"kind": "scaled-store", "factor": factor, "base_store": m["store_id"],
                 "base_teacher": m.get("teacher")}
-    return derived_store(base, identity, lambda pairs, s: factor * s, {"factor": factor}, qids)
+    return derived_store(base, identity, lambda pairs, s: factor * s, {"factor": factor}, qids, dataset)
 
 
 def ls_store_id() -> str | None:
@@ -453,7 +454,9 @@ def train_config(family: str, init: str, store: Path, out: Path, train: dict[str
     the row sets to None on purpose (``filter_margin: None``, no teacher filter) is applied after."""
     from retrieval_kd.train.config import load_config
 
-    cfg = load_config(None, family=family, init=init, scores=[str(store)], dataset=DATASET,
+    train = dict(train)
+    dataset = train.pop("dataset", DATASET)  # a row may train on another dataset (name or folder)
+    cfg = load_config(None, family=family, init=init, scores=[str(store)], dataset=dataset,
                       output=str(out), **train)
     return cfg.model_copy(update={k: None for k, v in train.items() if v is None})
 

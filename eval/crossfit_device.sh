@@ -7,22 +7,17 @@
 # (2) on the same warm machine:
 #   XCE_CONFIGS=lr3e-5 XCE_TEST=0 TEACHER_S=120 BUDGET_S=400 bash eval/crossfit_device.sh python3 $OUT
 PY=${1:-python3}; O=${2:-$OUT}; SMOKE=${3:-}
-export RKD_DATA_HOME=$PWD/.dev/data HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-mkdir -p $O
+source eval/device_common.sh
 BASE=.dev/stores/d9b748a5eaf0ce39
-[ -f .dev/data/scifact/corpus.jsonl ] || gunzip -k .dev/data/scifact/corpus.jsonl.gz
-[ -d /tmp/minilm ] || $PY eval/seed_study.py init-fp32 .dev/minilm-fp16 /tmp/minilm >> $O/log 2>&1
-nvidia-smi --query-gpu=name,memory.used --format=csv >> $O/log 2>&1
 T0=$SECONDS
 timeout ${TEACHER_S:-330} $PY eval/crossfit_teacher.py teacher --init /tmp/minilm --base ${SMOKE_BASE:-$BASE} \
-  --test-store ${SMOKE_TEST:-.dev/stores/d2f6bc6e72fd1c76} --out $O --env $SMOKE 2>&1 | tr "\r" "\n" | grep --line-buffered -v "Loading weights\|Writing model\|it/s\]" >> $O/log
+  --test-store ${SMOKE_TEST:-.dev/stores/d2f6bc6e72fd1c76} --out $O --env $SMOKE 2>&1 | quiet >> $O/log
 echo "teacher step: $((SECONDS-T0)) s" >> $O/log
 S=$(grep -a '^ENS_XCE_SCALED=' $O/log | tail -1 | cut -d= -f2)
 [ -n "$S" ] || { echo "no ensemble store" >> $O/log; exit 1; }
 LEFT=$(( ${BUDGET_S:-560} - SECONDS ))
 echo "students: ${LEFT} s left" >> $O/log
 timeout $LEFT $PY eval/seed_study.py train --init /tmp/minilm --store base=${SMOKE_BASE:-$BASE} --store ens-xce-scaled=$S \
-  --kinds label-only-8x2,kl+infonce-8x2-xce --seeds ${SEEDS:-42,43,44,45,46} --work /tmp/students --out $O/s $SMOKE 2>&1 \
-  | tr "\r" "\n" | grep --line-buffered -v "Loading weights\|Writing model\|it/s\]\|example/s\]" >> $O/log
+  --kinds label-only-8x2,kl+infonce-8x2-xce --seeds ${SEEDS:-42,43,44,45,46} --work /tmp/students --out $O/s $SMOKE 2>&1 | quiet >> $O/log
 tar czf $O/stores.tgz runs/bench-distill/stores runs/bench-distill/crossfit/models/*/manifest.json 2>>$O/log
 echo "done: $SECONDS s" >> $O/log

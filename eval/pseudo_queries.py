@@ -64,9 +64,11 @@ MAX_NEW_TOKENS = 48
 SHARE = (5, (0, 1))  # documents whose sha256(docid) mod 5 is 0 or 1
 MIN_WORDS = 4
 PREFIX = "gq-"
-_PREAMBLE = re.compile(r"^(?:(?:this|the) (?:abstract|study|paper|research|perspective|review|article)\s+(?:strongly\s+)?"
+_PREAMBLE = re.compile(r"^(?:(?:this|the) (?:present\s+)?(?:abstract|study|paper|research|perspective|review|article)\s+(?:strongly\s+)?"
                        r"(?:supports|suggests|shows|demonstrates|indicates)\s+(?:the\s+)?"
-                       r"(?:claim|idea|hypothesis|finding|conclusion|notion)?\s*(?:that)?[:,]?\s*|claim:\s*)",
+                       r"(?:claim|idea|hypothesis|finding|conclusion|notion)?\s*(?:that)?[:,]?\s*|claim:\s*|"
+                       r"(?:the|a|one)\s+(?:short\s+)?(?:scientific\s+)?claim\s+(?:supported by|from)\s+"
+                       r"(?:the|this)\s+abstract\s+is:?\s*)",
                        re.IGNORECASE)
 
 
@@ -78,7 +80,8 @@ def picked(docid: str) -> bool:
 def clean(text: str) -> str:
     """The first sentence of a generation, without the model's preamble or quotes."""
     text = text.strip().split("\n")[0].strip().strip('"*').strip()
-    text = _PREAMBLE.sub("", text).strip().strip('"')
+    for _ in range(3):  # "This abstract supports the claim that the study supports the idea that ..."
+        text = _PREAMBLE.sub("", text).strip().strip('"')
     m = re.search(r"(?<=[a-z0-9)\]])\.\s", text)
     if m:
         text = text[:m.start() + 1]

@@ -130,6 +130,14 @@ STORE_OF["kl+infonce-8x2-xce-x400"] = "ens-xce-scaled"
 # moves up towards the control. Seeds 42 and 43 on 2 CPU cores, reported whatever they give.
 VARIANTS["kl+infonce-8x2-xce-sharp"] = ("kl+infonce-8x2", {"teacher_scale": 4.0})
 STORE_OF["kl+infonce-8x2-xce-sharp"] = "ens-xce-scaled"
+# Generated queries (eval/pseudo_queries.py, its plan written down there before the generation
+# ran): SciFact train plus SmolLM2-135M-Instruct queries for 40% of the corpus (dataset
+# scifact-gq, the source document as each generated query's qrels positive), the base ensemble
+# teacher over its BM25 top-20. The QGen control (label-only on the same data) and the
+# GPL-style distilled row, against label-only-8x2; reported whatever they give.
+VARIANTS["label-only-8x2-gq"] = ("label-only-8x2", {"dataset": "scifact-gq"})
+VARIANTS["kl+infonce-8x2-gq"] = ("kl+infonce-8x2", {"dataset": "scifact-gq"})
+STORE_OF.update({"label-only-8x2-gq": "gq", "kl+infonce-8x2-gq": "gq-scaled"})
 # The first device sweep ran before ``bench.train_config`` applied None overrides: its "-nofilter"
 # rows trained with the default filter (filter_margin 0.0), as their example counts show
 # (filtered_by_teacher > 0). ``read_rows`` relabels such rows as what was trained.
@@ -146,7 +154,11 @@ LABELS = {**{k: bench.LABEL[k] for k in KINDS},
           "kl+infonce-8x2-xce-x400": "distilled: KL + InfoNCE, 8 passages, 2 epochs, from the ensemble with a "
                                      "cross-fitted cross-encoder, loss weights x400 (KL 400, InfoNCE 1)",
           "kl+infonce-8x2-xce-sharp": "distilled: KL + InfoNCE, 8 passages, 2 epochs, from the ensemble with a "
-                                      "cross-fitted cross-encoder, teacher scores x4 (sharper)"}
+                                      "cross-fitted cross-encoder, teacher scores x4 (sharper)",
+          "label-only-8x2-gq": "label-only, 8 passages, 2 epochs, SciFact train + generated queries "
+                               "(source document as positive: QGen)",
+          "kl+infonce-8x2-gq": "distilled: KL + InfoNCE, 8 passages, 2 epochs, SciFact train + generated "
+                               "queries (GPL-style)"}
 DEV_SHARE = 5  # one train query in DEV_SHARE goes to dev (by the sha256 of its id)
 
 # What each committed study is (its --name), written under its title.
@@ -327,7 +339,10 @@ def train_rows(args: argparse.Namespace) -> int:
             if args.max_steps:  # smoke runs only: recorded in the row's config
                 cfg["train"]["max_steps"] = args.max_steps
             model_dir = work / f"bi-encoder--{rk}"
-            tcfg = bench.train_config("bi-encoder", args.init, store, model_dir, cfg["train"])
+            train = dict(cfg["train"])
+            if "dataset" in train:  # a derived dataset's folder, under --data
+                train["dataset"] = str(Path(args.data) / train["dataset"])
+            tcfg = bench.train_config("bi-encoder", args.init, store, model_dir, train)
             t0 = time.perf_counter()
             train_stage(tcfg, progress=False)
             train_s = time.perf_counter() - t0
@@ -532,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--eval", choices=("test", "dev"), default="test",
                    help="dev: SciFact train's held-out dev queries (train with stores made by `dev-stores`)")
     t.add_argument("--work", default="runs/seed-study", help="where the students are saved")
+    t.add_argument("--data", default="runs/pseudo", help="folder of the derived datasets variants train on")
     t.add_argument("--out", required=True)
     t.add_argument("--max-steps", type=int, default=0, help="cap training steps (smoke runs)")
     e = sub.add_parser("evaluate", help="score runs.jsonl.gz files with ranx and write the tables")
