@@ -147,7 +147,7 @@ def dataset(args: argparse.Namespace) -> int:
     from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.errors import DataError
 
-    src = Path(load_dataset("scifact", "test").sources["corpus"]).parent
+    src = Path(args.source) if args.source else Path(load_dataset("scifact", "test").sources["corpus"]).parent
     gq: dict[str, str] = {}
     dropped = 0
     qpath = Path(args.queries)
@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("dataset", help="write the scifact-gq BEIR folder")
     d.add_argument("--queries", required=True)
     d.add_argument("--out", required=True)
+    d.add_argument("--source", default="", help="the BEIR folder to extend (default: SciFact's)")
     args = ap.parse_args(argv)
     from retrieval_kd.errors import RkdError
 
