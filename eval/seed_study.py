@@ -232,6 +232,23 @@ STUDY_NOTES = {
         "are those of seed-study-cpu.md and seed-study-dense-cpu.md (same CPU, same code). Then, "
         "registered after the x400 rows and before it ran, a sharper teacher "
         "(kl+infonce-8x2-xce-sharp: the same store's scores x4 in the labels), seeds 42 and 43."),
+    "seed-study-gq": (
+        "Generated queries (eval/pseudo_queries.py, its plan written there before the generation ran): "
+        "SmolLM2-135M-Instruct wrote one claim for each of 2054 SciFact corpus documents (40%, picked by "
+        "the sha256 of the document id without looking at any qrels; 1939 kept after cleaning, 115 under 4 "
+        "words dropped). Dataset scifact-gq = SciFact train's 809 claims + those 1939 queries, each with "
+        "its source document as qrels positive. The base ensemble teacher scored scifact-gq's BM25 train "
+        "top-20 plus the positives (store runs/bench-distill/stores/30cd0f7ce84acff9, x0.05: "
+        "d816369005c366f2); it ranks the source document first for 95% of the generated queries. "
+        "label-only-8x2-gq is QGen (label-only on the same 2748 queries), kl+infonce-8x2-gq the "
+        "GPL-style distilled row. All rows on one H200 in one call (seeds 42-44); the call's time ran "
+        "out before the control's seed 44, which is the seed-study-xce call's row (same H200 image and "
+        "code; its seeds 42 and 43 there equal this call's to the fourth decimal)."),
+    "seed-study-nokl-cpu": (
+        "Diagnostic (VARIANTS kl+infonce-8x2-nokl, registered before it ran): the distilled path "
+        "(listwise rows from the scaled base store, teacher filter on, WeightedLoss) with KL weight 1e-6 "
+        "and InfoNCE weight 1, against the label-only control on the same CPU (its rows are "
+        "seed-study-cpu.md's). 2 CPU cores."),
     "seed-study-dev-cpu": (
         "The teacher filter really off (filter_margin None: negatives the teacher scores above the "
         "positive are kept and no query is dropped), against the label-only control, on the same dev "
@@ -425,12 +442,16 @@ def evaluate(args: argparse.Namespace) -> int:
     from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.eval.metrics import evaluate_run
 
-    rows = [r for path in args.runs for r in read_rows(Path(path))]
+    # a (kind, seed) row in a later file replaces an earlier file's, as a rerun does within a file
+    rows = list({(r["kind"], r["seed"]): r for path in args.runs for r in read_rows(Path(path))}.values())
     if args.kinds:
         keep = set(args.kinds.split(","))
         rows = [r for r in rows if r["kind"] in keep]
         if not rows:
             raise ValueError(f"--kinds: no rows of {args.kinds} in the runs")
+    if args.seeds:
+        keep_seeds = {int(x) for x in args.seeds.split(",")}
+        rows = [r for r in rows if r["seed"] is None or r["seed"] in keep_seeds]
     split = rows[0].get("eval_split", "test")
     ds = dev_split() if split == "dev" else load_dataset(bench.DATASET, "test")
     groups: dict[str, list[dict]] = {}
@@ -562,8 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", required=True)
     t.add_argument("--max-steps", type=int, default=0, help="cap training steps (smoke runs)")
     e = sub.add_parser("evaluate", help="score runs.jsonl.gz files with ranx and write the tables")
-    e.add_argument("runs", nargs="+")
+    e.add_argument("runs", nargs="+", help="runs.jsonl.gz files; a (kind, seed) row in a later one replaces an earlier one's")
     e.add_argument("--kinds", default="", help="comma-separated: score only these kinds' rows (default all)")
+    e.add_argument("--seeds", default="", help="comma-separated: score only these seeds' rows (default all)")
     e.add_argument("--note", default="")
     e.add_argument("--name", default="", help="result file stem (default seed-study[-dev])")
     e.add_argument("--control", default="label-only-8x2",
