@@ -192,3 +192,33 @@ def test_parse_losses_and_config_validation(tmp_path):
     assert cfg.label_only and cfg.lr == 2e-5
     with pytest.raises(RkdError, match="query_max_length"):
         load_config(family="bi-encoder", init="x", scores=["s"], query_max_length=16)
+
+
+def test_positive_floor_raises_a_qrels_positive_the_teacher_ranks_below_a_negative():
+    # q1's judged positive d0 scores 10.0; with d1 (9.8) and d2 (9.0) kept (no filter) the row's best
+    # negative may beat it once the positive scores low: make it 8.0.
+    low = [(q, d, 8.0 if (q, d) == ("q1", "d0") else s, r) for q, d, s, r in ROWS]
+    o = dict(losses=("kl", "infonce"), kl_passages=4, filter_margin=None, rank_window=(2, 4))
+    plain, st0 = build_rows(dataset(), groups(low), opts(**o))
+    fixed, st = build_rows(dataset(), groups(low), opts(**o, positive_floor=1.0, teacher_scale=0.5))
+    i = plain["query"].index("query one")
+    assert plain["label"][i][0] == 8.0 and max(plain["label"][i][1:]) == 9.8  # the teacher's own order
+    # corrected: positive = best negative + floor (raw units, then scaled); negatives untouched
+    assert fixed["label"][i] == pytest.approx([0.5 * 10.8, *(0.5 * x for x in plain["label"][i][1:])])
+    assert st.corrected_positives == 1 and st0.corrected_positives == 0
+    # a positive already above best negative + floor, and a teacher-picked positive (q2), keep theirs
+    j = plain["query"].index("query two")
+    assert fixed["label"][j] == pytest.approx([0.5 * x for x in plain["label"][j]])
+    ok, st2 = build_rows(dataset(), groups(), opts(**o, positive_floor=0.1))
+    assert ok["label"] == build_rows(dataset(), groups(), opts(**o))[0]["label"] and st2.corrected_positives == 0
+    mm, _ = build_rows(dataset(), groups(low), opts(losses=("margin-mse",), negatives=2, filter_margin=None,
+                                                    rank_window=(2, 3), positive_floor=1.0))
+    assert mm["label"] == pytest.approx([10.8 - 9.8, 10.8 - 9.0, 1.0, 2.0])  # q2 (teacher-picked) unchanged
+
+
+def test_positive_floor_config_and_run_key_default():
+    from retrieval_kd.train.stage import LATER_FIELDS
+
+    cfg = TrainConfig(family="bi-encoder", init="x", scores=["s"], output="o", positive_floor=0.5)
+    assert ExampleOptions.from_config(cfg).positive_floor == 0.5
+    assert LATER_FIELDS["positive_floor"] is None  # runs recorded before the field keep their keys

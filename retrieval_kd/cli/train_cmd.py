@@ -48,6 +48,8 @@ def train(
     no_filter: Annotated[bool, Opt("--no-filter", help="Keep every negative in the window.")] = False,
     short_lists: Annotated[str | None, Opt(help="drop | repeat: a positive left with too few "
                                            "negatives is skipped, or its row filled by drawing again.")] = None,
+    positive_floor: Annotated[float | None, Opt(help="Label correction: raise a qrels positive to at least "
+                                                "its row's best negative + this in the labels.")] = None,
     positives: Annotated[str | None, Opt(help="qrels-then-teacher | qrels | teacher")] = None,
     batch_size: Annotated[int | None, Opt()] = None,
     epochs: Annotated[float | None, Opt()] = None,
@@ -74,7 +76,7 @@ def train(
         candidates=candidates, temperature=temperature, kl_passages=kl_passages, negatives=negatives,
         teacher_scale=teacher_scale,
         rank_window=parse_window(rank_window), filter_margin=filter_margin, positives=positives,
-        short_lists=short_lists,
+        short_lists=short_lists, positive_floor=positive_floor,
         batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr, warmup=warmup, seed=seed,
         max_length=max_length, query_max_length=query_max_length,
         splade_query_weight=splade_query_weight, splade_doc_weight=splade_doc_weight,

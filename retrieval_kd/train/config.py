@@ -102,6 +102,11 @@ class TrainConfig(BaseModel):
     """Candidate-run ranks (1-based, inclusive) that hard negatives are drawn from."""
     filter_margin: float | None = 0.0
     """Drop a negative whose teacher score is >= positive score - margin; ``null``: no filter."""
+    positive_floor: float | None = None
+    """Label correction: in the labels, a qrels positive the teacher scores below its row's best
+    negative + ``positive_floor`` is raised to that score (raw teacher units; the negatives keep
+    theirs), so the soft labels never rank a judged-irrelevant candidate at or above the judged
+    positive while the teacher's order of the negatives stays. ``null``: the teacher's own scores."""
     short_lists: Literal["drop", "repeat"] = "drop"
     """A positive left with fewer negatives than its row needs (after the window and the filter):
     ``drop`` skips it, ``repeat`` fills the row by drawing from its negatives again (seeded, with

@@ -20,10 +20,12 @@ scores as a distribution, Margin-MSE turns them into k margins, InfoNCE ignores 
 Positives come from qrels (grade > 0), else from the teacher's top-1. Hard negatives are drawn
 from a rank window of the candidate run (the store's ``rank`` column) and, with a teacher,
 filtered: a negative whose teacher score is >= positive score - margin is dropped (a likely
-false negative). Judged-relevant documents are never negatives. A positive left with too few
-negatives for its row is skipped, or with ``short_lists="repeat"`` its row is filled by drawing
-from its negatives again. Sampling is seeded per
-(seed, query, positive), so the same inputs give the same rows.
+false negative). Judged-relevant documents are never negatives. With ``positive_floor`` the
+labels are corrected: a qrels positive scored below its row's best negative + the floor is raised
+to that score, so the soft labels never put a judged negative at or above the judged positive. A
+positive left with too few negatives for its row is skipped, or with ``short_lists="repeat"`` its
+row is filled by drawing from its negatives again. Sampling is seeded per (seed, query,
+positive), so the same inputs give the same rows.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class ExampleOptions:
     seed: int = 42
     use_teacher: bool = True
     teacher_scale: float = 1.0
+    positive_floor: float | None = None
 
     @classmethod
     def from_config(cls, cfg) -> ExampleOptions:
@@ -81,7 +84,7 @@ class ExampleOptions:
                    short_lists=cfg.short_lists,
                    positives="qrels" if cfg.label_only else cfg.positives,
                    max_positives=cfg.max_positives, seed=cfg.seed, use_teacher=not cfg.label_only,
-                   teacher_scale=cfg.teacher_scale)
+                   teacher_scale=cfg.teacher_scale, positive_floor=cfg.positive_floor)
 
     @property
     def layout(self) -> str:
@@ -111,6 +114,8 @@ class ExampleStats:
     negatives_in_window: int = 0
     filtered_by_teacher: int = 0
     """Negatives dropped by the teacher filter."""
+    corrected_positives: int = 0
+    """Rows whose qrels positive was raised in the labels (``positive_floor``)."""
     fingerprint: str = ""
     """sha256 of every row (texts and labels), in order."""
     notes: list[str] = field(default_factory=list)
@@ -231,6 +236,21 @@ def sample(negs: list[Cand], k: int, seed: int, qid: str, pos: str, repeat: bool
 # Rows
 
 
+def corrected_score(pos: Cand, negs: list[Cand], judged: dict[str, int], opts: ExampleOptions,
+                    stats: ExampleStats | None = None) -> float | None:
+    """The positive's score in the labels: the teacher's, or with ``opts.positive_floor`` and a
+    qrels positive, at least the row's best negative + the floor (label correction)."""
+    if (opts.positive_floor is None or not opts.use_teacher or pos.score is None
+            or pos.docid not in judged or not negs):
+        return pos.score
+    floor = max(n.score for n in negs) + opts.positive_floor
+    if pos.score >= floor:
+        return pos.score
+    if stats is not None:
+        stats.corrected_positives += 1
+    return floor
+
+
 def _needed_negatives(opts: ExampleOptions) -> int:
     layout = opts.layout
     if layout == "kl" or (layout == "listwise" and "kl" in opts.losses):
@@ -279,12 +299,13 @@ def build_rows(ds: Dataset, groups: Groups, opts: ExampleOptions) -> tuple[dict[
             if not negs or (layout != "margin-mse" and len(negs) < k):
                 stats.too_few_negatives += 1
                 continue
+            pos_score = corrected_score(pos, negs, judged, opts, stats)
             if layout == "margin-mse":
                 for n in negs:
                     cols["query"].append(query)
                     cols["positive"].append(passage(pos.docid))
                     cols["negative"].append(passage(n.docid))
-                    cols["label"].append(opts.teacher_scale * (pos.score - n.score))
+                    cols["label"].append(opts.teacher_scale * (pos_score - n.score))
                     made += 1
                 continue
             docs = [pos, *negs]
@@ -292,7 +313,7 @@ def build_rows(ds: Dataset, groups: Groups, opts: ExampleOptions) -> tuple[dict[
             for name, c in zip(names[1:1 + len(docs)], docs):
                 cols[name].append(passage(c.docid))
             if "label" in cols:
-                cols["label"].append([opts.teacher_scale * c.score for c in docs])
+                cols["label"].append([opts.teacher_scale * s for s in (pos_score, *(n.score for n in negs))])
             made += 1
         if made:
             stats.queries += 1

@@ -224,7 +224,7 @@ def _progress_callback(prog, task_id):
 # Stage
 
 
-LATER_FIELDS = {"teacher_scale": 1.0, "short_lists": "drop"}
+LATER_FIELDS = {"teacher_scale": 1.0, "short_lists": "drop", "positive_floor": None}
 """Config fields added after runs were first recorded: left out of the key while at this
 default, so a run made before the field existed keeps its key (and is not retrained)."""
 
