@@ -635,8 +635,12 @@ def findings(rows: list[dict]) -> list[str]:
                    "at a matched budget the label-only control is ahead of the distilled students (seed "
                    "study below). A teacher +0.026 stronger out of fold (the ensemble with a cross-fitted "
                    "cross-encoder the pipeline trained, eval/results/crossfit-teacher.md) did not change that "
-                   "(seed-study-xce below); a teacher far above the student (a large cross-encoder where a "
-                   "network exists) is the lever left untested.")
+                   "(seed-study-xce below), nor did 1939 generated queries the teacher labels (GPL-style, "
+                   "seed-study-gq: the generated queries help the label-only student, the teacher's KL term "
+                   "still costs), nor labels corrected so that no judged negative outranks the judged "
+                   "positive (seed-study-floor: half the gap, still below on every seed); a teacher far "
+                   "above the student (a large cross-encoder where a network exists) is the lever left "
+                   "untested.")
     if ("teacher", "rerank-ls") in by and ("teacher", "rerank") in by:
         out.append(f"- The self-ensemble teacher (the label-only-8x2 student in place of the untrained "
                    f"MiniLM) reranks at {by[('teacher', 'rerank-ls')]:.4f}, "
@@ -651,7 +655,7 @@ def seed_findings() -> list[str]:
     """The seed studies' comparisons (eval/results/seed-study*.json, test split), when they exist."""
     lines = []
     for name in ("seed-study", "seed-study-cpu", "seed-study-dense-cpu", "seed-study-xce",
-                 "seed-study-x400-cpu"):
+                 "seed-study-x400-cpu", "seed-study-gq", "seed-study-floor", "seed-study-nokl-cpu"):
         path = OUT / f"{name}.json"
         if not path.is_file():
             continue

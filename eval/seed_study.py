@@ -49,6 +49,22 @@ What produced the committed results (stores: runs/bench-distill/stores, see benc
         OUT3/runs.jsonl.gz --kinds kl+infonce-8x2-xce-x400,kl+infonce-8x2-xce-sharp,label-only-8x2 \
         --name seed-study-x400-cpu
 
+    # generated queries (seed-study-gq, H200): eval/pseudo_queries.py's steps, then the scaled
+    # store (bench_distill.scaled_store(<store>, 0.05, dataset=<scifact-gq folder>)), then on the
+    # device eval/seed_device.sh (its header has the call); here:
+    python eval/seed_study.py evaluate XCE/s/runs.jsonl.gz GQ/s/runs.jsonl.gz --seeds 42,43,44 \
+        --kinds label-only-8x2,label-only-8x2-gq,kl+infonce-8x2-gq \
+        --control label-only-8x2,label-only-8x2-gq --name seed-study-gq
+    # label correction (seed-study-floor, H200): eval/seed_device.sh with
+    #   STORES="scaled=.dev/stores/2fff8151be9c5336" KINDS=kl+infonce-8x2-floor SEEDS=42,43,44,45,46
+    python eval/seed_study.py evaluate XCE/s/runs.jsonl.gz FLOOR/s/runs.jsonl.gz \
+        --kinds label-only-8x2,kl+infonce-8x2-floor --name seed-study-floor
+    # the diagnostic (seed-study-nokl-cpu), on 2 CPU cores:
+    python eval/seed_study.py train --init minilm-l6 --store scaled=2fff8151be9c5336 \
+        --kinds kl+infonce-8x2-nokl --seeds 42,43 --out OUT6
+    python eval/seed_study.py evaluate CPU_TEST/runs.jsonl.gz OUT6/runs.jsonl.gz \
+        --kinds label-only-8x2,kl+infonce-8x2-nokl --name seed-study-nokl-cpu
+
 (``--store`` takes store folders; the ids above name them.) Each trained row is appended to
 runs.jsonl.gz as its own gzip member as soon as it is done, so a run stopped at a time limit
 keeps every finished row.
@@ -256,6 +272,14 @@ STUDY_NOTES = {
         "GPL-style distilled row. All rows on one H200 in one call (seeds 42-44); the call's time ran "
         "out before the control's seed 44, which is the seed-study-xce call's row (same H200 image and "
         "code; its seeds 42 and 43 there equal this call's to the fourth decimal)."),
+    "seed-study-floor": (
+        "Label correction (VARIANTS kl+infonce-8x2-floor, registered before it ran; TrainConfig."
+        "positive_floor): the kl+infonce-8x2 recipe from the base teacher (store "
+        "runs/bench-distill/stores/2fff8151be9c5336) with the teacher filter off and the labels "
+        "corrected: in 244 of the 809 rows the qrels positive scored below the row's best negative + 1 "
+        "z-score unit and was raised to that, the negatives keeping the teacher's order. Seeds 42-46 "
+        "on one H200; the label-only rows are the seed-study-xce call's (same image and code; training "
+        "there is deterministic per seed)."),
     "seed-study-nokl-cpu": (
         "Diagnostic (VARIANTS kl+infonce-8x2-nokl, registered before it ran): the distilled path "
         "(listwise rows from the scaled base store, teacher filter on, WeightedLoss) with KL weight 1e-6 "
