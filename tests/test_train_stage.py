@@ -155,6 +155,12 @@ def test_cli_trains_from_yaml_with_flag_overrides_and_reports_errors_in_one_line
     assert r.returncode == 0, r.stderr[-3000:]
     row = json.loads((tmp_path / "rows.jsonl").read_text().splitlines()[0])
     assert list(row) == ["query", "positive", "negative_1", "negative_2", "negative_3", "label"]
+    r = rkd("train", "-c", "train.yaml", "--no-filter", "--positive-floor", "100", "--dump-examples",
+            "fixed.jsonl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for line in (tmp_path / "fixed.jsonl").read_text().splitlines():  # every positive raised
+        lab = json.loads(line)["label"]
+        assert lab[0] == pytest.approx(max(lab[1:]) + 100)
     r = rkd("train", "-c", "train.yaml", "--loss", "kl", "--label-only", "-o", "x", cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "infonce" in r.stderr
