@@ -638,7 +638,9 @@ def findings(rows: list[dict]) -> list[str]:
                    "(seed-study-xce below), nor did 1939 generated queries the teacher labels (GPL-style, "
                    "seed-study-gq: the generated queries help the label-only student, the teacher's KL term "
                    "still costs), nor labels corrected so that no judged negative outranks the judged "
-                   "positive (seed-study-floor: half the gap, still below on every seed); a teacher far "
+                   "positive (seed-study-floor: half the gap, still below on every seed). The distilled "
+                   "data path with KL off loses as much as the full recipe (seed-study-nokl-cpu): the "
+                   "teacher filter drops true hard negatives; a teacher far "
                    "above the student (a large cross-encoder where a network exists) is the lever left "
                    "untested.")
     if ("teacher", "rerank-ls") in by and ("teacher", "rerank") in by:
