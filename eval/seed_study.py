@@ -173,6 +173,13 @@ VARIANTS["kl+infonce-8x2-nokl"] = ("kl+infonce-8x2", {"losses": "kl:0.000001+inf
 # raised to that, the negatives keep the teacher's order. Standard recipe otherwise (kl:1.0+infonce:0.0025, x0.05 teacher). Seeds 42
 # and 43, reported whatever they give.
 VARIANTS["kl+infonce-8x2-floor"] = ("kl+infonce-8x2", {"filter_margin": None, "positive_floor": 0.05})
+# Added after the -floor and -nokl rows and before this ran: the x400 check (loss scale) ran with
+# the teacher filter on, and -nokl shows the filter alone costs as much as the whole gap, so that
+# check could not see a scale effect. With the filter off, -floor differs from the control only
+# in its (corrected) KL term and the 0.0025 loss scale. This row is -floor at the control's loss
+# magnitude (KL 400, InfoNCE 1). Seeds 42 and 43 on 2 CPU cores, reported whatever it gives.
+VARIANTS["kl+infonce-8x2-floor-x400"] = ("kl+infonce-8x2", {"filter_margin": None, "positive_floor": 0.05,
+                                                            "losses": "kl:400+infonce:1"})
 # The first device sweep ran before ``bench.train_config`` applied None overrides: its "-nofilter"
 # rows trained with the default filter (filter_margin 0.0), as their example counts show
 # (filtered_by_teacher > 0). ``read_rows`` relabels such rows as what was trained.
@@ -194,6 +201,8 @@ LABELS = {**{k: bench.LABEL[k] for k in KINDS},
                                  "weight 1e-6 and InfoNCE weight 1",
           "kl+infonce-8x2-floor": "distilled: KL + InfoNCE, 8 passages, 2 epochs, no teacher filter, "
                                   "labels corrected (qrels positive >= best negative + 1)",
+          "kl+infonce-8x2-floor-x400": "distilled: KL + InfoNCE, 8 passages, 2 epochs, no teacher filter, "
+                                       "labels corrected, loss weights x400 (KL 400, InfoNCE 1)",
           "label-only-8x2-gq": "label-only, 8 passages, 2 epochs, SciFact train + generated queries "
                                "(source document as positive: QGen)",
           "kl+infonce-8x2-gq": "distilled: KL + InfoNCE, 8 passages, 2 epochs, SciFact train + generated "
