@@ -657,7 +657,8 @@ def seed_findings() -> list[str]:
     """The seed studies' comparisons (eval/results/seed-study*.json, test split), when they exist."""
     lines = []
     for name in ("seed-study", "seed-study-cpu", "seed-study-dense-cpu", "seed-study-xce",
-                 "seed-study-x400-cpu", "seed-study-gq", "seed-study-floor", "seed-study-nokl-cpu"):
+                 "seed-study-x400-cpu", "seed-study-gq", "seed-study-floor", "seed-study-nokl-cpu",
+                 "seed-study-floor-x400-cpu"):
         path = OUT / f"{name}.json"
         if not path.is_file():
             continue

@@ -289,6 +289,15 @@ STUDY_NOTES = {
         "z-score unit and was raised to that, the negatives keeping the teacher's order. Seeds 42-46 "
         "on one H200; the label-only rows are the seed-study-xce call's (same image and code; training "
         "there is deterministic per seed)."),
+    "seed-study-floor-x400-cpu": (
+        "Label correction at the control's loss magnitude (VARIANTS kl+infonce-8x2-floor-x400, "
+        "registered before it ran): kl+infonce-8x2-floor (teacher filter off, qrels positive raised to "
+        "its row's best negative + 1 z-score unit in 244 of 809 rows) with loss weights KL 400, InfoNCE "
+        "1, from the base teacher (store runs/bench-distill/stores/2fff8151be9c5336). With the filter "
+        "off it trains on the control's rows (the same sampled negatives for the same positive; where a "
+        "query has several qrels positives the teacher's best-scored one is used, the control takes the "
+        "first by id), so the corrected KL term is the difference. Seeds 42 and 43 on 2 CPU cores; the label-only rows are "
+        "seed-study-cpu.md's (same CPU, same code)."),
     "seed-study-nokl-cpu": (
         "Diagnostic (VARIANTS kl+infonce-8x2-nokl, registered before it ran): the distilled path "
         "(listwise rows from the scaled base store, teacher filter on, WeightedLoss) with KL weight 1e-6 "
