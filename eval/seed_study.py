@@ -297,8 +297,9 @@ STUDY_NOTES = {
         "1, from the base teacher (store runs/bench-distill/stores/2fff8151be9c5336). With the filter "
         "off it trains on the control's rows (the same sampled negatives for the same positive; where a "
         "query has several qrels positives the teacher's best-scored one is used, the control takes the "
-        "first by id), so the corrected KL term is the difference. Seeds 42 and 43 on 2 CPU cores; the label-only rows are "
-        "seed-study-cpu.md's (same CPU, same code)."),
+        "first by id), so the corrected KL term is the difference. Seeds 42 and 43 on 2 CPU cores, then "
+        "seed 44 (added after seeing 42 and 43, before it ran); the label-only rows are seed-study-cpu.md's "
+        "and, for seed 44, seed-study-dense-cpu.md's (same CPU, same code)."),
     "seed-study-nokl-cpu": (
         "Diagnostic (VARIANTS kl+infonce-8x2-nokl, registered before it ran): the distilled path "
         "(listwise rows from the scaled base store, teacher filter on, WeightedLoss) with KL weight 1e-6 "
