@@ -150,6 +150,18 @@ def row_config(family: str, kind: str) -> dict[str, Any]:
 # Environment
 
 
+def run_command(handler, args) -> int:
+    """Run an eval script's subcommand: bad input (a project error, a missing file, a bad value)
+    prints one ``error:`` line and exits 2, without a traceback."""
+    from retrieval_kd.errors import RkdError
+
+    try:
+        return handler(args)
+    except (RkdError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def environment() -> dict[str, Any]:
     from importlib.metadata import version
 

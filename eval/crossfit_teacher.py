@@ -303,13 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("teacher")
     r.add_argument("--name", default="crossfit-teacher")
     args = ap.parse_args(argv)
-    from retrieval_kd.errors import RkdError
-
-    try:
-        return {"folds": folds, "teacher": teacher, "report": report}[args.cmd](args)
-    except (RkdError, OSError, ValueError) as e:  # one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return bench.run_command({"folds": folds, "teacher": teacher, "report": report}[args.cmd], args)
 
 
 if __name__ == "__main__":

@@ -194,13 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", required=True)
     d.add_argument("--source", default="", help="the BEIR folder to extend (default: SciFact's)")
     args = ap.parse_args(argv)
-    from retrieval_kd.errors import RkdError
+    from bench_distill import run_command
 
-    try:
-        return {"generate": generate, "dataset": dataset}[args.cmd](args)
-    except (RkdError, OSError, ValueError) as e:  # one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command({"generate": generate, "dataset": dataset}[args.cmd], args)
 
 
 if __name__ == "__main__":

@@ -654,15 +654,9 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("dst")
         c.set_defaults(dtype=dtype)
     args = ap.parse_args(argv)
-    from retrieval_kd.errors import RkdError
-
-    try:
-        if args.cmd.startswith("init-"):
-            return convert_init(args.src, args.dst, args.dtype)
-        return {"train": train_rows, "evaluate": evaluate, "dev-stores": dev_stores}[args.cmd](args)
-    except (RkdError, OSError, ValueError) as e:  # one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.cmd.startswith("init-"):
+        return bench.run_command(lambda a: convert_init(a.src, a.dst, a.dtype), args)
+    return bench.run_command({"train": train_rows, "evaluate": evaluate, "dev-stores": dev_stores}[args.cmd], args)
 
 
 if __name__ == "__main__":
