@@ -75,3 +75,13 @@ def test_validate_reports_missing_qrels_ids(tmp_path):
     r = rkd("data", "validate", str(ds), cwd=tmp_path)
     assert r.returncode == 0
     assert "1 qrels judgements name documents absent from the corpus" in " ".join(r.stderr.split())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--positive-floor", "abc"], "Invalid value for '--positive-floor'"),
+    (["retrieve", "bm25", "-d", "x", "-k", "3"], "No such option: -k"),
+])
+def test_bad_options_are_usage_errors_without_traceback(tmp_path, args, needle):
+    r = rkd(*args, cwd=tmp_path)
+    assert r.returncode == 2 and needle in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 4

@@ -45,6 +45,24 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _usage_errors() -> tuple[type, ...]:
+    """Click's exception class, and the copy of click that newer typer releases vendor."""
+    out: list[type] = []
+    try:
+        import click
+
+        out.append(click.ClickException)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from typer._click.exceptions import ClickException
+
+        out.append(ClickException)
+    except ImportError:  # typer that uses click itself
+        pass
+    return tuple(out)
+
+
 def main() -> None:
     _quiet_libraries()
     try:
@@ -57,13 +75,9 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         console.print("aborted")
         sys.exit(130)
-    except Exception as e:
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except _usage_errors() as e:  # a bad option or value: click's usage message, no traceback
+        e.show()
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":
