@@ -170,8 +170,8 @@ VARIANTS["kl+infonce-8x2-nokl"] = ("kl+infonce-8x2", {"losses": "kl:0.000001+inf
 # (a judged-irrelevant passage at or above the judged positive: 244 of the 809 train rows).
 # This row keeps every negative (filter off) and corrects the labels instead: a qrels positive
 # below its row's best negative + 1.0 z-score unit (0.05 in the x0.05 store the row reads) is
-# raised to that, the negatives keep the teacher's order. Standard recipe otherwise (kl:1.0+infonce:0.0025, x0.05 teacher). Seeds 42
-# and 43, reported whatever they give.
+# raised to that, the negatives keep the teacher's order. Standard recipe otherwise
+# (kl:1.0+infonce:0.0025, x0.05 teacher). Seeds 42 and 43, reported whatever they give.
 VARIANTS["kl+infonce-8x2-floor"] = ("kl+infonce-8x2", {"filter_margin": None, "positive_floor": 0.05})
 # Added after the -floor and -nokl rows and before this ran: the x400 check (loss scale) ran with
 # the teacher filter on, and -nokl shows the filter alone costs as much as the whole gap, so that
@@ -506,7 +506,10 @@ def evaluate(args: argparse.Namespace) -> int:
         if not rows:
             raise ValueError(f"--kinds: no rows of {args.kinds} in the runs")
     if args.seeds:
-        keep_seeds = {int(x) for x in args.seeds.split(",")}
+        try:
+            keep_seeds = {int(x) for x in args.seeds.split(",")}
+        except ValueError:
+            raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
         rows = [r for r in rows if r["seed"] is None or r["seed"] in keep_seeds]
     split = rows[0].get("eval_split", "test")
     ds = dev_split() if split == "dev" else load_dataset(bench.DATASET, "test")
