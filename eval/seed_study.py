@@ -181,6 +181,11 @@ VARIANTS["kl+infonce-8x2-floor"] = ("kl+infonce-8x2", {"filter_margin": None, "p
 # (seed 44 added after those two, 0.7007 and 0.7073 against 0.7025 and 0.7060, before it ran).
 VARIANTS["kl+infonce-8x2-floor-x400"] = ("kl+infonce-8x2", {"filter_margin": None, "positive_floor": 0.05,
                                                             "losses": "kl:400+infonce:1"})
+# Its GPU check (seed-study-floor-x400, H200), written before it ran: primary, seeds 42-46 against
+# the seed-study-xce call's H200 control rows; then label-only seed 42 again (does the control
+# reproduce on a fresh H200?); then seeds 47-51 of both rows (more power; reported together with
+# 42-46 as a 10-seed result). Point 1 counts as shown only if the 10-seed distilled mean is above
+# the control with the paired t-test p < 0.05 and above on most seeds; otherwise it is not shown.
 # The first device sweep ran before ``bench.train_config`` applied None overrides: its "-nofilter"
 # rows trained with the default filter (filter_margin 0.0), as their example counts show
 # (filtered_by_teacher > 0). ``read_rows`` relabels such rows as what was trained.
