@@ -651,8 +651,8 @@ def findings(rows: list[dict]) -> list[str]:
                    "seed-study-gq: the generated queries help the label-only student, the teacher's KL term "
                    "still costs), nor labels corrected so that no judged negative outranks the judged "
                    "positive (seed-study-floor: half the gap, still below on every seed; at the control's "
-                   "loss magnitude +0.003 above it over 3 CPU seeds, p = 0.29, within noise: "
-                   "seed-study-floor-x400-cpu). The distilled "
+                   "loss magnitude +0.003 above it over 3 CPU seeds, seed-study-floor-x400-cpu, and level "
+                   "with it over 10 H200 seeds, -0.001, p = 0.71, seed-study-floor-x400). The distilled "
                    "data path with KL off loses as much as the full recipe (seed-study-nokl-cpu): the "
                    "teacher filter drops true hard negatives; a teacher far "
                    "above the student (a large cross-encoder where a network exists) is the lever left "
@@ -672,7 +672,7 @@ def seed_findings() -> list[str]:
     lines = []
     for name in ("seed-study", "seed-study-cpu", "seed-study-dense-cpu", "seed-study-xce",
                  "seed-study-x400-cpu", "seed-study-gq", "seed-study-floor", "seed-study-nokl-cpu",
-                 "seed-study-floor-x400-cpu"):
+                 "seed-study-floor-x400-cpu", "seed-study-floor-x400"):
         path = OUT / f"{name}.json"
         if not path.is_file():
             continue

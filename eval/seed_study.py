@@ -59,6 +59,11 @@ What produced the committed results (stores: runs/bench-distill/stores, see benc
     #   STORES="scaled=.dev/stores/2fff8151be9c5336" KINDS=kl+infonce-8x2-floor SEEDS=42,43,44,45,46
     python eval/seed_study.py evaluate XCE/s/runs.jsonl.gz FLOOR/s/runs.jsonl.gz \
         --kinds label-only-8x2,kl+infonce-8x2-floor --name seed-study-floor
+    # its GPU check (seed-study-floor-x400, H200): eval/seed_device.sh with STORES="scaled=... base=..."
+    #   KINDS=kl+infonce-8x2-floor-x400 SEEDS=42,...,46 (FX), then KINDS=label-only-8x2 SEEDS=42 and
+    #   KINDS=kl+infonce-8x2-floor-x400,label-only-8x2 SEEDS=47,...,51 in one more call (FX2)
+    python eval/seed_study.py evaluate XCE/s/runs.jsonl.gz FX/s/runs.jsonl.gz FX2/s/runs.jsonl.gz \
+        --kinds label-only-8x2,kl+infonce-8x2-floor-x400 --name seed-study-floor-x400
     # the diagnostic (seed-study-nokl-cpu), on 2 CPU cores:
     python eval/seed_study.py train --init minilm-l6 --store scaled=2fff8151be9c5336 \
         --kinds kl+infonce-8x2-nokl --seeds 42,43 --out OUT6
@@ -305,6 +310,14 @@ STUDY_NOTES = {
         "first by id), so the corrected KL term is the difference. Seeds 42 and 43 on 2 CPU cores, then "
         "seed 44 (added after seeing 42 and 43, before it ran); the label-only rows are seed-study-cpu.md's "
         "and, for seed 44, seed-study-dense-cpu.md's (same CPU, same code)."),
+    "seed-study-floor-x400": (
+        "The GPU check of seed-study-floor-x400-cpu, as registered before it ran (comment above "
+        "VARIANTS kl+infonce-8x2-floor-x400): the same row on one H200, seeds 42-46 (primary: 0.6998 vs "
+        "0.7037, -0.0039, p = 0.20, below on 4 of 5 seeds), then label-only seed 42 again on the fresh "
+        "machine (it reproduced the seed-study-xce call's row: same training loss, scores within 6e-7, "
+        "same nDCG@10), then seeds 47-51 of both rows. Label-only seeds 42-46 are the seed-study-xce "
+        "call's rows, 47-51 this call's. The decision rule (10-seed mean above the control with p < "
+        "0.05 and above on most seeds) is not met: the row is level with the control."),
     "seed-study-nokl-cpu": (
         "Diagnostic (VARIANTS kl+infonce-8x2-nokl, registered before it ran): the distilled path "
         "(listwise rows from the scaled base store, teacher filter on, WeightedLoss) with KL weight 1e-6 "
