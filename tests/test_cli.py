@@ -72,7 +72,7 @@ def test_validate_reports_missing_qrels_ids(tmp_path):
     ds = write_beir(tmp_path / "tiny")
     with open(ds / "qrels" / "test.tsv", "a") as f:
         f.write("q1\tmissing-doc\t1\n")
-    r = rkd("data", "validate", str(ds), cwd=tmp_path)
+    r = rkd("data", "validate", str(ds), "-s", "test", cwd=tmp_path)
     assert r.returncode == 0
     assert "1 qrels judgements name documents absent from the corpus" in " ".join(r.stderr.split())
 

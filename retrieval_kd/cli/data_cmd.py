@@ -27,7 +27,7 @@ def list_datasets() -> None:
 @app.command("validate")
 def validate(
     dataset: str = typer.Argument(..., help="Registered name or a dataset directory."),
-    split: str = typer.Option("test", help="Split whose qrels to check."),
+    split: str = typer.Option("test", "--split", "-s", help="Split whose qrels to check."),
 ) -> None:
     """Load a dataset strictly and report problems (bad lines and duplicates are errors)."""
     ds = load_dataset(dataset, split)

@@ -7,8 +7,15 @@ from pathlib import Path
 import typer
 
 from retrieval_kd.data.registry import load_dataset
+from retrieval_kd.errors import RkdError
 from retrieval_kd.eval.metrics import DEFAULT_METRICS, evaluate_run
-from retrieval_kd.eval.results import load_run_with_provenance, markdown_table, result_record, write_results
+from retrieval_kd.eval.results import (
+    load_run_with_provenance,
+    markdown_table,
+    result_record,
+    unique_names,
+    write_results,
+)
 from retrieval_kd.progress import console
 
 
@@ -26,10 +33,13 @@ def eval_runs(
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     ds = load_dataset(dataset, split)
     records = []
-    for path in runs:
-        name, run, system = load_run_with_provenance(path)
-        scores = evaluate_run(ds.qrels, run, names, ignore_identical_ids=ignore_identical_ids)
-        records.append(result_record(name, scores, ds, system, names, ignore_identical_ids,
+    loaded = [load_run_with_provenance(path) for path in runs]
+    for path, sys_name, (_, run, system) in zip(runs, unique_names(loaded, runs), loaded):
+        try:
+            scores = evaluate_run(ds.qrels, run, names, ignore_identical_ids=ignore_identical_ids)
+        except RkdError as e:
+            raise RkdError(f"{path}: {e}") from None
+        records.append(result_record(sys_name, scores, ds, system, names, ignore_identical_ids,
                                      len(run)))
     typer.echo(markdown_table(records))
     if out:

@@ -66,7 +66,9 @@ def _usage_errors() -> tuple[type, ...]:
 def main() -> None:
     _quiet_libraries()
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # without standalone mode click returns typer.Exit's code
+        if isinstance(rc, int) and not isinstance(rc, bool) and rc:
+            sys.exit(rc)
     except RkdError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)

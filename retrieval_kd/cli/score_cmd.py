@@ -73,7 +73,7 @@ def score(
     teacher_file: Path = typer.Option(None, "--teacher-file", "-t", help="Teacher spec (YAML)."),
     teacher: str = typer.Option(None, "--teacher", help=KIND_HELP),
     model: str = typer.Option(None, "--model", "-m", help="Short name, HF id, path (or served model)."),
-    member: list[str] = typer.Option([], "--member", help="Ensemble member KIND[:MODEL][@WEIGHT]."),
+    member: list[str] = typer.Option([], "--member", help="Ensemble member KIND[:MODEL]\\[@WEIGHT]."),
     normalization: str = typer.Option("zscore", help="Ensemble per-query normalisation."),
     max_length: int = typer.Option(None), dtype: str = typer.Option(None),
     template: str = typer.Option(None, help="LLM prompt with {query} and {passage}."),
@@ -164,6 +164,7 @@ def export(store: Path, fmt: str = typer.Argument(..., metavar="FORMAT"), out: P
     from retrieval_kd.scores.store import ScoreStore
 
     s = ScoreStore(store)
+    s.require_complete("exporting it")
     ds = load_dataset(dataset, s.manifest["inputs"]["split"]) if dataset else None
     n = export_scores(s.table(), fmt, out, dataset=ds, tag=tag)
     console.print(f"wrote {n:,} records to {out}")

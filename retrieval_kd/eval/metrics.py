@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from retrieval_kd.data.types import Qrels, Run
+from retrieval_kd.errors import RkdError
 
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000", "map")
 
@@ -34,10 +35,16 @@ def evaluate_run(
         run = drop_identical_ids(run)
     judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
     run = {q: dict(run.get(q, {})) for q in judged}
+    if not any(run.values()):  # ranx fails on a run with no retrieved document at all
+        raise RkdError(f"the run retrieves nothing for any of the {len(judged)} judged queries "
+                       "(no query id in common with the qrels: wrong dataset or split?)")
     rq, rr = RQrels(judged), RRun(run)
     with warnings.catch_warnings():  # numba's uint64->int64 cast note on ranx's kernels
         warnings.filterwarnings("ignore", message=".*unsafe cast.*")
-        out = evaluate(rq, rr, list(metrics), make_comparable=True, return_mean=not per_query)
+        try:
+            out = evaluate(rq, rr, list(metrics), make_comparable=True, return_mean=not per_query)
+        except ValueError as e:  # ranx: "Metric X not supported."
+            raise RkdError(f"metrics {','.join(metrics)}: {e}") from None
     if not isinstance(out, dict):  # ranx returns a bare value for a single metric
         out = {metrics[0]: out}
     if per_query:

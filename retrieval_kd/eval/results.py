@@ -32,6 +32,13 @@ def system_name(run_file: Path, manifest: dict[str, Any] | None) -> str:
     return run_file.parent.name if run_file.name == RUN_FILE else run_file.stem
 
 
+def unique_names(loaded: list[tuple[str, Run, dict[str, Any]]], paths: list[Path]) -> list[str]:
+    """System names for a results table: where two runs share a name (every ``rkd retrieve
+    bm25`` run is "bm25"), each of those is told apart by the path it was given as."""
+    names = [n for n, _, _ in loaded]
+    return [f"{n} ({p})" if names.count(n) > 1 else n for n, p in zip(names, paths)]
+
+
 def load_run_with_provenance(path: str | Path) -> tuple[str, Run, dict[str, Any]]:
     """Read a run and describe the system that produced it (from its manifest, if any)."""
     run_file, man = locate_run(path)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrieval_kd.models.resolve import ModelRef, resolve_model
+from retrieval_kd.models.resolve import ModelRef, require_model_type, resolve_model
 from retrieval_kd.retrieve.dense import DenseParams, encode_texts, load_encoder
 
 Family = Literal["dense", "splade", "colbert"]
@@ -85,6 +85,7 @@ class SpladeEncoder:
 
         _quiet_hf()
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
+        require_model_type(self.ref, "SparseEncoder", "a SPLADE index")
         self.params = params or SpladeParams()
         self.se = SparseEncoder(self.ref.location, device=_device(self.params.device))
         if self.params.max_seq_length:

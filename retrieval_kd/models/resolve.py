@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrieval_kd.artifacts import sha256_file
+from retrieval_kd.errors import RkdError
 from retrieval_kd.models.registry import model_registry
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -69,3 +70,25 @@ def resolve_model(ref: str, *, fetch_missing: bool = True) -> ModelRef:
     except Exception:  # no cache, malformed id: provenance stays unknown
         pass
     return ModelRef(ref, ref, ref, sha, None)
+
+
+def saved_model_type(folder: str | Path) -> str | None:
+    """``SentenceTransformer`` / ``SparseEncoder`` / ... for a saved ST folder, None for anything else."""
+    import json
+
+    folder = Path(folder)
+    if not (folder / "modules.json").is_file():
+        return None
+    cfg = folder / "config_sentence_transformers.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "SentenceTransformer")
+    return "SentenceTransformer"
+
+
+def require_model_type(ref: ModelRef, expected: str, use: str) -> None:
+    """A saved sentence-transformers folder of another class (a SPLADE model given where a dense
+    one is needed, say) is an error instead of a silently wrong model; plain Hugging Face folders
+    and hub ids pass (sentence-transformers wraps them)."""
+    kind = saved_model_type(ref.location) if Path(ref.location).is_dir() else None
+    if kind is not None and kind != expected:
+        raise RkdError(f"{ref.ref}: a saved {kind}, but {use} needs a {expected}")

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import Node
 
-from retrieval_kd.errors import DataError
+from retrieval_kd.errors import DataError, RkdError
 from retrieval_kd.pipeline.schema import (
     REF_SECTIONS,
     STUDENT_REF,
@@ -22,7 +22,7 @@ from retrieval_kd.pipeline.schema import (
     ScoreEntry,
     StudentEntry,
 )
-from retrieval_kd.pipeline.yamlloc import load_yaml, locate
+from retrieval_kd.yamlloc import load_yaml, locate
 
 
 class PipelineError(DataError):
@@ -341,6 +341,9 @@ def _train_config_problems(lp: LoadedPipeline, name: str, s: StudentEntry) -> li
            "split": s.split, "teacher": s.teacher, "loss": s.loss, "params": s.params}
     try:
         TrainConfig(**train_config_data(cfg, None, Path("/nonexistent")))
+    except RkdError as e:  # the loss string's own parser (parse_losses)
+        where = (*loc, "loss") if s.loss is not None else loc
+        out.append((lp.line(*where), f"{_dotted(where)}: {e}"))
     except ValidationError as e:
         for err in e.errors():
             eloc = tuple(err["loc"])

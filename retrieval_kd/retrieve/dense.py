@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval_kd.data.types import Corpus, Queries, Run
-from retrieval_kd.models.resolve import ModelRef
+from retrieval_kd.models.resolve import ModelRef, require_model_type
 
 
 class DenseParams(BaseModel):
@@ -31,6 +31,7 @@ def load_encoder(model: ModelRef, params: DenseParams):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress covers loading
+    require_model_type(model, "SentenceTransformer", "a dense encoder")
     st = SentenceTransformer(model.location, device=params.device)
     if params.max_seq_length:
         st.max_seq_length = params.max_seq_length

@@ -21,9 +21,12 @@ class Candidate:
 
 
 def build_candidates(ds: Dataset, run: Run, top_k: int, add_positives: bool = False) -> list[Candidate]:
-    """Candidates in query order (the dataset's), then run rank; forced positives last."""
+    """Candidates in query order (the dataset's), then run rank; forced positives last. Only the
+    run's queries: a query the run leaves out gets no candidates, forced positives included."""
     out: list[Candidate] = []
     for qid in ds.queries.ids():
+        if qid not in run:
+            continue
         judged = ds.qrels.get(qid, {})
         seen = set()
         for r, (did, _) in enumerate(sorted_hits(run.get(qid, {}))[:top_k], 1):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +86,13 @@ class ScoreStore:
     def complete(self) -> bool:
         return self.manifest.get("status") == "complete"
 
+    def require_complete(self, use: str) -> None:
+        """Raise a one-line error unless the store is complete (``use``: what needs it)."""
+        status = self.manifest.get("status", "incomplete")
+        if status != "complete":
+            raise RkdError(f"{self.path}: score store is {status}; finish it with `rkd score` "
+                           f"(or merge its shards) before {use}")
+
     def parts(self) -> list[tuple[int, int, Path]]:
         d = self.path / SCORES_DIR
         found = []
@@ -149,52 +157,57 @@ def score_into_store(
         return store
     chunk_size = prior["params"]["chunk_size"] if prior else chunk_size  # resume with the same chunks
     scores_dir = path / SCORES_DIR
-    scores_dir.mkdir(parents=True, exist_ok=True)
-    _clean_temp(scores_dir)
-    record = manifest(
-        "scores", inputs={**fps, "dataset_protocol": ds.protocol()},
-        params={**(params or {}), "chunk_size": chunk_size},
-        store_id=sid, teacher=teacher_identity,
-        shard={"index": shard[0], "count": shard[1]} if shard else None,
-        status="running", n_rows=len(mine),
-    )
-    if prior:
-        record["created"] = prior["created"]
-        record["sessions"] = prior.get("sessions", [])
-    write_json(path / MANIFEST, record)
-
     chunks = query_chunks(mine, chunk_size)
     done = {(a, b) for a, b, _ in store.parts()}
     unknown = done - set(chunks)
     if unknown:
         raise IntegrityError(f"{scores_dir}: parts {sorted(unknown)[:3]} do not match this request's chunks")
     pending = [c for c in chunks if c not in done]
-    finished = sum(b - a for a, b in done)
-    if on_progress:
-        on_progress(finished, len(mine))
+    # the teacher loads before anything is written: a model that cannot load leaves no store
+    teacher = _load_teacher(teacher_factory, ds) if pending else None
+    created = not path.exists()
     t0, scored = time.perf_counter(), 0
-    if pending:
-        teacher = teacher_factory()
-        teacher.prepare(ds.corpus)
-        try:
-            for a, b in pending:
-                part = mine[a:b]
-                pairs = [Pair(c.qid, c.docid, ds.queries.texts[c.qid], ds.corpus.docs[c.docid].joined())
-                         for c in part]
-                scores = teacher.score(pairs)
-                if len(scores) != len(pairs):
-                    raise RkdError(f"teacher returned {len(scores)} scores for {len(pairs)} pairs")
-                _write_part(scores_dir, a, b, pa.table({
-                    "qid": [c.qid for c in part], "docid": [c.docid for c in part],
-                    "score": pa.array(scores, pa.float64()),
-                    "rank": [c.rank for c in part], "label": [c.label for c in part],
-                    "q_hash": [text_hash(p.query) for p in pairs],
-                    "p_hash": [text_hash(p.passage) for p in pairs],
-                }, schema=STORE_SCHEMA))
-                scored += len(pairs)
-                if on_progress:
-                    on_progress(len(pairs), len(mine))
-        finally:
+    try:
+        scores_dir.mkdir(parents=True, exist_ok=True)
+        _clean_temp(scores_dir)
+        record = manifest(
+            "scores", inputs={**fps, "dataset_protocol": ds.protocol()},
+            params={**(params or {}), "chunk_size": chunk_size},
+            store_id=sid, teacher=teacher_identity,
+            shard={"index": shard[0], "count": shard[1]} if shard else None,
+            status="running", n_rows=len(mine),
+        )
+        if prior:
+            record["created"] = prior["created"]
+            record["sessions"] = prior.get("sessions", [])
+        write_json(path / MANIFEST, record)
+        finished = sum(b - a for a, b in done)
+        if on_progress:
+            on_progress(finished, len(mine))
+        t0 = time.perf_counter()
+        for a, b in pending:
+            part = mine[a:b]
+            pairs = [Pair(c.qid, c.docid, ds.queries.texts[c.qid], ds.corpus.docs[c.docid].joined())
+                     for c in part]
+            scores = teacher.score(pairs)
+            if len(scores) != len(pairs):
+                raise RkdError(f"teacher returned {len(scores)} scores for {len(pairs)} pairs")
+            _write_part(scores_dir, a, b, pa.table({
+                "qid": [c.qid for c in part], "docid": [c.docid for c in part],
+                "score": pa.array(scores, pa.float64()),
+                "rank": [c.rank for c in part], "label": [c.label for c in part],
+                "q_hash": [text_hash(p.query) for p in pairs],
+                "p_hash": [text_hash(p.passage) for p in pairs],
+            }, schema=STORE_SCHEMA))
+            scored += len(pairs)
+            if on_progress:
+                on_progress(len(pairs), len(mine))
+    except BaseException:
+        if created and not store.parts():  # nothing scored: leave no empty "running" store behind
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    finally:
+        if teacher is not None:
             teacher.close()
     elapsed = time.perf_counter() - t0
     check_rows(store, len(mine))
@@ -204,6 +217,17 @@ def score_into_store(
          "pairs_per_s": round(scored / elapsed, 2) if scored and elapsed > 0 else None}]
     write_json(path / MANIFEST, record)
     return store
+
+
+def _load_teacher(factory: Callable[[], Teacher], ds: Dataset) -> Teacher:
+    """Build the teacher and let it see the corpus (closed again if that fails)."""
+    teacher = factory()
+    try:
+        teacher.prepare(ds.corpus)
+    except BaseException:
+        teacher.close()
+        raise
+    return teacher
 
 
 def check_rows(store: ScoreStore, expected: int) -> None:

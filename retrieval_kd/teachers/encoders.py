@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kd.models.resolve import resolve_model
+from retrieval_kd.models.resolve import require_model_type, resolve_model
 from retrieval_kd.teachers.base import Pair, Teacher
 from retrieval_kd.teachers.torch_utils import pick_device, set_threads
 
@@ -59,6 +59,7 @@ class BiEncoderTeacher(Teacher):
 
         set_threads(threads)
         self.ref = resolve_model(model)
+        require_model_type(self.ref, "SentenceTransformer", "a bi-encoder teacher")
         self.st = SentenceTransformer(self.ref.location, device=pick_device(device))
         if max_length:
             self.st.max_seq_length = max_length
@@ -92,6 +93,7 @@ class SpladeTeacher(Teacher):
 
         set_threads(threads)
         self.ref = resolve_model(model)
+        require_model_type(self.ref, "SparseEncoder", "a SPLADE teacher")
         self.se = SparseEncoder(self.ref.location, device=pick_device(device))
         if max_length:
             self.se.max_seq_length = max_length

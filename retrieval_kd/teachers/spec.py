@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from retrieval_kd.errors import DataError
+from retrieval_kd.errors import DataError, RkdError
 from retrieval_kd.retrieve.bm25 import BM25Params
 from retrieval_kd.teachers.base import Teacher
 
@@ -77,7 +77,8 @@ class LLMSpec(_Spec):
 
 class MemberSpec(_Spec):
     teacher: TeacherSpec
-    weight: float = 1.0
+    weight: float = Field(1.0, gt=0)
+    """The member's share of the (normalised) sum; a negative weight would flip the teacher."""
 
 
 class EnsembleSpec(_Spec):
@@ -109,6 +110,8 @@ def parse_teacher(data: dict, source: str = "<teacher spec>") -> TeacherSpec:
 
 def load_teacher_file(path: str | Path) -> TeacherSpec:
     path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "teacher spec file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -121,7 +124,19 @@ def load_teacher_file(path: str | Path) -> TeacherSpec:
 
 
 def build_teacher(spec: TeacherSpec) -> Teacher:
-    """Instantiate the teacher a spec describes (models are resolved and loaded here)."""
+    """Instantiate the teacher a spec describes (models are resolved and loaded here); a model
+    that cannot load (not on disk, no network for a hub id, wrong format) is one clear error."""
+    try:
+        return _build(spec)
+    except (OSError, ValueError) as e:
+        model = getattr(spec, "model", None)
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise RkdError(f"cannot load the {spec.kind} teacher" + (f" '{model}'" if model else "")
+                       + f": {first}") from None
+
+
+def _build(spec: TeacherSpec) -> Teacher:
     args = spec.model_dump(exclude={"kind"})
     if isinstance(spec, CrossEncoderSpec):
         from retrieval_kd.teachers.cross_encoder import CrossEncoderTeacher

@@ -24,7 +24,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retrieval_kd.errors import DataError, RkdError
@@ -188,25 +187,69 @@ class TrainConfig(BaseModel):
         return [t.name for t in self.losses]
 
 
+# YAML keys named as the ``rkd train`` flags, mapped to the config's fields
+FLAG_KEYS = {"loss": "losses"}
+
+
+def _flag_keys(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Accept the flags' names in a YAML config: ``loss``, ``label_only``, ``no_filter``."""
+    data = dict(data)
+    for flag, field in FLAG_KEYS.items():
+        if flag in data:
+            if field in data:
+                raise RkdError(f"{where}: give '{flag}' or '{field}', not both")
+            data[field] = data.pop(flag)
+    if data.pop("label_only", False):
+        data["teacher"] = "none"
+    if data.pop("no_filter", False):
+        data["filter_margin"] = None
+    return data
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Read a YAML config (optional) and apply ``overrides`` (``None`` values are ignored)."""
+    """Read a YAML config (optional; keys are TrainConfig fields or the ``rkd train`` flags'
+    names) and apply ``overrides`` (``None`` values are ignored). A bad setting is an error
+    naming the file and its line."""
+    from retrieval_kd.yamlloc import load_yaml
+
     data: dict[str, Any] = {}
+    node = None
     where = "command line"
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise DataError(path, "config file not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise DataError(path, f"not valid YAML: {e}") from None
+        data, node = load_yaml(path)
+        data = data or {}
         if not isinstance(data, dict):
             raise DataError(path, "expected a mapping of settings")
         where = str(path)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+        data = _flag_keys(data, where)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data.update(given)
     try:
         return TrainConfig(**data)
+    except RkdError as e:  # parse_losses: the loss text
+        raise DataError(where, str(e), None if "losses" in given else _key_line(node, ("losses",))) from None
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}"
-                             for err in e.errors())
-        raise RkdError(f"{where}: {problems}") from None
+        errs = e.errors()
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'config'}: "
+                             f"{err['msg'].removeprefix('Value error, ')}" for err in errs)
+        loc = tuple(errs[0]["loc"]) if errs else ()
+        line = None if loc and loc[0] in given else _key_line(node, loc)
+        raise DataError(where, problems, line) from None
+
+
+def _key_line(node: Any, loc: tuple) -> int | None:
+    """The line of a config key (or the flag-named key standing for it), if the file has it."""
+    from yaml.nodes import MappingNode
+
+    from retrieval_kd.yamlloc import locate
+
+    if not isinstance(node, MappingNode) or not loc:
+        return None
+    names = {str(loc[0]), *(f for f, field in FLAG_KEYS.items() if field == loc[0])}
+    for k, _ in node.value:
+        if getattr(k, "value", None) in names:
+            return locate(node, [k.value, *loc[1:]])
+    return None

@@ -83,10 +83,8 @@ def load_inputs(cfg: TrainConfig) -> TrainInputs:
 
     stores = [ScoreStore(Path(p)) for p in cfg.scores]
     manifests = [s.manifest for s in stores]  # raises NotFoundError for a folder that is no store
-    for s, m in zip(stores, manifests):
-        if m.get("status") != "complete":
-            raise RkdError(f"{s.path}: score store is {m.get('status', 'incomplete')}; "
-                           "finish it with `rkd score` (or merge its shards) first")
+    for s in stores:
+        s.require_complete("training from it")
     first = manifests[0]["inputs"] if manifests else {}
     name = cfg.dataset or first.get("dataset")
     split = cfg.split or first.get("split")

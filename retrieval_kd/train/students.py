@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval_kd.errors import NotFoundError, RkdError
-from retrieval_kd.models.resolve import ModelRef, resolve_model
+from retrieval_kd.models.resolve import ModelRef, resolve_model, saved_model_type
 
 FAMILY_CLASS = {
     "bi-encoder": "SentenceTransformer",
@@ -41,17 +41,6 @@ def model_class(family: str) -> type:
         return getattr(st, FAMILY_CLASS[family])
     except KeyError:
         raise RkdError(f"unknown student family '{family}' (known: {', '.join(FAMILY_CLASS)})") from None
-
-
-def saved_model_type(folder: str | Path) -> str | None:
-    """``SentenceTransformer`` / ``SparseEncoder`` / ... for a saved ST folder, None for anything else."""
-    folder = Path(folder)
-    if not (folder / "modules.json").is_file():
-        return None
-    cfg = folder / "config_sentence_transformers.json"
-    if cfg.is_file():
-        return json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "SentenceTransformer")
-    return "SentenceTransformer"
 
 
 def transformer_body(folder: str | Path) -> str:
