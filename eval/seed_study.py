@@ -70,6 +70,15 @@ What produced the committed results (stores: runs/bench-distill/stores, see benc
     python eval/seed_study.py evaluate CPU_TEST/runs.jsonl.gz OUT6/runs.jsonl.gz \
         --kinds label-only-8x2,kl+infonce-8x2-nokl --name seed-study-nokl-cpu
 
+    # not run (needs a network): the same test with a teacher far above the student, e.g. an
+    # ensemble of BM25 and a pretrained MS MARCO cross-encoder (any HF id):
+    rkd score -d scifact -s train -c runs/bench-distill/bm25-train-k100 --top-k 20 --positives \
+        --teacher ensemble --member bm25 --member cross-encoder:<HF id> --root runs/bench-distill/stores
+    # scaled copy: bench_distill.scaled_store(Path(<that store>), 0.05); then
+    python eval/seed_study.py train --init minilm-l6 --store scaled=<scaled> --store base=<store> \
+        --kinds label-only-8x2,kl+infonce-8x2-floor-x400 --seeds 42,43,44,45,46,47,48,49,50,51 --out OUT7
+    python eval/seed_study.py evaluate OUT7/runs.jsonl.gz --name seed-study-strong-teacher
+
 (``--store`` takes store folders; the ids above name them.) Each trained row is appended to
 runs.jsonl.gz as its own gzip member as soon as it is done, so a run stopped at a time limit
 keeps every finished row.
