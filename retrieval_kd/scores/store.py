@@ -180,6 +180,10 @@ def score_into_store(
         if prior:
             record["created"] = prior["created"]
             record["sessions"] = prior.get("sessions", [])
+        # what the loaded teacher resolved (an LLM's chat template on or off, its yes/no token ids)
+        loaded = teacher.identity() if teacher is not None else (prior or {}).get("teacher_loaded")
+        if loaded is not None:
+            record["teacher_loaded"] = loaded
         write_json(path / MANIFEST, record)
         finished = sum(b - a for a, b in done)
         if on_progress:

@@ -132,8 +132,15 @@ def build_teacher(spec: TeacherSpec) -> Teacher:
         model = getattr(spec, "model", None)
         text = str(e).strip()
         first = text.splitlines()[0] if text else type(e).__name__
+        hint = ""
+        if model:
+            from retrieval_kd.models.resolve import registered_copy
+
+            copy = registered_copy(model, same_weights=False)
+            if copy is not None:
+                hint = f" (a registered copy, {copy.description}, is short name '{copy.name}')"
         raise RkdError(f"cannot load the {spec.kind} teacher" + (f" '{model}'" if model else "")
-                       + f": {first}") from None
+                       + f": {first}{hint}") from None
 
 
 def _build(spec: TeacherSpec) -> Teacher:
