@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 source scripts/env.sh
 rkd run pipelines/scifact.yaml "$@"
-echo "report: $(pwd)/runs/scifact/report/report.md (and report.html)"
+r=runs/scifact/report/report.md  # (a run limited with --only writes no report)
+if [ -f "$r" ]; then echo "report: $(pwd)/$r (and report.html)"; fi

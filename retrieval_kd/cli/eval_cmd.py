@@ -34,7 +34,7 @@ def eval_runs(
     ds = load_dataset(dataset, split)
     records = []
     loaded = [load_run_with_provenance(path) for path in runs]
-    for path, sys_name, (_, run, system) in zip(runs, unique_names(loaded, runs), loaded):
+    for path, sys_name, (_, run, system) in zip(runs, unique_names([n for n, _, _ in loaded], runs), loaded):
         try:
             scores = evaluate_run(ds.qrels, run, names, ignore_identical_ids=ignore_identical_ids)
         except RkdError as e:

@@ -32,10 +32,9 @@ def system_name(run_file: Path, manifest: dict[str, Any] | None) -> str:
     return run_file.parent.name if run_file.name == RUN_FILE else run_file.stem
 
 
-def unique_names(loaded: list[tuple[str, Run, dict[str, Any]]], paths: list[Path]) -> list[str]:
+def unique_names(names: list[str], paths: list[Path]) -> list[str]:
     """System names for a results table: where two runs share a name (every ``rkd retrieve
     bm25`` run is "bm25"), each of those is told apart by the path it was given as."""
-    names = [n for n, _, _ in loaded]
     return [f"{n} ({p})" if names.count(n) > 1 else n for n, p in zip(names, paths)]
 
 

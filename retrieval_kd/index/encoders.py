@@ -26,7 +26,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrieval_kd.models.resolve import ModelRef, require_model_type, resolve_model
+from retrieval_kd.models.load import load_st_model
+from retrieval_kd.models.resolve import ModelRef, resolve_model
 from retrieval_kd.retrieve.dense import DenseParams, encode_texts, load_encoder
 
 Family = Literal["dense", "splade", "colbert"]
@@ -85,11 +86,9 @@ class SpladeEncoder:
 
         _quiet_hf()
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
-        require_model_type(self.ref, "SparseEncoder", "a SPLADE index")
         self.params = params or SpladeParams()
-        self.se = SparseEncoder(self.ref.location, device=_device(self.params.device))
-        if self.params.max_seq_length:
-            self.se.max_seq_length = self.params.max_seq_length
+        self.se = load_st_model(SparseEncoder, self.ref, "a SPLADE index", device=_device(self.params.device),
+                                max_seq_length=self.params.max_seq_length)
         # the output width, from a probe: SpladePooling learns it on its first forward pass
         self.vocab = int(self.se.encode_query(["probe"], convert_to_sparse_tensor=True).shape[1])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +92,6 @@ def _registered(spec, ref: str, fetch_missing: bool) -> ModelRef:
 
 def saved_model_type(folder: str | Path) -> str | None:
     """``SentenceTransformer`` / ``SparseEncoder`` / ... for a saved ST folder, None for anything else."""
-    import json
-
     folder = Path(folder)
     if not (folder / "modules.json").is_file():
         return None

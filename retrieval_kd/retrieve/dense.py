@@ -8,7 +8,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval_kd.data.types import Corpus, Queries, Run
-from retrieval_kd.models.resolve import ModelRef, require_model_type
+from retrieval_kd.models.load import load_st_model
+from retrieval_kd.models.resolve import ModelRef
 
 
 class DenseParams(BaseModel):
@@ -31,11 +32,8 @@ def load_encoder(model: ModelRef, params: DenseParams):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress covers loading
-    require_model_type(model, "SentenceTransformer", "a dense encoder")
-    st = SentenceTransformer(model.location, device=params.device)
-    if params.max_seq_length:
-        st.max_seq_length = params.max_seq_length
-    return st
+    return load_st_model(SentenceTransformer, model, "a dense encoder", device=params.device,
+                         max_seq_length=params.max_seq_length)
 
 
 def encode_texts(st, texts: list[str], params: DenseParams, prompt: str = "",

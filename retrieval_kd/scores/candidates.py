@@ -29,7 +29,7 @@ def build_candidates(ds: Dataset, run: Run, top_k: int, add_positives: bool = Fa
             continue
         judged = ds.qrels.get(qid, {})
         seen = set()
-        for r, (did, _) in enumerate(sorted_hits(run.get(qid, {}))[:top_k], 1):
+        for r, (did, _) in enumerate(sorted_hits(run[qid])[:top_k], 1):
             if did in ds.corpus.docs:
                 out.append(Candidate(qid, did, r, judged.get(did)))
                 seen.add(did)

@@ -166,7 +166,7 @@ def score_into_store(
     # the teacher loads before anything is written: a model that cannot load leaves no store
     teacher = _load_teacher(teacher_factory, ds) if pending else None
     created = not path.exists()
-    t0, scored = time.perf_counter(), 0
+    scored = 0
     try:
         scores_dir.mkdir(parents=True, exist_ok=True)
         _clean_temp(scores_dir)

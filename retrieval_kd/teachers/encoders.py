@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kd.models.resolve import require_model_type, resolve_model
+from retrieval_kd.models.load import load_st_model
+from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.teachers.base import Pair, Teacher
 from retrieval_kd.teachers.torch_utils import pick_device, set_threads
 
@@ -59,10 +60,8 @@ class BiEncoderTeacher(Teacher):
 
         set_threads(threads)
         self.ref = resolve_model(model)
-        require_model_type(self.ref, "SentenceTransformer", "a bi-encoder teacher")
-        self.st = SentenceTransformer(self.ref.location, device=pick_device(device))
-        if max_length:
-            self.st.max_seq_length = max_length
+        self.st = load_st_model(SentenceTransformer, self.ref, "a bi-encoder teacher",
+                                device=pick_device(device), max_seq_length=max_length)
         self.batch_size, self.normalize = batch_size, normalize
         self.query_prompt, self.doc_prompt = query_prompt, doc_prompt
         self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
@@ -93,10 +92,8 @@ class SpladeTeacher(Teacher):
 
         set_threads(threads)
         self.ref = resolve_model(model)
-        require_model_type(self.ref, "SparseEncoder", "a SPLADE teacher")
-        self.se = SparseEncoder(self.ref.location, device=pick_device(device))
-        if max_length:
-            self.se.max_seq_length = max_length
+        self.se = load_st_model(SparseEncoder, self.ref, "a SPLADE teacher", device=pick_device(device),
+                                max_seq_length=max_length)
         self.batch_size = batch_size
         self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from retrieval_kd.errors import DataError, RkdError
 from retrieval_kd.retrieve.bm25 import BM25Params
 from retrieval_kd.teachers.base import Teacher
+from retrieval_kd.yamlloc import load_yaml
 
 
 class _Spec(BaseModel):
@@ -112,12 +112,7 @@ def load_teacher_file(path: str | Path) -> TeacherSpec:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "teacher spec file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise DataError(path, f"invalid YAML: {getattr(e, 'problem', e)}",
-                        mark.line + 1 if mark else None) from None
+    data, _ = load_yaml(path)  # syntax errors and duplicate keys name their line
     if not isinstance(data, dict):
         raise DataError(path, "a teacher spec must be a mapping with a 'kind'")
     return parse_teacher(data.get("teacher", data), str(path))
