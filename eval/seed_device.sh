@@ -4,7 +4,7 @@
 # Inputs in .dev/: minilm-fp16, data/scifact, and for the -gq kinds data/scifact-gq (its corpus
 # is copied from scifact's here). Each call: pip install of .whl/*.whl into /tmp/site, then
 #   PYTHONPATH=/tmp/site:$PWD STORES=... KINDS=... SEEDS=... bash eval/seed_device.sh python3 $OUT
-# seed-study-gq (H200; run as eval/gq_device.sh, the same steps):
+# seed-study-gq (H200; first run from eval/gq_device.sh, since folded into this script):
 #   STORES="gq=.dev/gq/30cd0f7ce84acff9 gq-scaled=.dev/gq/d816369005c366f2 base=.dev/gq/d9b748a5eaf0ce39"
 #   KINDS=kl+infonce-8x2-gq,label-only-8x2-gq,label-only-8x2 SEEDS=42,43,44 BUDGET_S=530
 PY=${1:-python3}; O=${2:-$OUT}; SMOKE=${3:-}
