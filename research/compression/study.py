@@ -1,0 +1,224 @@
+"""Compression-regime study: cheap students distilled from a teacher far above them, each against
+its label-only twin (same queries, candidate pool, passages per row, epochs, batch and seed).
+
+The plan, the arms and the decision rule are in PLAN.md (written before any number was seen).
+
+    python research/compression/study.py train --store STORE --split dev  --seeds 42,43 --out OUT
+    python research/compression/study.py train --store STORE --split test --seeds 42,43,44 --out OUT
+    python research/compression/study.py evaluate OUT/rows.jsonl.gz --name NAME
+
+``--split dev`` trains on SciFact train without its dev queries (one in five by the sha256 of
+the query id, as eval/seed_study.py) and evaluates on those; ``test`` trains on all of train and
+evaluates on test. Each finished (student, arm, seed) row is appended to rows.jsonl.gz at once
+(its run, training record and timings), so a stopped study keeps its rows and a rerun skips them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "eval"))
+import bench_distill as bench  # noqa: E402
+import seed_study  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Students: family, init, train settings, eval settings (all encode 128 document tokens).
+STUDENTS: dict[str, dict[str, Any]] = {
+    "dense-tiny": {"family": "bi-encoder", "init": "splade-tiny",
+                   "train": {"max_length": 128, "lr": 1e-4},
+                   "eval": {"max_seq_length": 128}},
+    "colbert-tiny": {"family": "colbert", "init": "splade-tiny",
+                     "train": {"max_length": 128, "query_max_length": 32, "colbert_dim": 128, "lr": 1e-4},
+                     "eval": {"query_length": 32, "document_length": 128}},
+    "splade-tiny": {"family": "splade", "init": "splade-tiny",
+                    "train": {"max_length": 128, "lr": 5e-5},
+                    "eval": {"max_seq_length": 128}},
+    "minilm": {"family": "bi-encoder", "init": "minilm-l6",
+               "train": {"max_length": 128, "lr": 2e-5},
+               "eval": {"max_seq_length": 128}},
+}
+# Shared by every row: positive + 7 candidates from BM25 ranks 2-20 per row, 16 rows a batch.
+COMMON: dict[str, Any] = {"split": "train", "batch_size": 16, "warmup": 0.1, "rank_window": [2, 20],
+                          "save_steps": 50, "logging_steps": 10, "epochs": 4}
+# Arms. twin: InfoNCE on the qrels positive, its 7 negatives and the batch's (no teacher).
+# kd-*: the teacher's scores over the same 8 passages; no teacher filter (it drops true hard
+# negatives on SciFact's near-complete qrels), label correction (a judged positive the teacher
+# scores below the row's best negative is raised to it + 1 z-unit).
+ARMS: dict[str, dict[str, Any]] = {
+    "twin": {"teacher": "none", "losses": "infonce", "negatives": 7},
+    "kd-kl": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0},
+    "kd-kl+infonce": {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8, "filter_margin": None,
+                      "positive_floor": 1.0},
+}
+# Per family, where the KL temperature and the teacher's scale differ: a cosine student's logits
+# are 20 x cosine (T = 0.05) and the teacher's z-score sums x0.05 are on that scale; the
+# InfoNCE term is then weighted by T^2 so that neither term swamps the other.
+FAMILY_KD = {
+    "bi-encoder": {"temperature": 0.05, "teacher_scale": 0.05, "infonce_weight": 0.0025},
+    "colbert": {"temperature": 1.0, "teacher_scale": 1.0, "infonce_weight": 1.0},
+    "splade": {"temperature": 1.0, "teacher_scale": 1.0, "infonce_weight": 1.0},
+}
+
+
+def row_train(student: str, arm: str, seed: int) -> dict[str, Any]:
+    """The TrainConfig fields of one row (store, output and dataset are added by the caller)."""
+    s = STUDENTS[student]
+    tr = {**COMMON, **s["train"], **ARMS[arm], "seed": seed}
+    if arm != "twin":
+        kd = FAMILY_KD[s["family"]]
+        tr["temperature"], tr["teacher_scale"] = kd["temperature"], kd["teacher_scale"]
+        if "infonce" in tr["losses"]:
+            tr["losses"] = f"kl:1.0+infonce:{kd['infonce_weight']}"
+    return tr
+
+
+def eval_cfg(student: str) -> dict[str, Any]:
+    return {"init": STUDENTS[student]["init"], "eval": STUDENTS[student]["eval"]}
+
+
+def done_rows(path: Path) -> set[tuple]:
+    if not path.is_file():
+        return set()
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return {(r["student"], r["arm"], r["seed"]) for r in map(json.loads, f)}
+
+
+def train(args: argparse.Namespace) -> int:
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.scores.store import ScoreStore
+    from retrieval_kd.train.stage import train_stage
+
+    store = Path(args.store)
+    ScoreStore(store).manifest  # a missing or broken store fails before any output
+    seeds = [int(s) for s in args.seeds.split(",")]
+    students, arms = args.students.split(","), args.arms.split(",")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / "rows.jsonl.gz"
+    if args.split == "dev":
+        ds = seed_study.dev_split()
+        full = load_dataset(bench.DATASET, "train")
+        keep = {q for q in full.queries.ids() if not seed_study.is_dev(q)}
+        store = bench.scaled_store(store, 1.0, keep)  # the train store without the dev queries
+    else:
+        ds = load_dataset(bench.DATASET, "test")
+    env = seed_study.environment()
+    have = done_rows(dest)
+
+    def emit(rec: dict) -> None:
+        with gzip.open(dest, "at", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    if args.with_init:
+        for student in students:
+            if (student, "init", None) in have:
+                continue
+            fam = STUDENTS[student]["family"]
+            run, info = bench.evaluate_model(fam, None, eval_cfg(student), ds)
+            emit({"student": student, "arm": "init", "seed": None, "split": args.split, "env": env,
+                  "eval": info, "run": run})
+            print(f"{student} init: {info}", flush=True)
+    for seed in seeds:
+        for student in students:
+            for arm in arms:
+                if (student, arm, seed) in have:
+                    continue
+                fam = STUDENTS[student]["family"]
+                tr = row_train(student, arm, seed)
+                model_dir = Path(args.work) / args.split / f"{student}--{arm}--s{seed}"
+                cfg = bench.train_config(fam, STUDENTS[student]["init"], store, model_dir, tr)
+                t0 = time.perf_counter()
+                train_stage(cfg, progress=False)
+                train_s = time.perf_counter() - t0
+                m = json.loads((model_dir / "manifest.json").read_text())
+                run, info = bench.evaluate_model(fam, str(model_dir), eval_cfg(student), ds)
+                emit({"student": student, "arm": arm, "seed": seed, "split": args.split, "env": env,
+                      "store": ScoreStore(store).manifest["store_id"], "train_settings": tr,
+                      "train": {"steps": m["outputs"]["global_step"], "train_loss": m["outputs"]["train_loss"],
+                                "examples": m["examples"], "train_s": round(train_s, 1)},
+                      "eval": info, "run": run})
+                print(f"{student} {arm} s{seed}: trained {train_s:.0f} s, eval {info}", flush=True)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """nDCG@10 per row with ranx; per student, each arm against the twin (paired over queries)."""
+    import numpy as np
+
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.eval.metrics import evaluate_run
+
+    rows = {}
+    for p in args.rows:
+        with gzip.open(p, "rt", encoding="utf-8") as f:
+            for r in map(json.loads, f):
+                rows[(r["student"], r["arm"], r["seed"])] = r
+    split = next(iter(rows.values()))["split"]
+    ds = seed_study.dev_split() if split == "dev" else load_dataset(bench.DATASET, "test")
+    groups: dict[str, dict[str, list[dict]]] = {}
+    for (student, arm, seed), r in sorted(rows.items(), key=lambda x: str(x[0])):
+        pq = evaluate_run(ds.qrels, r["run"], ["ndcg@10"], per_query=True)["ndcg@10"]
+        m = evaluate_run(ds.qrels, r["run"], list(bench.METRICS))
+        groups.setdefault(student, {}).setdefault(arm, []).append(
+            {"seed": seed, "metrics": {k: round(float(v), 4) for k, v in m.items()}, "per_query": {"ndcg@10": pq},
+             "train": r.get("train"), "eval": r.get("eval")})
+    out = {"study": args.name, "split": split, "students": {}}
+    md = [f"# {args.name}: compression regime, distilled vs label-only twin ({split})", "",
+          "| student | arm | seeds | nDCG@10 per seed | mean | sd |", "|---|---|---|---|---:|---:|"]
+    comp_lines = []
+    for student, arms in groups.items():
+        out["students"][student] = {}
+        for arm, rs in arms.items():
+            rs.sort(key=lambda x: (x["seed"] is not None, x["seed"]))
+            v = [x["metrics"]["ndcg@10"] for x in rs]
+            out["students"][student][arm] = [{k: x[k] for k in ("seed", "metrics", "train", "eval")} for x in rs]
+            sd = f"{np.std(v, ddof=1):.4f}" if len(v) > 1 else ""
+            md.append(f"| {student} | {arm} | {', '.join(str(x['seed']) for x in rs)} | "
+                      f"{', '.join(f'{x:.4f}' for x in v)} | {np.mean(v):.4f} | {sd} |")
+        if "twin" in arms:
+            for arm, rs in arms.items():
+                if arm in ("twin", "init"):
+                    continue
+                c = seed_study.seed_comparison({"twin": arms["twin"], arm: rs}, "twin")[0]
+                out["students"][student][f"{arm}-vs-twin"] = c
+                comp_lines.append(f"- {student}: {arm} {c['mean']:.4f} vs twin {c['control_mean']:.4f}, "
+                                  f"delta {c['delta']:+.4f} (per seed "
+                                  f"{', '.join(f'{d:+.4f}' for d in c['per_seed_delta'])}), paired t-test over "
+                                  f"{c['n_queries']} queries: p = {c['p_value']:.3g}")
+    md += ["", *comp_lines]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--store", required=True, help="teacher store over SciFact train (BM25 top-20 + positives)")
+    t.add_argument("--split", choices=("dev", "test"), required=True)
+    t.add_argument("--students", default="dense-tiny,colbert-tiny,splade-tiny")
+    t.add_argument("--arms", default="twin,kd-kl,kd-kl+infonce")
+    t.add_argument("--seeds", default="42")
+    t.add_argument("--with-init", action="store_true")
+    t.add_argument("--out", required=True)
+    t.add_argument("--work", default=str(ROOT / "runs" / "compression"))
+    e = sub.add_parser("evaluate")
+    e.add_argument("rows", nargs="+")
+    e.add_argument("--name", required=True)
+    args = ap.parse_args(argv)
+    return train(args) if args.cmd == "train" else evaluate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
