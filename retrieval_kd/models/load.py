@@ -9,10 +9,12 @@ from retrieval_kd.models.resolve import ModelRef, require_model_type
 
 
 def load_st_model(cls: type, ref: ModelRef, use: str, *, device: str | None = None,
-                  max_seq_length: int | None = None) -> Any:
-    """``cls(ref.location)`` for ``use`` (named in the error), with an optional length override."""
+                  max_seq_length: int | None = None, model_kwargs: dict[str, Any] | None = None) -> Any:
+    """``cls(ref.location)`` for ``use`` (named in the error), with an optional length override
+    and ``model_kwargs`` for the transformer (e.g. its dtype)."""
     require_model_type(ref, cls.__name__, use)
-    model = cls(ref.location, device=device)
+    kw = {"model_kwargs": model_kwargs} if model_kwargs else {}
+    model = cls(ref.location, device=device, **kw)
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model

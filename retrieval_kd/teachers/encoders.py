@@ -15,7 +15,7 @@ import numpy as np
 from retrieval_kd.models.load import load_st_model
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.teachers.base import Pair, Teacher
-from retrieval_kd.teachers.torch_utils import pick_device, set_threads
+from retrieval_kd.teachers.torch_utils import pick_device, resolve_dtype, set_threads, torch_dtype
 
 
 class _EmbeddingCache:
@@ -51,29 +51,42 @@ class _EmbeddingCache:
 
 
 class BiEncoderTeacher(Teacher):
-    """Cosine similarity (or dot product with ``normalize=False``) of ST embeddings."""
+    """Cosine similarity (or dot product with ``normalize=False``) of ST embeddings.
+
+    With ``model_prompts``, an empty prompt is the model's own ``query`` / ``document`` prompt
+    (EmbeddingGemma's); the texts used enter the identity.
+    """
 
     def __init__(self, model: str, batch_size: int = 64, max_length: int | None = None,
                  normalize: bool = True, query_prompt: str = "", doc_prompt: str = "",
-                 threads: int | None = None, device: str | None = None) -> None:
+                 model_prompts: bool = False, dtype: str = "float32", threads: int | None = None,
+                 device: str | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
         set_threads(threads)
         self.ref = resolve_model(model)
-        self.st = load_st_model(SentenceTransformer, self.ref, "a bi-encoder teacher",
-                                device=pick_device(device), max_seq_length=max_length)
+        dev = pick_device(device)
+        self.dtype = resolve_dtype(dtype, dev)
+        self.st = load_st_model(SentenceTransformer, self.ref, "a bi-encoder teacher", device=dev,
+                                max_seq_length=max_length, model_kwargs={"dtype": torch_dtype(self.dtype)})
         self.batch_size, self.normalize = batch_size, normalize
-        self.query_prompt, self.doc_prompt = query_prompt, doc_prompt
+        own = (getattr(self.st, "prompts", None) or {}) if model_prompts else {}
+        self.query_prompt = query_prompt or own.get("query", "")
+        self.doc_prompt = doc_prompt or own.get("document", "")
         self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "bi-encoder", "model": self.ref.provenance(),
-                "max_length": self.st.max_seq_length, "normalize": self.normalize,
-                "query_prompt": self.query_prompt, "doc_prompt": self.doc_prompt}
+        ident = {"kind": "bi-encoder", "model": self.ref.provenance(),
+                 "max_length": self.st.max_seq_length, "normalize": self.normalize,
+                 "query_prompt": self.query_prompt, "doc_prompt": self.doc_prompt}
+        if self.dtype != "float32":  # float32 identities stay as they were before dtype existed
+            ident["dtype"] = self.dtype
+        return ident
 
     def _enc(self, texts: list[str], prompt: str) -> np.ndarray:
-        return self.st.encode([prompt + t for t in texts], batch_size=self.batch_size,
-                              normalize_embeddings=self.normalize, convert_to_numpy=True)
+        x = self.st.encode([prompt + t for t in texts], batch_size=self.batch_size,
+                           normalize_embeddings=self.normalize, convert_to_tensor=True)
+        return x.float().cpu().numpy()  # bf16 tensors have no numpy view
 
     def score(self, pairs: list[Pair]) -> np.ndarray:
         if not pairs:

@@ -41,13 +41,31 @@ def identity_of(spec_dump: dict[str, Any]) -> dict[str, Any]:
         if out.get("backend") == "openai":
             return out  # the served model's name is all we can know
         out.pop("top_logprobs", None)  # only the HTTP backend reads it
+    if kind == "bi-encoder" and out.pop("model_prompts", False):  # the prompt texts used
+        own = _st_prompts(out["model"])
+        out["query_prompt"] = out.get("query_prompt") or own.get("query", "")
+        out["doc_prompt"] = out.get("doc_prompt") or own.get("document", "")
     if "model" in out:
         out["model"] = _model_identity(out["model"])
     if out.get("dtype") == "auto":  # the precision that will actually run on this machine
         from retrieval_kd.teachers.torch_utils import resolve_dtype
 
         out["dtype"] = resolve_dtype("auto", spec_dump.get("device"))
+        if kind == "bi-encoder" and out["dtype"] == "float32":
+            del out["dtype"]  # as a bi-encoder spec without dtype (float32 is its default)
     return out
+
+
+def _st_prompts(ref_text: str) -> dict[str, str]:
+    """A sentence-transformers folder's own prompts (config_sentence_transformers.json)."""
+    import json
+    from pathlib import Path
+
+    cfg = Path(resolve_model(ref_text).location) / "config_sentence_transformers.json"
+    try:
+        return dict(json.loads(cfg.read_text(encoding="utf-8")).get("prompts") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def spec_identity(spec) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from retrieval_kd.errors import DataError, RkdError
 from retrieval_kd.retrieve.bm25 import BM25Params
@@ -14,7 +14,20 @@ from retrieval_kd.yamlloc import load_yaml
 
 
 class _Spec(BaseModel):
+    """A teacher spec. Fields named in ``LATER`` were added after stores and stages had been
+    keyed by the spec's dump: at their default they are left out of every dump, so adding them
+    changed no existing store id or stage key."""
+
     model_config = ConfigDict(extra="forbid")
+    LATER: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _drop_later_defaults(self, handler):
+        out = handler(self)
+        for k, default in self.LATER.items():
+            if k in out and out[k] == default:
+                del out[k]
+        return out
 
 
 class CrossEncoderSpec(_Spec):
@@ -36,6 +49,13 @@ class BiEncoderSpec(_Spec):
     normalize: bool = True
     query_prompt: str = ""
     doc_prompt: str = ""
+    model_prompts: bool = False
+    """Use the model's own ``query`` / ``document`` prompts (EmbeddingGemma's ``task: search
+    result | query: `` and ``title: none | text: ``) where ``query_prompt`` / ``doc_prompt``
+    are empty; the texts used enter the identity."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    """Weights' dtype (auto: bfloat16 where the hardware has native bf16); recorded as used."""
+    LATER: ClassVar[dict[str, Any]] = {"model_prompts": False, "dtype": "float32"}
     threads: int | None = None
     device: str | None = None
 
