@@ -57,6 +57,12 @@ ARMS: dict[str, dict[str, Any]] = {
     "kd-kl": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0},
     "kd-kl+infonce": {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8, "filter_margin": None,
                       "positive_floor": 1.0},
+    # SPLADE diagnostics (issue 16 point 4: why SPLADE distillation loses to its init): the
+    # same arms with the FLOPS regularisers off
+    "twin-noreg": {"teacher": "none", "losses": "infonce", "negatives": 7,
+                   "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
+    "kd-kl-noreg": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
+                    "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
 }
 # Per family, where the KL temperature and the teacher's scale differ: a cosine student's logits
 # are 20 x cosine (T = 0.05) and the teacher's z-score sums x0.05 are on that scale; the
