@@ -1,4 +1,4 @@
-"""``rkd retrieve``: first-stage runs (BM25, exact dense)."""
+"""``rkd retrieve``: first-stage runs (BM25, exact dense, a fusion of runs)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from pathlib import Path
 
 import typer
 
+from retrieval_kd.errors import RkdError
 from retrieval_kd.progress import console
 from retrieval_kd.retrieve.bm25 import BM25Params
 from retrieval_kd.retrieve.dense import DenseParams
+from retrieval_kd.retrieve.fusion import METHODS, NORMS, FusionParams
 
 app = typer.Typer(no_args_is_help=True, help="First-stage retrieval into TREC run directories.")
 
@@ -60,3 +62,48 @@ def dense(
     out = out or _default_out(dataset, split, model)
     dense_stage(dataset, split, out, model, params, k=k)
     console.print(f"run written to {out}")
+
+
+@app.command("fuse")
+def fuse(
+    runs: list[Path] = typer.Argument(..., help="Run directories (or run files) of one split, two or more."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    method: str = typer.Option("rrf", help="ranx method: " + ", ".join(METHODS) + "."),
+    norm: str = typer.Option("min-max", help="ranx normalisation: " + ", ".join(NORMS) + ", or 'none'."),
+    weights: str = typer.Option(None, help="Comma-separated, one per run (weighted methods), e.g. 0.7,0.3."),
+    param: list[str] = typer.Option([], "--param", help="The method's own parameter NAME=VALUE, e.g. "
+                                                         "k=60 for rrf; repeatable."),
+    k: int = typer.Option(100, help="Documents kept per query."),
+    name: str = typer.Option("fusion", help="The run's name (TREC tag, eval tables)."),
+) -> None:
+    """Fuse first-stage runs of the same split with ranx (reciprocal rank fusion by default)."""
+    from pydantic import ValidationError
+
+    from retrieval_kd.retrieve.stage import fusion_stage
+
+    try:
+        params = FusionParams(
+            method=method, norm=None if norm == "none" else norm,
+            weights=[float(w) for w in weights.split(",")] if weights else None,
+            params=dict(_name_value(p) for p in param))
+    except ValidationError as e:
+        raise RkdError("; ".join(_option(err["loc"]) + err["msg"].removeprefix("Value error, ")
+                                 for err in e.errors())) from None
+    except ValueError as e:
+        raise RkdError(f"--weights {weights}: {e}") from None
+    fusion_stage(runs, out, params, k=k, name=name)
+    console.print(f"run written to {out}")
+
+
+def _option(loc: tuple) -> str:
+    """The option a FusionParams error location stands for, as a message prefix."""
+    if not loc:
+        return ""
+    return f"--param {loc[1]}: " if loc[0] == "params" and len(loc) > 1 else f"--{loc[0]}: "
+
+
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise RkdError(f"--param {text}: expected NAME=VALUE")
+    return name, value

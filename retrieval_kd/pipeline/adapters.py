@@ -83,6 +83,23 @@ def retrieve_dense(config: dict[str, Any], inputs: dict[str, Path], out: Path) -
             "latency_note": "query encoding + exact FAISS search, per query"}
 
 
+@register("retrieve.fusion")
+def retrieve_fusion(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from retrieval_kd.retrieve.fusion import FusionParams
+    from retrieval_kd.retrieve.stage import fusion_stage
+
+    ups = [inputs[f"run:{n}"] for n in config["runs"]]
+    fusion_stage([run_file_of(d) for d in ups], out, FusionParams(**config["params"]), k=config["k"],
+                 name=config["name"])
+    man = read_manifest(out) or {}
+    nq, fuse_s = _run_queries(man), man.get("timings_s", {}).get("fuse_s")
+    firsts = [stage_result(d).get("latency_ms_per_query") for d in ups]
+    latency = (sum(firsts) + 1000 * fuse_s / nq) if nq and fuse_s is not None and None not in firsts else None
+    return {"run": RUN_FILE, "queries": nq, "throughput": {"queries_per_s": _rate(nq, fuse_s)},
+            "latency_ms_per_query": round(latency, 3) if latency is not None else None,
+            "latency_note": "the fused first stages one after the other, plus the fusion, per query"}
+
+
 # ---------------------------------------------------------------- score
 
 

@@ -17,6 +17,7 @@ from retrieval_kd.pipeline.schema import (
     STUDENT_REF,
     BM25Retrieve,
     DenseRetrieve,
+    FusionRetrieve,
     IndexEntry,
     Pipeline,
     ScoreEntry,
@@ -107,7 +108,7 @@ def _pydantic_problems(e: ValidationError, node: Node | None) -> list[tuple[int 
             got = err.get("input")
             shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
             where = _dotted(tuple(p for p in loc if p != "[key]"))
-            out.append((line, f"{where}: {err['msg']}{shown}"))
+            out.append((line, f"{where}: {err['msg'].removeprefix('Value error, ')}{shown}"))
     return out
 
 
@@ -259,7 +260,16 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
         check_dataset(("retrieve", name), r.dataset, r.splits)
         if isinstance(r, DenseRetrieve):
             check_model(("retrieve", name, "model"), r.model)
-        assert isinstance(r, (BM25Retrieve, DenseRetrieve))
+        elif isinstance(r, FusionRetrieve):
+            for i, ref in enumerate(r.runs):
+                if ref == name or ref in r.runs[:i]:
+                    bad(("retrieve", name, "runs", i), f"'{ref}' " + ("is this fusion itself" if ref == name
+                                                                         else "is listed twice"))
+                else:
+                    check_run_ref(("retrieve", name, "runs", i), ref, r.dataset, r.splits)
+            if r.weights is not None and len(r.weights) != len(r.runs):
+                bad(("retrieve", name, "weights"), f"{len(r.weights)} weights for {len(r.runs)} runs")
+        assert isinstance(r, (BM25Retrieve, DenseRetrieve, FusionRetrieve))
 
     for section in ("teachers", "rerankers"):
         entries: dict[str, ScoreEntry] = getattr(p, section)

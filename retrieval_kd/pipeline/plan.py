@@ -15,7 +15,13 @@ from typing import Any
 from retrieval_kd.artifacts import sha256_file, sha256_json, sha256_records
 from retrieval_kd.pipeline.load import LoadedPipeline, PipelineError, _dataset_source
 from retrieval_kd.pipeline.registry import stage_kind
-from retrieval_kd.pipeline.schema import REF_SECTIONS, STUDENT_REF, BM25Retrieve, IndexEntry
+from retrieval_kd.pipeline.schema import (
+    REF_SECTIONS,
+    STUDENT_REF,
+    BM25Retrieve,
+    FusionRetrieve,
+    IndexEntry,
+)
 
 KEY_LENGTH = 16
 
@@ -92,10 +98,15 @@ def build_stages(lp: LoadedPipeline) -> list[Stage]:
     p, ds, base = lp.pipeline, lp.datasets, lp.path.parent
     out: list[Stage] = []
     for name, r in p.retrieve.items():
-        params = r.model_dump(exclude={"kind", "dataset", "splits", "k", "model"})
+        params = r.model_dump(exclude={"kind", "dataset", "splits", "k", "model", "runs"})
         for split in r.splits:
             cfg = {"dataset": ds[r.dataset], "split": split, "k": r.k, "name": name, "params": params}
-            if isinstance(r, BM25Retrieve):
+            if isinstance(r, FusionRetrieve):
+                out.append(Stage(_sid("retrieve", name, split), "retrieve.fusion",
+                                 {**cfg, "runs": list(r.runs)},
+                                 {f"run:{n}": _sid("retrieve", n, split) for n in r.runs},
+                                 ds[r.dataset], ("retrieve", name)))
+            elif isinstance(r, BM25Retrieve):
                 out.append(Stage(_sid("retrieve", name, split), "retrieve.bm25", cfg,
                                  dataset=ds[r.dataset], loc=("retrieve", name)))
             else:

@@ -7,12 +7,14 @@ A pipeline names its datasets once and refers to them, and to other entries, by 
       scifact: {source: scifact}                 # registered name or a directory
     retrieve:                                    # first stages, one run per split
       bm25: {kind: bm25, dataset: scifact, splits: [train, test], k: 1000}
-      minilm: {kind: dense, model: minilm-l6, dataset: scifact, splits: [test]}
+      minilm: {kind: dense, model: minilm-l6, dataset: scifact, splits: [train, test]}
+      pool: {kind: fusion, runs: [bm25, minilm], method: rrf, dataset: scifact,
+             splits: [train, test], k: 100}        # ranx fusion of retrieve entries
     teachers:                                    # score stages: a teacher over a run's top-k
       ens:
         dataset: scifact
         splits: [train, test]
-        candidates: bm25                         # a retrieve entry (same split)
+        candidates: pool                         # a retrieve entry (same split)
         top_k: 30
         teacher: {kind: ensemble, normalization: zscore, members: [...]}
     students:                                    # train stages
@@ -40,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from retrieval_kd.retrieve.bm25 import BM25Params
 from retrieval_kd.retrieve.dense import DenseParams
+from retrieval_kd.retrieve.fusion import FusionParams
 from retrieval_kd.teachers.spec import TeacherSpec
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=80)]
@@ -79,7 +82,17 @@ class DenseRetrieve(DenseParams, _RetrieveCommon):
     model: str
 
 
-RetrieveEntry = Annotated[BM25Retrieve | DenseRetrieve, Field(discriminator="kind")]
+class FusionRetrieve(FusionParams, _RetrieveCommon):
+    """ranx's fusion of other retrieve entries' runs, split by split (see retrieve/fusion.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["fusion"]
+    runs: list[Name] = Field(min_length=2)
+    """Retrieve entries over the same dataset, each producing every split of this one."""
+    k: int = Field(100, gt=0)
+
+
+RetrieveEntry = Annotated[BM25Retrieve | DenseRetrieve | FusionRetrieve, Field(discriminator="kind")]
 
 
 class ScoreEntry(_Strict):

@@ -1,4 +1,4 @@
-"""The retrieve stage: a run directory holding ``run.trec`` and ``manifest.json``."""
+"""The retrieve stages: each writes a run directory holding ``run.trec`` and ``manifest.json``."""
 
 from __future__ import annotations
 
@@ -7,20 +7,28 @@ from pathlib import Path
 from retrieval_kd.artifacts import MANIFEST, atomic_dir, manifest, sha256_file, write_json
 from retrieval_kd.data.registry import load_dataset
 from retrieval_kd.data.trec import write_trec_run
-from retrieval_kd.data.types import Dataset, Run
+from retrieval_kd.data.types import Run
 from retrieval_kd.eval.results import RUN_FILE
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.progress import Timer, make_progress
 from retrieval_kd.retrieve.bm25 import BM25Params, bm25_search
 from retrieval_kd.retrieve.dense import DenseParams, encode_texts, load_encoder, topk_run
+from retrieval_kd.retrieve.fusion import (
+    FusionParams,
+    check_arity,
+    check_same_split,
+    fuse_runs,
+    load_input,
+    warm_up,
+)
 
 
-def _write(out: Path, run: Run, ds: Dataset, kind: str, name: str, params: dict, timer: Timer,
+def _write(out: Path, run: Run, dataset: dict | None, kind: str, name: str, params: dict, timer: Timer,
            extra_inputs: dict | None = None) -> Path:
     with atomic_dir(out) as tmp:
         write_trec_run(run, tmp / RUN_FILE, tag=name)
         write_json(tmp / MANIFEST, manifest(
-            kind, inputs={"dataset": ds.protocol(), **(extra_inputs or {})},
+            kind, inputs={"dataset": dataset, **(extra_inputs or {})},
             params={"name": name, **params}, timings=timer.timings,
             outputs={RUN_FILE: {"sha256": sha256_file(tmp / RUN_FILE), "queries": len(run)}},
         ))
@@ -36,7 +44,7 @@ def bm25_stage(dataset: str, split: str, out: Path, params: BM25Params, k: int =
     with timer("search_s", f"BM25 ({params.backend}) over {len(ds.corpus):,} docs, "
                            f"{len(ds.queries):,} queries"):
         run = bm25_search(ds.corpus, ds.queries, params, k=k)
-    return _write(out, run, ds, "retrieve.bm25", name, {**params.model_dump(), "k": k}, timer)
+    return _write(out, run, ds.protocol(), "retrieve.bm25", name, {**params.model_dump(), "k": k}, timer)
 
 
 def dense_stage(dataset: str, split: str, out: Path, model: str, params: DenseParams,
@@ -56,6 +64,24 @@ def dense_stage(dataset: str, split: str, out: Path, model: str, params: DensePa
     with timer("search_s", "FAISS flat search"):
         run = topk_run(ds.corpus.ids(), d, ds.queries.ids(), q, k)
     timer.timings["docs_per_s"] = len(texts) / max(timer.timings["encode_docs_s"], 1e-9)
-    return _write(out, run, ds, "retrieve.dense", name or model,
+    return _write(out, run, ds.protocol(), "retrieve.dense", name or model,
                   {**params.model_dump(), "k": k, "index": "faiss.IndexFlatIP"}, timer,
                   {"model": ref.provenance()})
+
+
+def fusion_stage(runs: list[str | Path], out: Path, params: FusionParams, k: int = 100,
+                 name: str = "fusion") -> Path:
+    """Fuse runs of one dataset split (run directories or run files) with ranx; every input
+    is read and checked before anything is written."""
+    check_arity(len(runs), params)
+    timer = Timer()
+    with timer("load_s", f"reading {len(runs)} runs"):
+        inputs = [load_input(r) for r in runs]
+        dataset = check_same_split(inputs)
+    with timer("jit_s", "loading ranx's numba kernels"):
+        warm_up([i.run for i in inputs], params)
+    with timer("fuse_s", f"fusing ({params.method}, norm {params.norm})"):
+        run = fuse_runs([i.run for i in inputs], params, k)
+    return _write(out, run, dataset, "retrieve.fusion", name,
+                  {**params.model_dump(), "ranx_params": params.ranx_params(), "k": k}, timer,
+                  {"runs": [i.identity() for i in inputs]})
