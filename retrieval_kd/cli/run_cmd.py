@@ -26,8 +26,9 @@ def run(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", "-n", help="Validate and print the plan: each stage, its key, cached or not.")] = False,
     only: Annotated[list[str] | None, typer.Option(
-        "--only", help="Run just these stages and what they need: an id (teacher:ens@train), an entry "
-                       "(teacher:ens) or a section (retrieve:); repeatable.")] = None,
+        "--only", help="Run just these stages and what they need: an id (teacher:ens@train, "
+                       "student:kd#s42), an entry (teacher:ens, student:kd: all its splits and seeds) "
+                       "or a section (retrieve:); repeatable.")] = None,
     report: Annotated[bool, typer.Option("--report/--no-report",
                                          help="Write RUN_ROOT/report at the end.")] = True,
 ) -> None:

@@ -75,6 +75,20 @@ def result_record(
     }
 
 
+def metric_text(record: dict[str, Any], metric: str) -> str:
+    """A record's metric as shown in tables: ``0.6012``, or for a system trained with several
+    seeds ``0.6012 ± 0.0031 (3 seeds)`` (mean ± sample sd)."""
+    seeds = record.get("seeds")
+    if not seeds:
+        return f"{record['metrics'][metric]:.4f}"
+    return mean_sd_text(record["metrics"][metric], seeds["sd"][metric], seeds["n_seeds"])
+
+
+def mean_sd_text(mean: float, sd: float | None, n_seeds: int) -> str:
+    sd_text = "" if sd is None else f" ± {sd:.4f}"
+    return f"{mean:.4f}{sd_text} ({n_seeds} seed{'s' if n_seeds > 1 else ''})"
+
+
 def markdown_table(records: list[dict[str, Any]]) -> str:
     if not records:
         return ""
@@ -85,7 +99,7 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     lines = ["| system | " + " | ".join(metrics) + " |",
              "|---|" + "---:|" * len(metrics)]
     for r in records:
-        lines.append(f"| {r['system']} | " + " | ".join(f"{r['metrics'][m]:.4f}" for m in metrics) + " |")
+        lines.append(f"| {r['system']} | " + " | ".join(metric_text(r, m) for m in metrics) + " |")
     return head + "\n".join(lines) + "\n"
 
 

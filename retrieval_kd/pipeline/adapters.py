@@ -4,11 +4,10 @@ stages. Each calls the stage function the matching ``rkd`` command calls."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from retrieval_kd.artifacts import atomic_dir, read_json, read_manifest, write_json
+from retrieval_kd.artifacts import read_json, read_manifest, write_json
 from retrieval_kd.errors import RkdError
 from retrieval_kd.eval.results import RUN_FILE
 from retrieval_kd.pipeline.registry import register
@@ -68,6 +67,7 @@ def retrieve_bm25(config: dict[str, Any], inputs: dict[str, Path], out: Path) ->
 
 @register("retrieve.dense", runtime_keys=("batch_size", "device"))
 def retrieve_dense(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from retrieval_kd.models.params import model_parameters
     from retrieval_kd.retrieve.dense import DenseParams
     from retrieval_kd.retrieve.stage import dense_stage
 
@@ -80,7 +80,8 @@ def retrieve_dense(config: dict[str, Any], inputs: dict[str, Path], out: Path) -
             "throughput": {"docs_per_s": t.get("docs_per_s"),
                            "queries_per_s": _rate(nq, per_query)},
             "latency_ms_per_query": round(1000 * per_query / nq, 3) if nq else None,
-            "latency_note": "query encoding + exact FAISS search, per query"}
+            "latency_note": "query encoding + exact FAISS search, per query",
+            "parameters": model_parameters(config["model"])}
 
 
 @register("retrieve.fusion")
@@ -141,6 +142,7 @@ def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     (the teacher as a reranker of its candidates)."""
     from retrieval_kd.artifacts import manifest, sha256_file
     from retrieval_kd.data.trec import write_trec_run
+    from retrieval_kd.models.params import teacher_parameters
     from retrieval_kd.scores.stage import score_stage
     from retrieval_kd.teachers.spec import parse_teacher
 
@@ -169,6 +171,7 @@ def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
             "pairs": n_pairs, "throughput": {"pairs_per_s": rate},
             "latency_ms_per_query": round(rerank_ms + (first or 0), 3) if rerank_ms is not None else None,
             "latency_note": "first stage + teacher scoring of the query's candidates",
+            "parameters": teacher_parameters(spec.model_dump()),
             "run_note": f"reranks the first stage's top-{config['top_k']}: a metric at a deeper cutoff "
                         f"sees those {config['top_k']} only"}
 
@@ -176,73 +179,13 @@ def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
 # ---------------------------------------------------------------- eval
 
 
-def significance(qrels, runs: dict[str, dict], baseline: str, metrics: list[str], *,
-                 stat_test: str = "student", alpha: float = 0.05, ignore_identical_ids: bool = True
-                 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Each system against ``baseline`` with ranx's ``compare`` (paired test per query, on the
-    same judged-query view ``evaluate_run`` scores): {system: {metric: {p_value, significant,
-    delta}}}."""
-    import warnings
-
-    from ranx import Qrels as RQrels
-    from ranx import Run as RRun
-    from ranx import compare
-
-    from retrieval_kd.eval.metrics import drop_identical_ids
-
-    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
-    rq = RQrels(judged)
-    rruns = []
-    for name, run in runs.items():
-        if ignore_identical_ids:
-            run = drop_identical_ids(run)
-        rruns.append(RRun({q: dict(run.get(q, {})) for q in judged}, name=name))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*unsafe cast.*")
-        rep = compare(rq, rruns, list(metrics), stat_test=stat_test, max_p=alpha, make_comparable=True)
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for name in runs:
-        if name == baseline:
-            continue
-        out[name] = {}
-        for m in metrics:
-            c = rep.comparisons[name, baseline][m]
-            pv = float(c["p_value"])
-            pv = None if math.isnan(pv) else pv  # identical per-query scores: no test (NaN)
-            out[name][m] = {"p_value": pv, "significant": bool(c["significant"]) and pv is not None,
-                            "delta": float(rep.results[name][m] - rep.results[baseline][m])}
-    return out
-
-
 @register("eval")
 def evaluate(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
-    """evaluate_run + result_record per system (what ``rkd eval`` writes), and significance
-    against the baseline."""
-    from retrieval_kd.data.registry import load_dataset
-    from retrieval_kd.eval.metrics import evaluate_run
-    from retrieval_kd.eval.results import load_run_with_provenance, result_record, write_results
+    """evaluate_run + result_record per system (what ``rkd eval`` writes; a seeded system's
+    mean over its seeds), significance against the baseline, and the families' comparison."""
+    from retrieval_kd.pipeline.eval_stage import evaluate_stage
 
-    ds = load_dataset(config["dataset"], config["split"])
-    metrics, iii = list(config["metrics"]), bool(config["ignore_identical_ids"])
-    records, runs = [], {}
-    for disp in config["systems"]:
-        _, run, system = load_run_with_provenance(run_file_of(inputs[disp]))
-        system["ref"] = config["refs"][disp]
-        system["stage_dir"] = inputs[disp].name
-        scores = evaluate_run(ds.qrels, run, metrics, ignore_identical_ids=iii)
-        records.append(result_record(disp, scores, ds, system, metrics, iii, len(run)))
-        runs[disp] = run
-    sig = None
-    if config.get("baseline") and len(runs) > 1:
-        sig = significance(ds.qrels, runs, config["baseline"], metrics, stat_test=config["stat_test"],
-                           alpha=config["alpha"], ignore_identical_ids=iii)
-    with atomic_dir(out) as tmp:
-        write_results(records, tmp / "results")
-        write_json(tmp / "significance.json", {"baseline": config.get("baseline"),
-                                               "stat_test": config["stat_test"],
-                                               "alpha": config["alpha"], "systems": sig or {}})
-    return {"results": "results.json", "significance": "significance.json",
-            "metrics": {r["system"]: r["metrics"] for r in records}}
+    return evaluate_stage(config, inputs, out)
 
 
 # ---------------------------------------------------------------- index / search
@@ -283,6 +226,7 @@ def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     """Encode the corpus with the student (or model) and build its index (build_index); the
     encoding chunks live in the stage's work folder, so a killed build resumes."""
     from retrieval_kd.index.build import build_index
+    from retrieval_kd.models.params import model_parameters
 
     if "student" in inputs:
         student = read_json(inputs["student"] / STAGE_FILE)["config"]
@@ -300,6 +244,7 @@ def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     man = read_manifest(out / "index") or {}
     stats = man.get("stats", {})
     return {"index": "index", "family": ifam,
+            "parameters": model_parameters(model),
             "throughput": {"docs_per_s": stats.get("docs_per_s")},
             "index_bytes": stats.get("index_bytes"), "peak_rss_mb": stats.get("peak_rss_mb")}
 
@@ -320,7 +265,8 @@ def search(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[s
             "throughput": {"queries_per_s": stats.get("qps_with_encoding")},
             "latency_ms_per_query": round(per_query, 3) if lat else None,
             "latency_p50_ms": lat.get("p50_ms"), "latency_p95_ms": lat.get("p95_ms"),
-            "latency_note": "query encoding + index search, per query"}
+            "latency_note": "query encoding + index search, per query",
+            "parameters": stage_result(inputs["index"]).get("parameters")}
 
 
 # ---------------------------------------------------------------- train
@@ -375,9 +321,12 @@ def train(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     except ValidationError as e:
         raise RkdError(f"student {config['name']}: " + "; ".join(
             f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())) from None
+    from retrieval_kd.models.params import count_parameters
+
     model = train_stage(cfg)
     man = read_manifest(model) or {}
     outs = man.get("outputs", {})
-    return {"model": "model", "family": config["family"], "loss_log": "model/manifest.json",
+    return {"model": "model", "family": config["family"], "parameters": count_parameters(model),
+            "loss_log": "model/manifest.json",
             "steps": outs.get("global_step"), "train_loss": outs.get("train_loss"),
             "throughput": {"examples_per_s": outs.get("examples_per_s")}}

@@ -17,11 +17,13 @@ from retrieval_kd.pipeline.schema import (
     STUDENT_REF,
     BM25Retrieve,
     DenseRetrieve,
+    EvalEntry,
     FusionRetrieve,
     IndexEntry,
     Pipeline,
     ScoreEntry,
     StudentEntry,
+    entry_seeds,
 )
 from retrieval_kd.yamlloc import load_yaml, locate
 
@@ -279,6 +281,14 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
                 check_run_ref((*loc, "candidates"), t.candidates, t.dataset, t.splits)
             for ref, mloc in _teacher_models(t.teacher.model_dump(), (*loc, "teacher")):
                 check_model(mloc, ref)
+            for ref, mloc in _seeded_models(p, t.teacher.model_dump(), (*loc, "teacher")):
+                if section == "teachers":
+                    bad(mloc, f"student '{ref}' is trained with several seeds (seeds: {p.students[ref].seeds}): "
+                              "which seed's model would teach? Name an unseeded student as a teacher "
+                              "(a reranker of it may be seeded)")
+                elif p.students[ref].seeds != entry_seeds(p, section, name):
+                    bad(mloc, f"the seeded students of one reranker need the same seeds (student '{ref}': "
+                              f"{p.students[ref].seeds}, another: {entry_seeds(p, section, name)})")
 
     for name, s in p.students.items():
         loc = ("students", name)
@@ -294,8 +304,14 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
             if s_.candidates is not None:
                 check_run_ref((*loc, "candidates"), s_.candidates, s_.dataset, [s_.split])
         check_model((*loc, "init"), s_.init)
-        if s_.init == f"{STUDENT_REF}{name}":
+        up = s_.init[len(STUDENT_REF):] if s_.init.startswith(STUDENT_REF) else None
+        if up == name:
             bad((*loc, "init"), "a student cannot start from itself")
+        elif up in p.students and p.students[up].seeds and p.students[up].seeds != s_.seeds:
+            bad((*loc, "init"), f"'{s_.init}' is trained with seeds {p.students[up].seeds}: a student starting "
+                                "from it needs the same seeds (seed s starts from seed s)")
+        if s_.seeds is not None and "seed" in s_.params:
+            bad((*loc, "seeds"), "give either 'seeds' or params.seed, not both")
         if s_.teacher is None and s_.candidates is None:
             bad(loc, "a label-only student (no teacher) needs 'candidates' (a retrieve entry for negatives)")
         else:
@@ -324,7 +340,36 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
         if ev.baseline is not None and ev.baseline not in ev.systems:
             bad((*loc, "baseline"), f"baseline '{ev.baseline}' is not one of the systems "
                                     f"({', '.join(ev.systems)})")
+        problems.extend(_eval_seed_problems(lp, name, ev))
     return problems
+
+
+def _seeded_models(p: Pipeline, spec: dict, loc: tuple) -> list[tuple[str, tuple]]:
+    """(student, location) for each seeded student a teacher spec uses."""
+    out = []
+    for ref, mloc in _teacher_models(spec, loc):
+        name = ref[len(STUDENT_REF):]
+        if ref.startswith(STUDENT_REF) and name in p.students and p.students[name].seeds:
+            out.append((name, mloc))
+    return out
+
+
+def _eval_seed_problems(lp: LoadedPipeline, name: str, ev: EvalEntry) -> list[tuple[int | None, str]]:
+    """Families naming systems of the eval; seeded systems tested the one way seeds allow."""
+    p, loc, out = lp.pipeline, ("evals", name), []
+    for fam, f in ev.families.items():
+        for role, disp in f.roles().items():
+            if disp not in ev.systems:
+                where = (*loc, "families", fam, role)
+                out.append((lp.line(*where), f"{_dotted(where)}: '{disp}' is not one of the systems "
+                                             f"({', '.join(ev.systems)})"))
+    seeded = [d for d, ref in ev.systems.items() if _eval_ref_problem(p, ref, ev.dataset, ev.split) is None
+              and entry_seeds(p, REF_SECTIONS[ref.partition(":")[0]], ref.partition(":")[2])]
+    if seeded and ev.stat_test != "student":
+        out.append((lp.line(*loc, "stat_test"), f"evals.{name}.stat_test: '{ev.stat_test}' is ranx's; with seeded "
+                    f"systems ({', '.join(seeded)}) the test is a paired t-test over queries on "
+                    "seed-averaged scores (stat_test: student)"))
+    return out
 
 
 def _train_config_problems(lp: LoadedPipeline, name: str, s: StudentEntry) -> list[tuple[int | None, str]]:

@@ -4,6 +4,9 @@ A stage's key hashes its kind (and adapter version), its config (runtime-only kn
 out), the fingerprint of the dataset it reads and its inputs' keys. An upstream key already
 covers everything upstream, so a changed stage changes its own key and those of the stages
 that depend on it, and no other.
+
+Stage ids: ``section:name``, ``section:name@split``, and for an entry trained with several
+seeds one stage per seed, ``#s<seed>`` appended (``student:kd#s42``, ``search:kd@test#s42``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from retrieval_kd.pipeline.schema import (
     BM25Retrieve,
     FusionRetrieve,
     IndexEntry,
+    Pipeline,
+    entry_seeds,
+    student_refs,
 )
 
 KEY_LENGTH = 16
@@ -29,7 +35,7 @@ KEY_LENGTH = 16
 @dataclass
 class Stage:
     id: str
-    """``section:name`` or ``section:name@split``."""
+    """``section:name`` or ``section:name@split``, then ``#s<seed>`` for a seeded entry."""
     kind: str
     config: dict[str, Any]
     inputs: dict[str, str] = field(default_factory=dict)
@@ -42,21 +48,27 @@ class Stage:
 
     @property
     def dirname(self) -> str:
-        return f"{self.id.replace(':', '-')}-{self.key}"
+        return f"{self.id.replace(':', '-').replace('#', '-')}-{self.key}"
 
 
-def _sid(section: str, name: str, split: str | None = None) -> str:
-    return f"{section}:{name}" + (f"@{split}" if split else "")
+def _sid(section: str, name: str, split: str | None = None, seed: int | None = None) -> str:
+    return f"{section}:{name}" + (f"@{split}" if split else "") + (f"#s{seed}" if seed is not None else "")
 
 
-def _student_refs(spec: dict[str, Any], inputs: dict[str, str]) -> None:
+def entry_of(sid: str) -> str:
+    """The entry a stage id belongs to (``search:kd@test#s42`` -> ``search:kd``)."""
+    return sid.split("#")[0].split("@")[0]
+
+
+def _student_sid(p: Pipeline, name: str, seed: int | None) -> str:
+    """A student's stage: seed ``seed`` of a seeded student (the caller's own seed)."""
+    return _sid("student", name, seed=seed if p.students[name].seeds else None)
+
+
+def _student_refs(p: Pipeline, spec: dict[str, Any], inputs: dict[str, str], seed: int | None) -> None:
     """Collect ``student:NAME`` models of a teacher spec as inputs ``model:NAME``."""
-    if spec.get("kind") == "ensemble":
-        for m in spec.get("members", []):
-            _student_refs(m["teacher"], inputs)
-    elif str(spec.get("model", "")).startswith(STUDENT_REF):
-        name = spec["model"][len(STUDENT_REF):]
-        inputs[f"model:{name}"] = _sid("student", name)
+    for name in student_refs(spec):
+        inputs[f"model:{name}"] = _student_sid(p, name, seed)
 
 
 def _local_models(obj: Any, base: Path) -> Any:
@@ -79,17 +91,18 @@ def _abs_model(ref: str, base: Path) -> str:
     return str(cand.resolve()) if cand.exists() else ref
 
 
-def _score_stages(section: str, entries: dict, ds: dict[str, str], base: Path) -> list[Stage]:
+def _score_stages(p: Pipeline, section: str, ds: dict[str, str], base: Path) -> list[Stage]:
     out = []
-    for name, t in entries.items():
+    for name, t in getattr(p, f"{section}s").items():
         spec = _local_models(t.teacher.model_dump(), base)
         for split in t.splits:
-            inputs = {"candidates": _sid("retrieve", t.candidates, split)}
-            _student_refs(spec, inputs)
-            cfg = {"dataset": ds[t.dataset], "split": split, "name": name, "top_k": t.top_k,
-                   "add_positives": t.add_positives, "chunk_size": t.chunk_size, "teacher": spec}
-            out.append(Stage(_sid(section, name, split), "score", cfg, inputs, ds[t.dataset],
-                             (f"{section}s", name)))
+            for seed in entry_seeds(p, f"{section}s", name) or [None]:
+                inputs = {"candidates": _sid("retrieve", t.candidates, split)}
+                _student_refs(p, spec, inputs, seed)
+                cfg = {"dataset": ds[t.dataset], "split": split, "name": name, "top_k": t.top_k,
+                       "add_positives": t.add_positives, "chunk_size": t.chunk_size, "teacher": spec}
+                out.append(Stage(_sid(section, name, split, seed), "score", cfg, inputs, ds[t.dataset],
+                                 (f"{section}s", name)))
     return out
 
 
@@ -113,46 +126,70 @@ def build_stages(lp: LoadedPipeline) -> list[Stage]:
                 out.append(Stage(_sid("retrieve", name, split), "retrieve.dense",
                                  {**cfg, "model": _abs_model(r.model, base)},
                                  dataset=ds[r.dataset], loc=("retrieve", name)))
-    out += _score_stages("teacher", p.teachers, ds, base)
+    out += _score_stages(p, "teacher", ds, base)
     for name, s in p.students.items():
-        inputs = {}
-        if s.teacher:
-            inputs["teacher"] = _sid("teacher", s.teacher, s.split)
-        if s.candidates:
-            inputs["candidates"] = _sid("retrieve", s.candidates, s.split)
-        if s.init.startswith(STUDENT_REF):
-            inputs["init"] = _sid("student", s.init[len(STUDENT_REF):])
-        cfg = {"name": name, "family": s.family, "init": _abs_model(s.init, base), "dataset": ds[s.dataset],
-               "split": s.split, "loss": s.loss, "params": s.params}
-        out.append(Stage(_sid("student", name), "train", cfg, inputs, ds[s.dataset], ("students", name)))
-    out += _score_stages("reranker", p.rerankers, ds, base)
+        for seed in s.seeds or [None]:
+            inputs = {}
+            if s.teacher:
+                inputs["teacher"] = _sid("teacher", s.teacher, s.split)
+            if s.candidates:
+                inputs["candidates"] = _sid("retrieve", s.candidates, s.split)
+            if s.init.startswith(STUDENT_REF):
+                inputs["init"] = _student_sid(p, s.init[len(STUDENT_REF):], seed)
+            params = s.params if seed is None else {**s.params, "seed": seed}
+            cfg = {"name": name, "family": s.family, "init": _abs_model(s.init, base), "dataset": ds[s.dataset],
+                   "split": s.split, "loss": s.loss, "params": params}
+            out.append(Stage(_sid("student", name, seed=seed), "train", cfg, inputs, ds[s.dataset],
+                             ("students", name)))
+    out += _score_stages(p, "reranker", ds, base)
     for name, ix in p.indexes.items():
-        inputs = {"student": _sid("student", ix.student)} if ix.student else {}
-        cfg = {"name": name, "dataset": ds[ix.dataset], "family": ix.family,
-               "model": _abs_model(ix.model, base) if ix.model else None,
-               "kind": ix.kind, "params": ix.params}
-        out.append(Stage(_sid("index", name), "index", cfg, inputs, ds[ix.dataset], ("indexes", name)))
-        for split in ix.search.splits:
-            scfg = {"name": name, "dataset": ds[ix.dataset], "split": split, "k": ix.search.k,
-                    "params": ix.search.params}
-            out.append(Stage(_sid("search", name, split), "search", scfg, {"index": _sid("index", name)},
-                             ds[ix.dataset], ("indexes", name, "search")))
+        for seed in entry_seeds(p, "indexes", name) or [None]:
+            inputs = {"student": _sid("student", ix.student, seed=seed)} if ix.student else {}
+            cfg = {"name": name, "dataset": ds[ix.dataset], "family": ix.family,
+                   "model": _abs_model(ix.model, base) if ix.model else None,
+                   "kind": ix.kind, "params": ix.params}
+            out.append(Stage(_sid("index", name, seed=seed), "index", cfg, inputs, ds[ix.dataset],
+                             ("indexes", name)))
+            for split in ix.search.splits:
+                scfg = {"name": name, "dataset": ds[ix.dataset], "split": split, "k": ix.search.k,
+                        "params": ix.search.params}
+                out.append(Stage(_sid("search", name, split, seed), "search", scfg,
+                                 {"index": _sid("index", name, seed=seed)}, ds[ix.dataset],
+                                 ("indexes", name, "search")))
     for name, ev in p.evals.items():
-        inputs = {disp: ref_stage(p, ref, ev.split) for disp, ref in ev.systems.items()}
+        inputs, seeds = {}, {}
+        for disp, ref in ev.systems.items():
+            ids = ref_stages(p, ref, ev.split)
+            if list(ids) == [None]:
+                inputs[disp] = ids[None]
+            else:
+                seeds[disp] = list(ids)
+                inputs.update({seed_input(disp, sd): sid for sd, sid in ids.items()})
         cfg = {"name": name, "dataset": ds[ev.dataset], "split": ev.split, "systems": list(ev.systems),
                "refs": dict(ev.systems), "baseline": ev.baseline, "metrics": ev.metrics,
                "ignore_identical_ids": ev.ignore_identical_ids, "stat_test": ev.stat_test,
                "alpha": ev.alpha}
+        if seeds:  # absent otherwise: an eval without seeded systems keeps its key
+            cfg["seeds"] = seeds
+        if ev.families:
+            cfg["families"] = {f: fam.model_dump() for f, fam in ev.families.items()}
         out.append(Stage(_sid("eval", name), "eval", cfg, inputs, ds[ev.dataset], ("evals", name)))
     return out
 
 
-def ref_stage(p, ref: str, split: str) -> str:
-    """The stage id an eval system reference stands for on ``split``."""
+def seed_input(system: str, seed: int) -> str:
+    """The eval stage's input name for one seed's run of a seeded system."""
+    return f"{system}#s{seed}"
+
+
+def ref_stages(p: Pipeline, ref: str, split: str) -> dict[int | None, str]:
+    """The stage ids an eval system reference stands for on ``split``, by seed (``{None: id}``
+    for an unseeded entry)."""
     prefix, _, name = ref.partition(":")
     assert prefix in REF_SECTIONS
-    entry = getattr(p, REF_SECTIONS[prefix])[name]
-    return _sid("search" if isinstance(entry, IndexEntry) else prefix, name, split)
+    section = REF_SECTIONS[prefix]
+    stage = "search" if isinstance(getattr(p, section)[name], IndexEntry) else prefix
+    return {seed: _sid(stage, name, split, seed) for seed in entry_seeds(p, section, name) or [None]}
 
 
 def order_stages(stages: list[Stage], lp: LoadedPipeline | None = None) -> list[Stage]:
@@ -239,7 +276,8 @@ def plan(lp: LoadedPipeline, fingerprint=dataset_fingerprint) -> list[Stage]:
 
 def select(stages: list[Stage], targets: list[str]) -> list[Stage]:
     """The stages matching any target (an id such as ``teacher:ens@train``, an entry such as
-    ``teacher:ens`` (all its splits), or a section such as ``retrieve:``) and everything they
+    ``teacher:ens`` (all its splits and seeds), an id without its seed such as
+    ``search:kd@test`` (all its seeds), or a section such as ``retrieve:``) and everything they
     depend on, in order."""
     from retrieval_kd.errors import RkdError
 
@@ -253,7 +291,7 @@ def select(stages: list[Stage], targets: list[str]) -> list[Stage]:
                 add(up)
 
     for t in targets:
-        hits = [s.id for s in stages if s.id == t or s.id.split("@")[0] == t
+        hits = [s.id for s in stages if t in (s.id, s.id.split("#")[0], entry_of(s.id))
                 or (t.endswith(":") and s.id.startswith(t))]
         if not hits:
             raise RkdError(f"no stage matches '{t}' (stages: {', '.join(by_id)})")

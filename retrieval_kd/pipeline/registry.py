@@ -15,6 +15,8 @@ other adapters read:
 ``store``               a score store folder in ``out`` (relative path)
 ``throughput``          {name: value}, e.g. ``queries_per_s``, ``pairs_per_s``
 ``latency_ms_per_query`` mean time to answer one query, end to end for this system
+``parameters``          the model's parameter count (a teacher ensemble: its members' sum,
+                        BM25 counting 0), from safetensors headers (models/params.py)
 ``loss_log``            a JSON/JSONL training-loss log in ``out`` (relative path)
 """
 

@@ -19,7 +19,7 @@ A pipeline names its datasets once and refers to them, and to other entries, by 
         teacher: {kind: ensemble, normalization: zscore, members: [...]}
     students:                                    # train stages
       minilm-kd: {family: bi-encoder, init: minilm-l6, dataset: scifact, teacher: ens,
-                  loss: margin-mse, params: {epochs: 1}}
+                  loss: margin-mse, params: {epochs: 1}, seeds: [42, 43, 44]}
     rerankers: {...}                             # like teachers; a model may be student:NAME
     indexes:                                     # index a student (or a model), search splits
       minilm-kd: {student: minilm-kd, dataset: scifact, search: {splits: [test], k: 100}}
@@ -29,16 +29,31 @@ A pipeline names its datasets once and refers to them, and to other entries, by 
         split: test
         baseline: dense init
         systems: {BM25: retrieve:bm25, dense init: retrieve:minilm, distilled: index:minilm-kd}
+        families:                                # students beside their init, twin and teacher
+          dense: {init: dense init, twin: ..., distilled: distilled, teacher: ...}
 
 System references in ``evals``: ``retrieve:NAME``, ``teacher:NAME``, ``reranker:NAME``,
 ``index:NAME`` (that index's search run) — each taken on the eval's split.
+
+A student with ``seeds`` is one train stage per seed (``student:NAME#s42``); an index of it,
+and a reranker whose model is ``student:NAME``, are one stage per seed too
+(``index:NAME#s42``, ``search:NAME@test#s42``, ``reranker:NAME@test#s42``), and an eval system
+referring to them stands for all the seeds (mean, sd and per-seed values).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from retrieval_kd.retrieve.bm25 import BM25Params
 from retrieval_kd.retrieve.dense import DenseParams
@@ -120,6 +135,16 @@ class StudentEntry(_Strict):
     """A retrieve entry whose run on ``split`` supplies negatives."""
     loss: str | list[str] | None = None
     params: dict[str, Any] = {}
+    seeds: list[StrictInt] | None = Field(None, min_length=1)
+    """Train once per seed (each its own stage, ``seed`` set in its train config)."""
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        twice = sorted({s for s in seeds or [] if seeds.count(s) > 1})
+        if twice:
+            raise ValueError(f"seeds must be unique ({', '.join(map(str, twice))} listed twice)")
+        return seeds
 
 
 class SearchSpec(_Strict):
@@ -150,6 +175,26 @@ class IndexEntry(_Strict):
         return self
 
 
+ROLES = ("init", "twin", "distilled", "teacher")
+"""A family's roles (FamilyEntry's fields naming systems), in table order."""
+
+
+class FamilyEntry(_Strict):
+    """A student family's systems in an eval (display names from its ``systems``)."""
+
+    regime: str = ""
+    """What the comparison is about (labels, compression, teacher), shown in the report."""
+    init: str | None = None
+    twin: str
+    """The label-only student trained like ``distilled`` but without the teacher."""
+    distilled: str
+    teacher: str | None = None
+
+    def roles(self) -> dict[str, str]:
+        """Role -> system display name, for the roles given."""
+        return {r: n for r in ROLES if (n := getattr(self, r)) is not None}
+
+
 class EvalEntry(_Strict):
     dataset: str
     split: str = "test"
@@ -162,6 +207,8 @@ class EvalEntry(_Strict):
     ignore_identical_ids: bool = True
     stat_test: Literal["student", "fisher", "tukey"] = "student"
     alpha: float = Field(0.05, gt=0, lt=1)
+    families: dict[str, FamilyEntry] = {}
+    """Family label -> its systems: distilled vs twin, and the share of the init-to-teacher gap."""
 
 
 class Pipeline(_Strict):
@@ -182,3 +229,27 @@ SECTIONS = ("datasets", "retrieve", "teachers", "students", "rerankers", "indexe
 REF_SECTIONS = {"retrieve": "retrieve", "teacher": "teachers", "reranker": "rerankers",
                 "index": "indexes"}
 """Eval reference prefix -> pipeline section."""
+
+
+def student_refs(spec: dict[str, Any]) -> list[str]:
+    """The students (``student:NAME`` models) a teacher spec uses, ensemble members included."""
+    if spec.get("kind") == "ensemble":
+        return [n for m in spec.get("members", []) for n in student_refs(m["teacher"])]
+    model = str(spec.get("model", ""))
+    return [model[len(STUDENT_REF):]] if model.startswith(STUDENT_REF) else []
+
+
+def entry_seeds(p: Pipeline, section: str, name: str) -> list[int] | None:
+    """The seeds an entry's stages come in (None: one stage, unseeded). A student has its own;
+    an index of a student and a reranker of seeded students have theirs (load checks that a
+    reranker's seeded students share one list)."""
+    if section == "students":
+        return p.students[name].seeds
+    if section == "indexes":
+        ix = p.indexes[name]
+        return p.students[ix.student].seeds if ix.student in p.students else None
+    if section == "rerankers":
+        seeded = [p.students[n].seeds for n in student_refs(p.rerankers[name].teacher.model_dump())
+                  if n in p.students and p.students[n].seeds]
+        return seeded[0] if seeded else None
+    return None

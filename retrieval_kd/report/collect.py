@@ -27,6 +27,13 @@ class SystemRow:
     run_note: str | None = None
     run_file: str | None = None
     baseline: bool = False
+    seeds: list[int] | None = None
+    """A system trained with several seeds: ``metrics`` are the means over them."""
+    sd: dict[str, float | None] = field(default_factory=dict)
+    per_seed: dict[str, list[float]] = field(default_factory=dict)
+    run_files: list[str] = field(default_factory=list)
+    """Every seed's run (the one run of an unseeded system)."""
+    parameters: int | None = None
 
 
 @dataclass
@@ -42,6 +49,10 @@ class EvalTable:
     judged_queries: int | None
     rows: list[SystemRow]
     protocol: dict[str, Any]
+    test: str | None = None
+    """The significance test when it is not ranx's ``stat_test`` (seeded systems)."""
+    families: dict[str, Any] | None = None
+    """The eval stage's ``families.json``, when the eval has ``families``."""
 
 
 @dataclass
@@ -78,28 +89,38 @@ def _stage_dirs(root: Path, record: dict[str, Any]) -> dict[str, Path]:
 
 
 def _eval_table(root: Path, entry: dict[str, Any], sf: dict[str, Any], dirs: dict[str, Path]) -> EvalTable:
+    from retrieval_kd.pipeline.adapters import stage_result
+    from retrieval_kd.pipeline.eval_stage import system_costs
+    from retrieval_kd.pipeline.plan import seed_input
+
     d = root / entry["dir"]
     results = read_json(d / sf["result"].get("results", "results.json"))["results"]
     sig = read_json(d / sf["result"].get("significance", "significance.json"))
+    families = read_json(d / sf["result"]["families"]) if sf["result"].get("families") else None
     cfg = sf["config"]
     rows = []
     for rec in results:
         name = rec["system"]
-        up_id = sf["inputs"][name]["id"]
-        up_dir = dirs.get(up_id)
-        up = read_json(up_dir / STAGE_FILE) if up_dir and (up_dir / STAGE_FILE).is_file() else {}
-        res = up.get("result", {})
+        seed_info = rec.get("seeds") or {}
+        seeds = seed_info.get("seeds")
+        up_ids = [sf["inputs"][seed_input(name, s) if seeds else name]["id"] for s in seeds or [None]]
+        up_dirs = [dirs[i] for i in up_ids if i in dirs]
+        res = stage_result(up_dirs[0]) if up_dirs else {}
+        costs = system_costs(up_dirs) if up_dirs else {}
+        system = rec["protocol"]["system"]
+        runs = [str(u / stage_result(u).get("run", "run.trec")) for u in up_dirs] if up_dirs else \
+            [r["run_file"] for r in system.get("runs", [])] or [system.get("run_file")]
         rows.append(SystemRow(
-            name=name, ref=cfg["refs"][name], stage_id=up_id, metrics=rec["metrics"],
+            name=name, ref=cfg["refs"][name], stage_id=up_ids[0].split("#")[0], metrics=rec["metrics"],
             significance=(sig.get("systems") or {}).get(name, {}),
-            latency_ms=res.get("latency_ms_per_query"), latency_note=res.get("latency_note"),
-            run_note=res.get("run_note"),
-            run_file=str(up_dir / res.get("run", "run.trec")) if up_dir else rec["protocol"]["system"].get("run_file"),
-            baseline=name == cfg.get("baseline")))
+            latency_ms=costs.get("latency_ms_per_query"), latency_note=res.get("latency_note"),
+            run_note=res.get("run_note"), run_file=runs[0], baseline=name == cfg.get("baseline"),
+            seeds=seeds, sd=seed_info.get("sd", {}), per_seed=seed_info.get("per_seed", {}), run_files=runs,
+            parameters=costs.get("parameters")))
     proto = results[0]["protocol"] if results else {}
     return EvalTable(cfg["name"], entry["id"], proto.get("dataset", cfg["dataset"]), cfg["split"],
                      list(cfg["metrics"]), cfg.get("baseline"), cfg.get("stat_test", "student"),
-                     cfg.get("alpha", 0.05), proto.get("judged_queries"), rows, proto)
+                     cfg.get("alpha", 0.05), proto.get("judged_queries"), rows, proto, sig.get("test"), families)
 
 
 def read_loss_log(path: Path) -> tuple[list[float], list[float]]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from retrieval_kd.artifacts import atomic_dir, atomic_write_text, read_json
 from retrieval_kd.errors import IntegrityError
+from retrieval_kd.eval.results import mean_sd_text
 from retrieval_kd.report.collect import EvalTable, RunReport, SystemRow, collect
 from retrieval_kd.report.plots import loss_curves, quality_latency
 
@@ -55,13 +56,71 @@ def _throughput(t: dict[str, Any]) -> str:
                      for k, v in t.items()) or "–"
 
 
+def _metric(r: SystemRow, m: str) -> str:
+    """A row's metric: the value, or for a seeded system ``mean ± sd (n seeds)``."""
+    return mean_sd_text(r.metrics[m], r.sd.get(m), len(r.seeds)) if r.seeds else f"{r.metrics[m]:.4f}"
+
+
 def _system_rows(t: EvalTable) -> list[list[str]]:
     rows = []
     for r in t.rows:
         name = f"{r.name} (baseline)" if r.baseline else r.name
-        rows.append([name, r.ref, *[f"{r.metrics[m]:.4f}{_marker(r, m)}" for m in t.metrics],
+        rows.append([name, r.ref, *[f"{_metric(r, m)}{_marker(r, m)}" for m in t.metrics],
                      _num(r.latency_ms)])
     return rows
+
+
+def _count(n: int | None) -> str:
+    """A parameter count, short: 4.4M, 22.7M, 308M, 1.5B."""
+    if n is None:
+        return "–"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            v = n / div
+            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
+    return str(n)
+
+
+def _family_head(t: EvalTable) -> list[str]:
+    m = metric_label(t.metrics[0])
+    return ["family", "regime", f"init {m}", f"twin {m}", f"distilled {m}", f"teacher {m}",
+            "distilled − twin (p)", "gap closed", "params distilled", "params teacher",
+            "ms / query distilled", "ms / query teacher"]
+
+
+def _family_rows(t: EvalTable) -> list[list[str]]:
+    """One row per family, on the eval's first metric (families.json holds every metric)."""
+    m, rows = t.metrics[0], []
+    for name, f in (t.families or {}).get("families", {}).items():
+        roles = f["roles"]
+
+        def val(role: str) -> str:
+            r = roles.get(role)
+            if not r:
+                return "–"
+            s = r["metrics"][m]
+            return mean_sd_text(s["mean"], s["sd"], s["n_seeds"]) if r.get("seeds") else f"{s['mean']:.4f}"
+
+        d, g = f["distilled_vs_twin"][m], f["gap_closed"][m]
+        p = "n/a" if d["p_value"] is None else f"{d['p_value']:.3g}" + ("*" if d["significant"] else "")
+        dist, teach = roles["distilled"], roles.get("teacher", {})
+        rows.append([name, f["regime"] or "–", val("init"), val("twin"), val("distilled"), val("teacher"),
+                     f"{d['delta']:+.4f} (p {p})", "–" if g is None else f"{100 * g:.1f}%",
+                     _count(dist.get("parameters")), _count(teach.get("parameters")),
+                     _num(dist.get("latency_ms_per_query")), _num(teach.get("latency_ms_per_query"))])
+    return rows
+
+
+def _family_notes(t: EvalTable) -> list[str]:
+    fams = (t.families or {}).get("families", {})
+    systems = "; ".join(f"**{n}**: " + ", ".join(f"{r} = {v['system']}" for r, v in f["roles"].items())
+                        for n, f in fams.items())
+    alpha = (t.families or {}).get("alpha", t.alpha)
+    return [f"Systems — {systems}.",
+            (f"distilled − twin: {(t.families or {}).get('test')} (* p < {alpha:g}); gap closed: "
+             f"(distilled − init) / (teacher − init) on {metric_label(t.metrics[0])} (– without an init or a "
+             "teacher, or when the teacher is not above the init); parameters from the models' safetensors "
+             "(a teacher ensemble: its members' sum, BM25 0); ms / query: the mean over seeds.")]
 
 
 def _eval_caption(t: EvalTable) -> str:
@@ -73,8 +132,8 @@ def _eval_caption(t: EvalTable) -> str:
 def _sig_note(t: EvalTable) -> str:
     if not t.baseline:
         return ""
-    return (f"▲ / ▼: significantly better / worse than **{t.baseline}** "
-            f"({_STAT.get(t.stat_test, t.stat_test)} via ranx compare, p < {t.alpha:g}).")
+    test = t.test or f"{_STAT.get(t.stat_test, t.stat_test)} via ranx compare"
+    return f"▲ / ▼: significantly better / worse than **{t.baseline}** ({test}, p < {t.alpha:g})."
 
 
 def _stage_rows(rep: RunReport) -> list[list[str]]:
@@ -122,6 +181,10 @@ def render_markdown(rep: RunReport, figures: dict[str, str]) -> str:
         runs = [f"{r.name}: {r.run_note}" for r in t.rows if r.run_note]
         if runs:
             lines += ["Rerankers: " + "; ".join(runs) + ".", ""]
+        if t.families:
+            head = _family_head(t)
+            lines += ["### Students by family", "", _md_table(head, _family_rows(t), set(range(2, len(head)))), ""]
+            lines += [x for n in _family_notes(t) for x in (n, "")]
         if f"quality_latency:{t.name}" in figures:
             lines += [f"![quality vs latency]({figures[f'quality_latency:{t.name}']})", ""]
     lines += ["## Stages", ""]
@@ -179,6 +242,11 @@ def render_html(rep: RunReport, figures: dict[str, str]) -> str:
         runs = [f"{r.name}: {r.run_note}" for r in t.rows if r.run_note]
         if runs:
             out.append(f"<p class='note'>Rerankers: {e('; '.join(runs))}.</p>")
+        if t.families:
+            head = _family_head(t)
+            out.append("<h3>Students by family</h3>")
+            out.append(_html_table(head, _family_rows(t), set(range(2, len(head)))))
+            out += [f"<p class='note'>{_md_inline(n)}</p>" for n in _family_notes(t)]
         if f"quality_latency:{t.name}" in figures:
             out.append(f"<img src='{e(figures[f'quality_latency:{t.name}'])}' alt='quality vs latency'>")
     out.append("<h2>Stages</h2>")
@@ -192,8 +260,9 @@ def render_html(rep: RunReport, figures: dict[str, str]) -> str:
 
 
 def verify(rep: RunReport) -> int:
-    """Recompute every reported metric from its run file with ``evaluate_run``; a mismatch
-    is an IntegrityError. Returns the number of values checked."""
+    """Recompute every reported metric from its run files with ``evaluate_run`` (a seeded
+    system's: each seed's, and their mean), and check the family table's against them; a
+    mismatch is an IntegrityError. Returns the number of values checked."""
     from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.data.trec import load_trec_run
     from retrieval_kd.eval.metrics import evaluate_run
@@ -204,13 +273,22 @@ def verify(rep: RunReport) -> int:
         cfg = read_json(rep.root / stage["dir"] / "stage.json")["config"]
         ds = load_dataset(cfg["dataset"], cfg["split"])
         for r in t.rows:
-            got = evaluate_run(ds.qrels, load_trec_run(r.run_file), t.metrics,
-                               ignore_identical_ids=cfg["ignore_identical_ids"])
+            per = [evaluate_run(ds.qrels, load_trec_run(f), t.metrics, ignore_identical_ids=cfg["ignore_identical_ids"])
+                   for f in r.run_files]
             for m in t.metrics:
-                if round(got[m], 4) != r.metrics[m]:
+                got = sum(x[m] for x in per) / len(per)
+                if round(got, 4) != r.metrics[m] or (r.seeds and [round(x[m], 4) for x in per] != r.per_seed[m]):
                     raise IntegrityError(f"{t.name}/{r.name}: {m} is {r.metrics[m]} in the report but "
-                                         f"{got[m]:.4f} from {r.run_file}")
+                                         f"{got:.4f} from {', '.join(r.run_files)}")
                 checked += 1
+        rows = {r.name: r for r in t.rows}
+        for fam, f in (t.families or {}).get("families", {}).items():
+            for role, v in f["roles"].items():
+                for m in t.metrics:
+                    if round(v["metrics"][m]["mean"], 4) != rows[v["system"]].metrics[m]:
+                        raise IntegrityError(f"{t.name}: family {fam}, {role} {v['system']}: {m} differs "
+                                             "from the system's row")
+                    checked += 1
     return checked
 
 
