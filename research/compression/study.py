@@ -59,6 +59,10 @@ ARMS: dict[str, dict[str, Any]] = {
                       "positive_floor": 1.0},
     # SPLADE diagnostics (issue 16 point 4: why SPLADE distillation loses to its init): the
     # same arms with the FLOPS regularisers off
+    # dev revision 1 (after seed 42's dense-tiny rows: the KL term at teacher_scale 0.05 swamped
+    # InfoNCE, whose in-batch loss rose to chance): a softer teacher on the cosine student's scale
+    "kd-kl+infonce-soft": {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8, "filter_margin": None,
+                           "positive_floor": 1.0, "teacher_scale": 0.01},
     "twin-noreg": {"teacher": "none", "losses": "infonce", "negatives": 7,
                    "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
     "kd-kl-noreg": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
@@ -77,13 +81,14 @@ FAMILY_KD = {
 def row_train(student: str, arm: str, seed: int) -> dict[str, Any]:
     """The TrainConfig fields of one row (store, output and dataset are added by the caller)."""
     s = STUDENTS[student]
-    tr = {**COMMON, **s["train"], **ARMS[arm], "seed": seed}
-    if arm != "twin":
+    arm_cfg = dict(ARMS[arm])
+    tr = {**COMMON, **s["train"]}
+    if not arm.startswith("twin"):
         kd = FAMILY_KD[s["family"]]
         tr["temperature"], tr["teacher_scale"] = kd["temperature"], kd["teacher_scale"]
-        if "infonce" in tr["losses"]:
-            tr["losses"] = f"kl:1.0+infonce:{kd['infonce_weight']}"
-    return tr
+        if arm_cfg["losses"] == "kl:1.0+infonce:1.0":
+            arm_cfg["losses"] = f"kl:1.0+infonce:{kd['infonce_weight']}"
+    return {**tr, **arm_cfg, "seed": seed}
 
 
 def eval_cfg(student: str) -> dict[str, Any]:
