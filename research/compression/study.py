@@ -63,6 +63,9 @@ ARMS: dict[str, dict[str, Any]] = {
     # InfoNCE, whose in-batch loss rose to chance): a softer teacher on the cosine student's scale
     "kd-kl+infonce-soft": {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8, "filter_margin": None,
                            "positive_floor": 1.0, "teacher_scale": 0.01},
+    # dev revision 2 (the softer teacher did not help: 0.1905): the KL term at a tenth of its weight
+    "kd-kl0.1+infonce": {"losses": "kl:0.1+infonce:1.0", "kl_passages": 8, "filter_margin": None,
+                         "positive_floor": 1.0},
     "twin-noreg": {"teacher": "none", "losses": "infonce", "negatives": 7,
                    "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
     "kd-kl-noreg": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
@@ -86,8 +89,9 @@ def row_train(student: str, arm: str, seed: int) -> dict[str, Any]:
     if not arm.startswith("twin"):
         kd = FAMILY_KD[s["family"]]
         tr["temperature"], tr["teacher_scale"] = kd["temperature"], kd["teacher_scale"]
-        if arm_cfg["losses"] == "kl:1.0+infonce:1.0":
-            arm_cfg["losses"] = f"kl:1.0+infonce:{kd['infonce_weight']}"
+        kl_w, sep, rest = arm_cfg["losses"].partition("+infonce:1.0")
+        if sep and not rest:  # InfoNCE at the family's weight (T^2 for the cosine student)
+            arm_cfg["losses"] = f"{kl_w}+infonce:{kd['infonce_weight']}"
     return {**tr, **arm_cfg, "seed": seed}
 
 
