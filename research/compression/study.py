@@ -66,6 +66,11 @@ ARMS: dict[str, dict[str, Any]] = {
     # dev revision 2 (the softer teacher did not help: 0.1905): the KL term at a tenth of its weight
     "kd-kl0.1+infonce": {"losses": "kl:0.1+infonce:1.0", "kl_passages": 8, "filter_margin": None,
                          "positive_floor": 1.0},
+    # dev revision 3 (InfoNCE rises to chance under any KL weight tried): pairwise Margin-MSE on
+    # the same rows (Hofstaetter's loss; bounded gradients) beside InfoNCE, their gradients of
+    # one size (MSE of margins x0.05 vs 0.05 x 20 x (p - y))
+    "kd-mm+infonce": {"losses": "margin-mse:1.0+infonce:0.05", "kl_passages": 8, "negatives": 7,
+                      "filter_margin": None, "positive_floor": 1.0},
     "twin-noreg": {"teacher": "none", "losses": "infonce", "negatives": 7,
                    "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
     "kd-kl-noreg": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
