@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: install, then the SciFact pipeline (pipelines/scifact.yaml) end to end:
-# BM25 + MiniLM first stages, the ensemble teacher's scores, four distilled student families and
-# the label-only control, their indexes, evaluation on test and the report.
+# BM25, the ensemble teacher's scores, BERT-tiny bi-encoder and ColBERT students (distilled and
+# their label-only twins, three seeds each), their indexes, evaluation on test and the report.
 # A second run skips every finished stage; a killed run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
