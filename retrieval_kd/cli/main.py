@@ -11,6 +11,7 @@ from retrieval_kd.cli import (
     eval_cmd,
     index_cmd,
     models_cmd,
+    queries_cmd,
     retrieve_cmd,
     run_cmd,
     score_cmd,
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(retrieve_cmd.app, name="retrieve")
+app.add_typer(queries_cmd.app, name="queries")
 app.command("score")(score_cmd.score)
 app.add_typer(score_cmd.app, name="scores")
 app.command("eval")(eval_cmd.eval_runs)

@@ -21,6 +21,18 @@ def parse_window(text: str | None) -> tuple[int, int] | None:
     return lo, hi
 
 
+def parse_folds(text: str | None) -> tuple[int, int] | None:
+    """``J/K`` -> (j, k) (the config checks the range)."""
+    if not text:
+        return None
+    try:
+        j, k = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise RkdError(f"--query-folds must look like J/K (e.g. 0/4: leave out fold 0 of 4), "
+                       f"got '{text}'") from None
+    return j, k
+
+
 Opt = typer.Option
 
 
@@ -38,6 +50,8 @@ def train(
                                            "on qrels, negatives from the candidate ranks.")] = None,
     candidates: Annotated[Path | None, Opt(help="Run (folder or TREC file) for --label-only "
                                            "without a store.")] = None,
+    query_folds: Annotated[str | None, Opt(help="J/K: train only on the queries outside fold J of K "
+                                           "(crc32(qid) % K), for cross-fitting.")] = None,
     temperature: Annotated[float | None, Opt(help="KL temperature.")] = None,
     kl_passages: Annotated[int | None, Opt(help="Passages per KL row (positive + negatives).")] = None,
     teacher_scale: Annotated[float | None, Opt(help="Multiply teacher scores by this in the labels "
@@ -73,7 +87,8 @@ def train(
         config, family=family, init=init, scores=scores or None, dataset=dataset, split=split,
         losses=loss or ("infonce" if label_only else None),
         teacher=None if label_only is None else ("none" if label_only else "store"),
-        candidates=candidates, temperature=temperature, kl_passages=kl_passages, negatives=negatives,
+        candidates=candidates, query_folds=parse_folds(query_folds), temperature=temperature,
+        kl_passages=kl_passages, negatives=negatives,
         teacher_scale=teacher_scale,
         rank_window=parse_window(rank_window), filter_margin=filter_margin, positives=positives,
         short_lists=short_lists, positive_floor=positive_floor,

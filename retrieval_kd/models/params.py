@@ -69,6 +69,8 @@ def teacher_parameters(spec: dict[str, Any]) -> int | None:
         return None if None in counts else sum(counts)  # type: ignore[arg-type]
     if spec.get("kind") == "bm25":
         return 0
+    if spec.get("kind") == "crossfit":  # each query meets one fold model
+        return teacher_parameters(spec["folds"][0]) if spec.get("folds") else None
     if spec.get("kind") == "llm" and spec.get("backend") == "openai":
         return None
     return model_parameters(spec["model"]) if spec.get("model") else None

@@ -104,15 +104,23 @@ def retrieve_fusion(config: dict[str, Any], inputs: dict[str, Path], out: Path) 
 # ---------------------------------------------------------------- score
 
 
-def _substitute_students(spec: dict[str, Any], inputs: dict[str, Path]) -> dict[str, Any]:
-    from retrieval_kd.pipeline.schema import STUDENT_REF
+def _substitute_students(spec: dict[str, Any], inputs: dict[str, Path],
+                         crossfit: dict[str, int] | None = None) -> dict[str, Any]:
+    """``student:NAME`` models -> the trained model folders; a student in ``crossfit`` (name -> K)
+    becomes a ``crossfit`` spec over its K fold models (inputs ``model:NAME%fJ``)."""
+    from retrieval_kd.pipeline.schema import STUDENT_REF, fold_name
 
     if spec.get("kind") == "ensemble":
-        return {**spec, "members": [{**m, "teacher": _substitute_students(m["teacher"], inputs)}
+        return {**spec, "members": [{**m, "teacher": _substitute_students(m["teacher"], inputs, crossfit)}
                                     for m in spec["members"]]}
     model = str(spec.get("model", ""))
     if model.startswith(STUDENT_REF):
-        return {**spec, "model": str(model_dir_of(inputs[f"model:{model[len(STUDENT_REF):]}"]))}
+        name = model[len(STUDENT_REF):]
+        k = (crossfit or {}).get(name)
+        if k:
+            folds = [model_dir_of(inputs[f"model:{fold_name(name, j)}"]) for j in range(k)]
+            return {"kind": "crossfit", "folds": [{**spec, "model": str(d)} for d in folds]}
+        return {**spec, "model": str(model_dir_of(inputs[f"model:{name}"]))}
     return spec
 
 
@@ -146,7 +154,8 @@ def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     from retrieval_kd.scores.stage import score_stage
     from retrieval_kd.teachers.spec import parse_teacher
 
-    spec = parse_teacher(_substitute_students(config["teacher"], inputs), f"stage {config['name']}")
+    spec = parse_teacher(_substitute_students(config["teacher"], inputs, config.get("crossfit")),
+                         f"stage {config['name']}")
     out.mkdir(parents=True, exist_ok=True)
     store = score_stage(config["dataset"], config["split"], run_file_of(inputs["candidates"]), spec,
                         root=out / "stores", top_k=config["top_k"], add_positives=config["add_positives"],
@@ -272,7 +281,7 @@ def search(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[s
 # ---------------------------------------------------------------- train
 
 PIPELINE_TRAIN_KEYS = frozenset({"family", "init", "output", "scores", "dataset", "split", "teacher",
-                                 "candidates", "losses"})
+                                 "candidates", "losses", "query_folds"})
 """TrainConfig fields the pipeline sets itself (a student's ``params`` may not)."""
 SAVE_STEPS = 25
 """Checkpoint interval when a student's params give none: a killed pipeline loses at most

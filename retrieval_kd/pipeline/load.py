@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,10 @@ class LoadedPipeline:
     path: Path
     node: Node | None
     datasets: dict[str, str]
-    """Dataset alias -> what ``load_dataset`` is given (a registered name or an absolute path)."""
+    """Dataset alias -> what ``load_dataset`` is given (a registered name or an absolute path;
+    for a generated dataset, its queries stage's id until the runner resolves it)."""
+    derived: dict[str, str] = field(default_factory=dict)
+    """Dataset alias -> the ``queries`` entry generating it."""
 
     def line(self, *loc: Any) -> int | None:
         return locate(self.node, loc)
@@ -203,6 +206,8 @@ def _teacher_models(spec: dict, loc: tuple) -> list[tuple[str, tuple]]:
         for i, m in enumerate(spec.get("members", [])):
             out += _teacher_models(m["teacher"], (*loc, "members", i, "teacher"))
         return out
+    if spec.get("kind") == "crossfit":
+        return [m for i, f in enumerate(spec.get("folds", [])) for m in _teacher_models(f, (*loc, "folds", i))]
     if spec.get("kind") == "llm" and spec.get("backend") == "openai":
         return []
     return [(spec["model"], (*loc, "model"))] if spec.get("model") else []
@@ -216,6 +221,16 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
         problems.append((lp.line(*loc), f"{_dotted(loc)}: {msg}"))
 
     for alias, entry in p.datasets.items():
+        if entry.queries is not None:  # generated: retrieval_kd/queries/stage.py
+            from retrieval_kd.queries.stage import derived_source, filter_problem
+
+            lp.datasets[alias], lp.derived[alias] = derived_source(entry.queries, entry.filter and alias), entry.queries
+            if entry.queries not in p.queries:
+                bad(("datasets", alias, "queries"), f"no queries entry '{entry.queries}' "
+                                                    f"(queries: {', '.join(p.queries) or 'none'})")
+            elif entry.filter is not None and (why := filter_problem(p, entry)):
+                bad(("datasets", alias, "filter", "teacher"), why)
+            continue
         src, local = _dataset_source(entry.source, base)
         lp.datasets[alias] = src
         if check_sources and local is None and src == entry.source:
@@ -235,7 +250,7 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
         if alias not in p.datasets:
             bad((*loc, "dataset"), f"no dataset '{alias}' (datasets: {', '.join(p.datasets)})")
             return False
-        have = dataset_splits(lp.datasets[alias])
+        have = splits_of(lp, alias) or dataset_splits(lp.datasets[alias])
         for s in splits:
             if have is not None and s not in have:
                 bad((*loc, "dataset"), f"dataset '{alias}' has no split '{s}' (splits: {', '.join(have)})")
@@ -257,6 +272,15 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
         for s in splits:
             if s not in r.splits:
                 bad(loc, f"retrieve entry '{name}' has no split '{s}' (splits: {', '.join(r.splits)})")
+
+    from retrieval_kd.queries.stage import generator_problem, splits_of
+
+    for name, q in p.queries.items():
+        check_dataset(("queries", name), q.dataset, [])
+        if q.base_url is None and q.model is not None:
+            check_model(("queries", name, "model"), q.model)
+            if why := generator_problem(q.model):
+                bad(("queries", name, "model"), why)
 
     for name, r in p.retrieve.items():
         check_dataset(("retrieve", name), r.dataset, r.splits)
@@ -280,7 +304,11 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
             if check_dataset(loc, t.dataset, t.splits):
                 check_run_ref((*loc, "candidates"), t.candidates, t.dataset, t.splits)
             for ref, mloc in _teacher_models(t.teacher.model_dump(), (*loc, "teacher")):
-                check_model(mloc, ref)
+                if ref.startswith(STUDENT_REF) and "folds" in mloc:
+                    bad(mloc, f"a crossfit teacher's folds are trained models; to cross-fit a pipeline student, "
+                              f"give it crossfit: K and name '{ref}' as a member (its fold models follow)")
+                else:
+                    check_model(mloc, ref)
             for ref, mloc in _seeded_models(p, t.teacher.model_dump(), (*loc, "teacher")):
                 if section == "teachers":
                     bad(mloc, f"student '{ref}' is trained with several seeds (seeds: {p.students[ref].seeds}): "
@@ -312,6 +340,9 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
                                 "from it needs the same seeds (seed s starts from seed s)")
         if s_.seeds is not None and "seed" in s_.params:
             bad((*loc, "seeds"), "give either 'seeds' or params.seed, not both")
+        if s_.crossfit is not None and s_.seeds is not None:
+            bad((*loc, "crossfit"), "give either 'crossfit' or 'seeds', not both (a cross-fitted student "
+                                    "is one full model and its fold models, of one seed)")
         if s_.teacher is None and s_.candidates is None:
             bad(loc, "a label-only student (no teacher) needs 'candidates' (a retrieve entry for negatives)")
         else:
@@ -383,7 +414,10 @@ def _train_config_problems(lp: LoadedPipeline, name: str, s: StudentEntry) -> li
     loc = ("students", name)
     out = []
     for k in s.params:
-        if k in PIPELINE_TRAIN_KEYS:
+        if k == "query_folds":
+            out.append((lp.line(*loc, "params", k), (f"students.{name}.params.{k}: set by the pipeline "
+                        "(crossfit: K trains the fold models)")))
+        elif k in PIPELINE_TRAIN_KEYS:
             out.append((lp.line(*loc, "params", k), (f"students.{name}.params.{k}: set by the pipeline "
                         "(family, init, dataset, split, teacher, candidates, loss are the entry's own keys)")))
         elif k not in TrainConfig.model_fields:

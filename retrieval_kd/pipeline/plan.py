@@ -6,7 +6,8 @@ covers everything upstream, so a changed stage changes its own key and those of 
 that depend on it, and no other.
 
 Stage ids: ``section:name``, ``section:name@split``, and for an entry trained with several
-seeds one stage per seed, ``#s<seed>`` appended (``student:kd#s42``, ``search:kd@test#s42``).
+seeds one stage per seed, ``#s<seed>`` appended (``student:kd#s42``, ``search:kd@test#s42``);
+a cross-fitted student's fold models are ``student:NAME%f<j>`` beside ``student:NAME``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from retrieval_kd.artifacts import sha256_file, sha256_json, sha256_records
 from retrieval_kd.pipeline.load import LoadedPipeline, PipelineError, _dataset_source
 from retrieval_kd.pipeline.registry import stage_kind
 from retrieval_kd.pipeline.schema import (
+    FOLD_MARK,
     REF_SECTIONS,
     STUDENT_REF,
     BM25Retrieve,
@@ -26,6 +28,7 @@ from retrieval_kd.pipeline.schema import (
     IndexEntry,
     Pipeline,
     entry_seeds,
+    fold_name,
     student_refs,
 )
 
@@ -48,7 +51,7 @@ class Stage:
 
     @property
     def dirname(self) -> str:
-        return f"{self.id.replace(':', '-').replace('#', '-')}-{self.key}"
+        return f"{self.id.replace(':', '-').replace('#', '-').replace('%', '-')}-{self.key}"
 
 
 def _sid(section: str, name: str, split: str | None = None, seed: int | None = None) -> str:
@@ -56,8 +59,9 @@ def _sid(section: str, name: str, split: str | None = None, seed: int | None = N
 
 
 def entry_of(sid: str) -> str:
-    """The entry a stage id belongs to (``search:kd@test#s42`` -> ``search:kd``)."""
-    return sid.split("#")[0].split("@")[0]
+    """The entry a stage id belongs to (``search:kd@test#s42`` -> ``search:kd``, a fold model
+    ``student:kd%f0`` -> ``student:kd``)."""
+    return sid.split("#")[0].split("@")[0].split(FOLD_MARK)[0]
 
 
 def _student_sid(p: Pipeline, name: str, seed: int | None) -> str:
@@ -69,6 +73,23 @@ def _student_refs(p: Pipeline, spec: dict[str, Any], inputs: dict[str, str], see
     """Collect ``student:NAME`` models of a teacher spec as inputs ``model:NAME``."""
     for name in student_refs(spec):
         inputs[f"model:{name}"] = _student_sid(p, name, seed)
+
+
+def _crossfit_refs(p: Pipeline, ds: dict[str, str], spec: dict[str, Any], dataset: str, split: str,
+                   inputs: dict[str, str]) -> dict[str, int]:
+    """The cross-fitted students of a teacher spec that a score stage of ``dataset`` and ``split``
+    uses out-of-fold: those trained on that very split (of the same dataset source). Their fold
+    models become inputs ``model:NAME%fJ`` in place of the full model's (which scores none of the
+    split's queries); returns name -> K."""
+    out = {}
+    for name in student_refs(spec):
+        s = p.students.get(name)
+        if s is not None and s.crossfit and s.split == split and ds[s.dataset] == ds[dataset]:
+            out[name] = s.crossfit
+            inputs.pop(f"model:{name}", None)
+            for j in range(s.crossfit):
+                inputs[f"model:{fold_name(name, j)}"] = _sid("student", fold_name(name, j))
+    return out
 
 
 def _local_models(obj: Any, base: Path) -> Any:
@@ -99,8 +120,11 @@ def _score_stages(p: Pipeline, section: str, ds: dict[str, str], base: Path) -> 
             for seed in entry_seeds(p, f"{section}s", name) or [None]:
                 inputs = {"candidates": _sid("retrieve", t.candidates, split)}
                 _student_refs(p, spec, inputs, seed)
+                crossfit = _crossfit_refs(p, ds, spec, t.dataset, split, inputs)
                 cfg = {"dataset": ds[t.dataset], "split": split, "name": name, "top_k": t.top_k,
                        "add_positives": t.add_positives, "chunk_size": t.chunk_size, "teacher": spec}
+                if crossfit:  # absent otherwise: a stage without out-of-fold members keeps its key
+                    cfg["crossfit"] = crossfit
                 out.append(Stage(_sid(section, name, split, seed), "score", cfg, inputs, ds[t.dataset],
                                  (f"{section}s", name)))
     return out
@@ -108,8 +132,10 @@ def _score_stages(p: Pipeline, section: str, ds: dict[str, str], base: Path) -> 
 
 def build_stages(lp: LoadedPipeline) -> list[Stage]:
     """Every stage of the pipeline, in file order (not yet sorted or keyed)."""
+    from retrieval_kd.queries.stage import link_generated, queries_stages
+
     p, ds, base = lp.pipeline, lp.datasets, lp.path.parent
-    out: list[Stage] = []
+    out: list[Stage] = queries_stages(lp, _abs_model)
     for name, r in p.retrieve.items():
         params = r.model_dump(exclude={"kind", "dataset", "splits", "k", "model", "runs"})
         for split in r.splits:
@@ -128,7 +154,8 @@ def build_stages(lp: LoadedPipeline) -> list[Stage]:
                                  dataset=ds[r.dataset], loc=("retrieve", name)))
     out += _score_stages(p, "teacher", ds, base)
     for name, s in p.students.items():
-        for seed in s.seeds or [None]:
+        folds = [None, *range(s.crossfit)] if s.crossfit else [None]  # the full model, then the folds
+        for seed, fold in [(sd, f) for sd in s.seeds or [None] for f in folds]:
             inputs = {}
             if s.teacher:
                 inputs["teacher"] = _sid("teacher", s.teacher, s.split)
@@ -137,10 +164,12 @@ def build_stages(lp: LoadedPipeline) -> list[Stage]:
             if s.init.startswith(STUDENT_REF):
                 inputs["init"] = _student_sid(p, s.init[len(STUDENT_REF):], seed)
             params = s.params if seed is None else {**s.params, "seed": seed}
+            if fold is not None:
+                params = {**params, "query_folds": [fold, s.crossfit]}
             cfg = {"name": name, "family": s.family, "init": _abs_model(s.init, base), "dataset": ds[s.dataset],
                    "split": s.split, "loss": s.loss, "params": params}
-            out.append(Stage(_sid("student", name, seed=seed), "train", cfg, inputs, ds[s.dataset],
-                             ("students", name)))
+            sid = _sid("student", name, seed=seed) if fold is None else _sid("student", fold_name(name, fold))
+            out.append(Stage(sid, "train", cfg, inputs, ds[s.dataset], ("students", name)))
     out += _score_stages(p, "reranker", ds, base)
     for name, ix in p.indexes.items():
         for seed in entry_seeds(p, "indexes", name) or [None]:
@@ -174,7 +203,7 @@ def build_stages(lp: LoadedPipeline) -> list[Stage]:
         if ev.families:
             cfg["families"] = {f: fam.model_dump() for f, fam in ev.families.items()}
         out.append(Stage(_sid("eval", name), "eval", cfg, inputs, ds[ev.dataset], ("evals", name)))
-    return out
+    return link_generated(out, lp)
 
 
 def seed_input(system: str, seed: int) -> str:

@@ -72,6 +72,7 @@ def register(kind: str, *, resumable: bool = False, version: int = 1,
 
 def stage_kind(kind: str) -> StageKind:
     from retrieval_kd.pipeline import adapters  # noqa: F401 - registers the built-in kinds
+    from retrieval_kd.queries import stage as _queries  # noqa: F401 - registers "queries"
 
     if kind not in STAGES:
         from retrieval_kd.errors import RkdError

@@ -215,11 +215,14 @@ def _run_one(s: Stage, root: Path, by_id: dict[str, Stage]) -> tuple[float, floa
         shutil.rmtree(work)
     inputs = {name: stage_dir(root, by_id[up]) for name, up in s.inputs.items()}
     t0, c0 = time.perf_counter(), time.process_time()
-    result = kind.fn(s.config, inputs, work) or {}
+    from retrieval_kd.queries.stage import resolve_dataset
+
+    config = resolve_dataset(s.config, inputs)  # a generated dataset: its folder
+    result = kind.fn(config, inputs, work) or {}
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / STAGE_FILE, {
-        "id": s.id, "kind": s.kind, "key": s.key, "config": s.config,
+        "id": s.id, "kind": s.kind, "key": s.key, "config": config,
         "inputs": {name: {"id": up, "dir": inputs[name].name} for name, up in s.inputs.items()},
         "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "finished": now_iso(), "result": result,
     })

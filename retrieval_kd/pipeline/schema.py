@@ -39,6 +39,21 @@ A student with ``seeds`` is one train stage per seed (``student:NAME#s42``); an 
 and a reranker whose model is ``student:NAME``, are one stage per seed too
 (``index:NAME#s42``, ``search:NAME@test#s42``, ``reranker:NAME@test#s42``), and an eval system
 referring to them stands for all the seeds (mean, sd and per-seed values).
+
+A student with ``crossfit: K`` (not with ``seeds``) is also trained K times more, fold J's model
+(``student:NAME%fJ``) without the queries of fold J (``crc32(qid) % K``). A teachers or
+rerankers entry with a member ``student:NAME`` scores the student's own dataset and split
+out-of-fold (each query by the fold model that did not see it); other splits by ``student:NAME``.
+
+``queries`` entries generate training queries from a dataset's passages with an LLM (one per
+sampled passage, qrels pointing at it); a datasets entry ``{queries: NAME}`` is that BEIR folder
+(split ``train`` unless the entry says otherwise), usable by name like any dataset::
+
+    queries:
+      gq: {dataset: scifact, model: qwen2.5-coder-0.5b, count: 500, seed: 42, max_new_tokens: 32}
+    datasets:
+      scifact-gq: {queries: gq}
+      scifact-gq-f: {queries: gq, filter: {teacher: ens, top_k: 3}}   # ens scores scifact-gq
 """
 
 from __future__ import annotations
@@ -55,6 +70,7 @@ from pydantic import (
     model_validator,
 )
 
+from retrieval_kd.queries.params import QueriesEntry, QueryFilter
 from retrieval_kd.retrieve.bm25 import BM25Params
 from retrieval_kd.retrieve.dense import DenseParams
 from retrieval_kd.retrieve.fusion import FusionParams
@@ -66,6 +82,14 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 STUDENT_REF = "student:"
 """A model written ``student:NAME`` is that student's trained model."""
 
+FOLD_MARK = "%f"
+"""``NAME%fJ``: fold J's model of a cross-fitted student (stage ``student:NAME%fJ``)."""
+
+
+def fold_name(name: str, j: int) -> str:
+    return f"{name}{FOLD_MARK}{j}"
+
+
 FAMILIES = ("bi-encoder", "splade", "colbert", "cross-encoder")
 Family = Literal["bi-encoder", "splade", "colbert", "cross-encoder"]
 
@@ -75,9 +99,21 @@ class _Strict(BaseModel):
 
 
 class DatasetEntry(_Strict):
-    source: str
+    source: str | None = None
     """A registered dataset name (``rkd data list``) or a dataset directory (relative to the
     pipeline file, else to the working directory)."""
+    queries: Name | None = None
+    """Instead of ``source``: the BEIR folder a ``queries`` entry generates (retrieval_kd/queries)."""
+    filter: QueryFilter | None = None
+    """With ``queries``: only the queries whose passage a teacher ranks within its top_k."""
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> DatasetEntry:
+        if (self.source is None) == (self.queries is None):
+            raise ValueError("give exactly one of 'source' (a dataset) and 'queries' (a queries entry)")
+        if self.filter is not None and self.queries is None:
+            raise ValueError("'filter' filters generated queries: it goes with 'queries'")
+        return self
 
 
 class _RetrieveCommon(BaseModel):
@@ -137,6 +173,10 @@ class StudentEntry(_Strict):
     params: dict[str, Any] = {}
     seeds: list[StrictInt] | None = Field(None, min_length=1)
     """Train once per seed (each its own stage, ``seed`` set in its train config)."""
+    crossfit: StrictInt | None = Field(None, ge=2)
+    """K: also train K fold models (``student:NAME%fJ``, each without fold J's queries); a
+    teacher member ``student:NAME`` scoring this student's own split scores each query with the
+    fold model that did not see it (out-of-fold), any other split with the full model."""
 
     @field_validator("seeds")
     @classmethod
@@ -217,6 +257,9 @@ class Pipeline(_Strict):
     root: str | None = None
     """Run root (default ``runs/<name>``), relative to the working directory."""
     datasets: dict[Name, DatasetEntry] = Field(min_length=1)
+    queries: dict[Name, QueriesEntry] = {}
+    """Generated training queries (retrieval_kd/queries/stage.py); a datasets entry
+    ``{queries: NAME}`` names the result."""
     retrieve: dict[Name, RetrieveEntry] = {}
     teachers: dict[Name, ScoreEntry] = {}
     students: dict[Name, StudentEntry] = {}
@@ -225,7 +268,7 @@ class Pipeline(_Strict):
     evals: dict[Name, EvalEntry] = {}
 
 
-SECTIONS = ("datasets", "retrieve", "teachers", "students", "rerankers", "indexes", "evals")
+SECTIONS = ("datasets", "queries", "retrieve", "teachers", "students", "rerankers", "indexes", "evals")
 REF_SECTIONS = {"retrieve": "retrieve", "teacher": "teachers", "reranker": "rerankers",
                 "index": "indexes"}
 """Eval reference prefix -> pipeline section."""

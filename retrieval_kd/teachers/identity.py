@@ -35,6 +35,11 @@ def identity_of(spec_dump: dict[str, Any]) -> dict[str, Any]:
         return {"kind": kind, "normalization": spec_dump["normalization"],
                 "members": [{"weight": m["weight"], "teacher": identity_of(m["teacher"])}
                             for m in spec_dump["members"]]}
+    if kind == "crossfit":  # each fold model's own identity (weights' sha256): never a full model's id
+        from retrieval_kd.teachers.crossfit import FOLD_OF
+
+        return {"kind": kind, "k": len(spec_dump["folds"]), "fold_of": FOLD_OF,
+                "folds": [identity_of(f) for f in spec_dump["folds"]]}
     out = {k: v for k, v in spec_dump.items() if k not in RUNTIME_KEYS}
     if kind == "llm":
         out["template"] = out.get("template") or _default_template()

@@ -107,11 +107,21 @@ class EnsembleSpec(_Spec):
     normalization: Literal["none", "minmax", "zscore", "rank"] = "zscore"
 
 
+class CrossFitSpec(_Spec):
+    """Cross-fitted: fold j's teacher scores the queries of fold j (``crc32(qid) % k``, k the
+    number of folds); fold j's model was trained without them (see teachers/crossfit.py). A
+    pipeline builds this for a member ``student:NAME`` whose student has ``crossfit: K``."""
+
+    kind: Literal["crossfit"]
+    folds: list[TeacherSpec] = Field(min_length=2)
+
+
 TeacherSpec = Annotated[
-    CrossEncoderSpec | BiEncoderSpec | SpladeSpec | BM25Spec | LLMSpec | EnsembleSpec,
+    CrossEncoderSpec | BiEncoderSpec | SpladeSpec | BM25Spec | LLMSpec | EnsembleSpec | CrossFitSpec,
     Field(discriminator="kind"),
 ]
 MemberSpec.model_rebuild()
+CrossFitSpec.model_rebuild()
 
 
 class _Holder(_Spec):
@@ -178,6 +188,10 @@ def _build(spec: TeacherSpec) -> Teacher:
         return BM25Teacher(BM25Params(**args))
     if isinstance(spec, LLMSpec):
         return _build_llm(spec)
+    if isinstance(spec, CrossFitSpec):
+        from retrieval_kd.teachers.crossfit import CrossFitTeacher
+
+        return CrossFitTeacher([build_teacher(f) for f in spec.folds])
     from retrieval_kd.teachers.ensemble import EnsembleTeacher
 
     return EnsembleTeacher([(build_teacher(m.teacher), m.weight) for m in spec.members],

@@ -83,6 +83,10 @@ class TrainConfig(BaseModel):
     candidates: Path | None = None
     """A run (folder or TREC file) for negatives when no store is given (label-only only)."""
     candidates_top_k: int = Field(100, gt=0)
+    query_folds: tuple[int, int] | None = None
+    """``[j, k]``: train only on the queries outside fold j of k (fold: ``shard_of(qid, k)``, the
+    stable crc32 hash the stores shard by), so fold j's queries can be scored out-of-fold by this
+    model (cross-fitting)."""
 
     # --- examples -----------------------------------------------------------------------------
     losses: list[LossTerm] = [LossTerm(name="kl")]
@@ -174,6 +178,10 @@ class TrainConfig(BaseModel):
                 raise ValueError("give at least one score store (scores), or teacher: none")
             if self.candidates is not None:
                 raise ValueError("candidates is for teacher: none; a store carries its own candidates")
+        if self.query_folds is not None:
+            j, k = self.query_folds
+            if k < 2 or not 0 <= j < k:
+                raise ValueError(f"query_folds {list(self.query_folds)}: need [j, k] with k >= 2 and 0 <= j < k")
         if self.query_max_length is not None and self.family != "colbert":
             raise ValueError("query_max_length applies to colbert only (others use max_length)")
         return self

@@ -152,6 +152,15 @@ def groups_from_run(ds: Dataset, run: Run, top_k: int) -> Groups:
     return out
 
 
+def outside_fold(groups: Groups, fold: tuple[int, int]) -> Groups:
+    """The groups of the queries outside fold ``j`` of ``k`` (``fold = (j, k)``; a query's fold is
+    ``shard_of(qid, k)``): what fold j's model of a cross-fitted student trains on."""
+    from retrieval_kd.scores.candidates import shard_of
+
+    j, k = fold
+    return {q: c for q, c in groups.items() if shard_of(q, k) != j}
+
+
 # ---------------------------------------------------------------------------------------------
 # Positives and negatives
 

@@ -36,7 +36,7 @@ from retrieval_kd.artifacts import (
 from retrieval_kd.data.types import Dataset
 from retrieval_kd.errors import IntegrityError, NotFoundError, RkdError
 from retrieval_kd.train.config import TrainConfig
-from retrieval_kd.train.examples import ExampleOptions, ExampleStats, Groups, build_examples
+from retrieval_kd.train.examples import ExampleOptions, ExampleStats, Groups, build_examples, outside_fold
 
 RUN_STATE = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -114,8 +114,14 @@ def load_inputs(cfg: TrainConfig) -> TrainInputs:
 
 
 def make_examples(cfg: TrainConfig, inputs: TrainInputs):
-    """The training rows (a ``datasets.Dataset``) and the builder's stats."""
-    data, stats = build_examples(inputs.ds, inputs.groups, ExampleOptions.from_config(cfg))
+    """The training rows (a ``datasets.Dataset``) and the builder's stats. With ``query_folds``
+    only the queries outside that fold."""
+    groups = inputs.groups if cfg.query_folds is None else outside_fold(inputs.groups, cfg.query_folds)
+    data, stats = build_examples(inputs.ds, groups, ExampleOptions.from_config(cfg))
+    if cfg.query_folds is not None:
+        j, k = cfg.query_folds
+        stats.notes.append(f"query_folds [{j}, {k}]: {len(inputs.groups) - len(groups)} of "
+                           f"{len(inputs.groups)} queries (fold {j}) left out")
     if not stats.rows:
         raise RkdError(f"no training examples from {inputs.ds.name}/{inputs.ds.split}: "
                        f"{stats.no_positive} queries without a positive, {stats.too_few_negatives} "
@@ -222,7 +228,7 @@ def _progress_callback(prog, task_id):
 # Stage
 
 
-LATER_FIELDS = {"teacher_scale": 1.0, "short_lists": "drop", "positive_floor": None}
+LATER_FIELDS = {"teacher_scale": 1.0, "short_lists": "drop", "positive_floor": None, "query_folds": None}
 """Config fields added after runs were first recorded: left out of the key while at this
 default, so a run made before the field existed keeps its key (and is not retrained)."""
 
