@@ -152,3 +152,24 @@ def manifest(
 def read_manifest(directory: str | Path) -> dict[str, Any] | None:
     p = Path(directory) / MANIFEST
     return read_json(p) if p.is_file() else None
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: Path, busy: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` exclusively (created with the folder) for the ``with`` body; a second
+    holder fails at once with ``busy`` as its one error line (never waits, never deadlocks)."""
+    import fcntl
+
+    from retrieval_kd.errors import RkdError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RkdError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+

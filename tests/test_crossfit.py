@@ -170,24 +170,16 @@ MEMBER = {"kind": "bi-encoder", "model": "student:labels"}
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Path:
-    from tests.test_pipeline import write_corpus
-    from tests.tiny_models import WORDS, build_tiny_st
+    from tests.tiny_pipeline import make_env
 
-    d = tmp_path_factory.mktemp("crossfit")
-    write_corpus(d / "tiny", n_docs=50, n_queries=40, words=WORDS)
-    build_tiny_st(d / "models" / "st")
-    (d / "p.yaml").write_text(PIPE)
-    return d
+    return make_env(tmp_path_factory.mktemp("crossfit"), PIPE)
 
 
 @pytest.fixture(scope="module")
 def run_root(env) -> Path:
-    from retrieval_kd.pipeline.load import load_pipeline
-    from retrieval_kd.pipeline.runner import run_stages
+    from tests.tiny_pipeline import run_quietly
 
-    root = env / "runs"
-    run_stages(load_pipeline(env / "p.yaml"), root, echo=lambda _m: None)
-    return root
+    return run_quietly(env)
 
 
 def _plan(env: Path, text: str = PIPE, check_sources: bool = True):

@@ -18,7 +18,7 @@ from retrieval_kd.pipeline.plan import plan, select
 from retrieval_kd.pipeline.runner import run_stages
 from retrieval_kd.report import collect, verify, write_report
 from tests.test_pipeline import write_corpus
-from tests.tiny_models import WORDS, build_tiny_st
+from tests.tiny_pipeline import make_env, run_quietly
 
 TRAIN = "{max_steps: 2, batch_size: 4, max_length: 32, rank_window: [2, 15], warmup: 0.0, logging_steps: 1, lr: 0.05"
 METRICS = ["ndcg@10", "mrr@10", "recall@100"]
@@ -72,18 +72,12 @@ evals:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("seeds")
-    write_corpus(d / "tiny", n_docs=50, n_queries=40, words=WORDS)
-    build_tiny_st(d / "models" / "st")
-    (d / "p.yaml").write_text(PIPE)
-    return d
+    return make_env(tmp_path_factory.mktemp("seeds"), PIPE)
 
 
 @pytest.fixture(scope="module")
 def run_root(env) -> Path:
-    root = env / "runs"
-    run_stages(load_pipeline(env / "p.yaml"), root, echo=lambda _m: None)
-    return root
+    return run_quietly(env)
 
 
 def _stages(rec: dict) -> dict[str, dict]:

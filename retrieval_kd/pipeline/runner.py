@@ -16,17 +16,17 @@ parameter back finds its outputs again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from retrieval_kd.artifacts import (
     atomic_write_bytes,
+    exclusive_lock,
     now_iso,
     read_json,
     sha256_file,
@@ -87,19 +87,9 @@ def describe_plan(stages: list[Stage], root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-@contextlib.contextmanager
-def run_lock(root: Path) -> Iterator[None]:
+def run_lock(root: Path):
     """One runner per run root at a time."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RkdError(f"{root}: another 'rkd run' is using this run root") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return exclusive_lock(root, f"{root}: another 'rkd run' is using this run root")
 
 
 def _fsync_dir(d: Path) -> None:

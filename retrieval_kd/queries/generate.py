@@ -22,13 +22,12 @@ removed once the dataset is in place.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 from retrieval_kd.artifacts import (
     atomic_dir,
     atomic_write_text,
+    exclusive_lock,
     manifest,
     read_json,
     sha256_file,
@@ -110,17 +110,6 @@ def passage_seed(seed: int, docid: str) -> int:
 # ---------------------------------------------------------------- work folder
 
 
-@contextlib.contextmanager
-def _locked(work: Path) -> Iterator[None]:
-    work.mkdir(parents=True, exist_ok=True)
-    with open(work / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RkdError(f"{work}: another query generation is using this work folder") from None
-        yield
-
-
 def _read_chunks(work: Path, wanted: set[str]) -> dict[str, dict[str, Any]]:
     """docid -> record from the finished chunk files (a file that does not parse is removed)."""
     done: dict[str, dict[str, Any]] = {}
@@ -175,7 +164,7 @@ def generate_queries(source: str, out: str | Path, params: QueryGenParams, *, wo
         plan = {"source_corpus_sha256": corpus.fingerprint,
                 "passages_sha256": sha256_records((d,) for d in docids), "passages": len(docids),
                 "generation": params.generation(), "generator": gen.identity()}
-        with _locked(work):
+        with exclusive_lock(work, f"{work}: another query generation is using this work folder"):
             _prepare_work(work, plan, echo)
             done = _read_chunks(work, set(docids))
             todo = [d for d in docids if d not in done]
