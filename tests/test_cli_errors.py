@@ -98,3 +98,12 @@ def test_eval_tells_apart_runs_of_the_same_name(tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     names = [x["system"] for x in json.loads((tmp_path / "res.json").read_text())["results"]]
     assert names == ["bm25 (runs/a)", "bm25 (runs/b)"]
+
+
+def test_error_text_with_brackets_is_printed_as_written(tiny, tmp_path):
+    """An error message is text, never rich markup: '[j, k]' must survive to the terminal."""
+    ds, run = tiny
+    r = rkd("train", "-f", "bi-encoder", "-m", "splade-tiny", "--label-only", "--candidates", str(run),
+            "-d", str(ds), "-s", "test", "--query-folds", "5/3", "-o", str(tmp_path / "m"), cwd=tmp_path)
+    one_error(r, "need [j, k] with k >= 2")
+    assert not (tmp_path / "m").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from retrieval_kd.cli import (
     data_cmd,
@@ -72,7 +73,7 @@ def main() -> None:
         if isinstance(rc, int) and not isinstance(rc, bool) and rc:
             sys.exit(rc)
     except RkdError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # text, not markup
         sys.exit(2)
     except (typer.Exit, SystemExit) as e:
         sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
