@@ -283,17 +283,17 @@ def test_openai_log_odds_on_canned_responses(monkeypatch):
 
 
 def test_openai_unreachable_url_fails_once_after_bounded_retries(monkeypatch):
-    from retrieval_kd.teachers import openai_server
+    from retrieval_kd import openai_client
     from retrieval_kd.teachers.openai_server import OpenAITeacher
 
     calls = []
-    real = openai_server.urllib.request.urlopen
+    real = openai_client.urllib.request.urlopen
 
     def counting(req, timeout):
         calls.append(req.full_url)
         return real(req, timeout=timeout)
 
-    monkeypatch.setattr(openai_server.urllib.request, "urlopen", counting)
+    monkeypatch.setattr(openai_client.urllib.request, "urlopen", counting)
     url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     t0 = time.monotonic()
     with pytest.raises(RkdError, match=f"{url}/v1/models") as err:

@@ -133,29 +133,13 @@ class ServerBackend(Backend):
     """An OpenAI-compatible server; ``model`` None takes the one model it serves."""
 
     def __init__(self, params: QueryGenParams) -> None:
-        from retrieval_kd.teachers.openai_server import OpenAITeacher
+        from retrieval_kd.openai_client import OpenAIClient
 
-        self._request = OpenAITeacher._request.__get__(self)  # the teachers' client, retries included
-        base = params.base_url.rstrip("/")
-        self.api = base if base.endswith("/v1") else base + "/v1"
-        self.api_key = os.environ.get("OPENAI_API_KEY")
-        self.timeout, self.retries, self.backoff = params.timeout, 4, 0.5
+        self.client = OpenAIClient(params.base_url, timeout=params.timeout)
+        self.api = self.client.api
         self.params = params
         self.chat = True if params.chat is None else params.chat
-        try:
-            ids = [m.get("id") for m in self._request("GET", "/models").get("data", [])]
-        except RkdError as e:
-            if "HTTP 404" not in str(e) or params.model is None:
-                raise
-            ids = []  # no model listing: trust the name given
-        if params.model is not None and (params.model in ids or not ids):
-            self.model = params.model
-        elif len(ids) == 1:  # llama.cpp serves its one model under the file's path
-            self.model = ids[0]
-        else:
-            raise RkdError(f"{self.api}/models serves {', '.join(map(str, ids)) or 'no model'}: "
-                           + ("name one with --model" if params.model is None
-                              else f"'{params.model}' is not among them"))
+        self.model = self.client.served_model(params.model)
 
     def identity(self) -> dict[str, Any]:
         return {"backend": "openai", "model": self.model, "chat": self.chat}
@@ -167,10 +151,10 @@ class ServerBackend(Backend):
                 "top_p": p.top_p, "seed": seed}
         try:
             if self.chat:
-                c = self._request("POST", "/chat/completions",
+                c = self.client.request("POST", "/chat/completions",
                                   {**body, "messages": [{"role": "user", "content": prompt}]})["choices"][0]
                 return c["message"]["content"] or "", c.get("finish_reason")
-            c = self._request("POST", "/completions", {**body, "prompt": prompt})["choices"][0]
+            c = self.client.request("POST", "/completions", {**body, "prompt": prompt})["choices"][0]
             return c["text"] or "", c.get("finish_reason")
         except (KeyError, IndexError, TypeError) as e:
             raise RkdError(f"{self.api}: no generated text in the response ({e!r})") from None

@@ -8,17 +8,12 @@ byte-BPE space markers, in any case ("yes", " yes", "Yes", " YES", ...).
 Floor: a side absent from the top list has probability below the smallest listed one; it is
 taken as half of that, ``min(listed logprobs) - log 2``. Both sides absent scores 0.
 
-Only the standard library is used: urllib for HTTP, a thread pool for concurrency.
+HTTP through retrieval_kd.openai_client (standard library), a thread pool for concurrency.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from retrieval_kd.errors import RkdError
+from retrieval_kd.openai_client import OpenAIClient
 from retrieval_kd.teachers.base import Pair, Teacher
 from retrieval_kd.teachers.llm import DEFAULT_TEMPLATE, check_template
 
@@ -73,28 +69,12 @@ class OpenAITeacher(Teacher):
                  api_key: str | None = None, top_logprobs: int = 20, timeout: float = 60,
                  concurrency: int = 4, chat: bool = False, yes: str = "yes", no: str = "no",
                  retries: int = 4, backoff: float = 0.5) -> None:
-        base = base_url.rstrip("/")
-        self.api = base if base.endswith("/v1") else base + "/v1"
+        self.client = OpenAIClient(base_url, api_key, timeout, retries, backoff)
+        self.api = self.client.api
         self.model, self.template = model, check_template(template)
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.top_logprobs, self.timeout, self.concurrency = top_logprobs, timeout, concurrency
         self.chat, self.yes, self.no = chat, yes.strip(), no.strip()
-        self.retries, self.backoff = retries, backoff
-        self.served_model = self._served_model()
-
-    def _served_model(self) -> str:
-        """The server's id for ``model``: itself if listed, else the only model served."""
-        try:
-            ids = [m["id"] for m in self._request("GET", "/models").get("data", [])]
-        except RkdError as e:
-            if "HTTP 404" in str(e):  # no model listing: trust the name given
-                return self.model
-            raise
-        if self.model in ids or not ids:
-            return self.model
-        if len(ids) == 1:
-            return ids[0]
-        raise RkdError(f"{self.api}/models: '{self.model}' is not served (served: {', '.join(ids)})")
+        self.served_model = self.client.served_model(model, self._request)
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "llm", "backend": "openai", "model": self.served_model,
@@ -103,30 +83,7 @@ class OpenAITeacher(Teacher):
                 "score": "logsumexp log p(yes variants) - logsumexp log p(no variants)"}
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One JSON call; connection errors, 429 and 5xx are retried with exponential backoff."""
-        url = self.api + path
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        data = json.dumps(body).encode() if body is not None else None
-        problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            req = urllib.request.Request(url, data=data, headers=headers, method=method)
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read())
-            except urllib.error.HTTPError as e:
-                detail = e.read()[:300].decode("utf-8", "replace")
-                problem = f"HTTP {e.code}: {detail}"
-                if e.code != 429 and e.code < 500:
-                    raise RkdError(f"{url}: {problem}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                problem = str(getattr(e, "reason", e))
-            except json.JSONDecodeError as e:
-                raise RkdError(f"{url}: response is not JSON ({e})") from None
-        raise RkdError(f"{url}: {problem} (gave up after {self.retries + 1} attempts)")
+        return self.client.request(method, path, body)
 
     def _score_one(self, pair: Pair) -> float:
         text = self.template.format(query=pair.query, passage=pair.passage)
