@@ -11,7 +11,7 @@ import pytest
 from retrieval_kd.artifacts import read_json
 from retrieval_kd.data.registry import load_dataset
 from retrieval_kd.data.trec import load_trec_run
-from retrieval_kd.eval.compare import PAIRED_TEST, gap_closed, paired_test, per_query
+from retrieval_kd.eval.compare import PAIRED_TEST, gap_closed, paired_test
 from retrieval_kd.eval.metrics import evaluate_run
 from retrieval_kd.pipeline.load import PipelineError, load_pipeline
 from retrieval_kd.pipeline.plan import plan, select
@@ -69,6 +69,15 @@ evals:
         teacher: teacher
 """
 
+
+
+def per_query(qrels, runs, metric):
+    """The metric per judged query averaged over ``runs``, recomputed here with evaluate_run."""
+    acc: dict[str, float] = {}
+    for run in runs:
+        for q, v in evaluate_run(qrels, run, [metric], per_query=True)[metric].items():
+            acc[q] = acc.get(q, 0.0) + v / len(runs)
+    return acc
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Path:

@@ -12,23 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from retrieval_kd.data.types import Qrels, Run
-
 PAIRED_TEST = "paired t-test over queries on seed-averaged scores"
 """How :func:`paired_test` on :func:`per_query` scores is named in results and reports."""
-
-
-def per_query(qrels: Qrels, runs: list[Run], metric: str, *, ignore_identical_ids: bool = True
-              ) -> dict[str, float]:
-    """``metric`` per judged query, averaged over ``runs`` (one per seed)."""
-    from retrieval_kd.eval.metrics import evaluate_run
-
-    acc: dict[str, float] = {}
-    for run in runs:
-        pq = evaluate_run(qrels, run, [metric], ignore_identical_ids=ignore_identical_ids, per_query=True)[metric]
-        for q, v in pq.items():
-            acc[q] = acc.get(q, 0.0) + v / len(runs)
-    return acc
 
 
 def seed_summary(values: list[float]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from retrieval_kd.artifacts import atomic_dir, write_json
 from retrieval_kd.data.types import Qrels, Run
-from retrieval_kd.eval.compare import PAIRED_TEST, gap_closed, paired_test, per_query, seed_summary
+from retrieval_kd.eval.compare import PAIRED_TEST, gap_closed, paired_test, seed_summary
 from retrieval_kd.pipeline.adapters import run_file_of, stage_result
 from retrieval_kd.pipeline.plan import seed_input
 from retrieval_kd.pipeline.schema import ROLES
@@ -31,10 +31,21 @@ class SystemRuns:
     seeds: list[int] | None
     dirs: list[Path]
     runs: list[Run]
-    scores: list[dict[str, float]]
+    per_query: list[dict[str, dict[str, float]]]
+    """Per seed: metric -> judged query -> value (ranx, computed once per run)."""
+
+    @property
+    def scores(self) -> list[dict[str, float]]:
+        """Per seed: each metric's mean over the judged queries."""
+        return [{m: sum(v.values()) / len(v) for m, v in pq.items()} for pq in self.per_query]
 
     def summary(self, metric: str) -> dict[str, Any]:
         return seed_summary([s[metric] for s in self.scores])
+
+    def seed_averaged(self, metric: str) -> dict[str, float]:
+        """``metric`` per judged query, averaged over the seeds."""
+        n = len(self.per_query)
+        return {q: sum(pq[metric][q] for pq in self.per_query) / n for q in self.per_query[0][metric]}
 
 
 def system_dirs(config: dict[str, Any], inputs: dict[str, Path], name: str) -> list[Path]:
@@ -149,24 +160,20 @@ def evaluate_stage(config: dict[str, Any], inputs: dict[str, Path], out: Path) -
     seeded = config.get("seeds") or {}
     records, systems = [], {}
     for disp in config["systems"]:
-        dirs, runs, scores, provenance = system_dirs(config, inputs, disp), [], [], []
+        dirs, runs, per_q, provenance = system_dirs(config, inputs, disp), [], [], []
         for d in dirs:
             _, run, system = load_run_with_provenance(run_file_of(d))
             system["ref"] = config["refs"][disp]
             system["stage_dir"] = d.name
             runs.append(run)
-            scores.append(evaluate_run(ds.qrels, run, metrics, ignore_identical_ids=iii))
+            per_q.append(evaluate_run(ds.qrels, run, metrics, ignore_identical_ids=iii, per_query=True))
             provenance.append(system)
-        s = systems[disp] = SystemRuns(disp, seeded.get(disp), dirs, runs, scores)
+        s = systems[disp] = SystemRuns(disp, seeded.get(disp), dirs, runs, per_q)
         records.append(_seeded_record(s, provenance, ds, metrics, iii) if s.seeds else
-                       result_record(disp, scores[0], ds, provenance[0], metrics, iii, len(runs[0])))
-
-    cache: dict[tuple[str, str], dict[str, float]] = {}
+                       result_record(disp, s.scores[0], ds, provenance[0], metrics, iii, len(runs[0])))
 
     def pq(name: str, m: str) -> dict[str, float]:
-        if (name, m) not in cache:
-            cache[name, m] = per_query(ds.qrels, systems[name].runs, m, ignore_identical_ids=iii)
-        return cache[name, m]
+        return systems[name].seed_averaged(m)
 
     base, sig = config.get("baseline"), None
     if base and len(systems) > 1 and seeded:
