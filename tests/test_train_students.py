@@ -106,3 +106,28 @@ def test_colbert_and_cross_encoder_build_around_a_plain_bert_body(train_env):  #
     assert ce.num_labels == 1
     # an ST folder contributes its transformer body
     assert transformer_body(train_env["bi-encoder"]) == str(train_env["bi-encoder"])
+
+
+@pytest.mark.parametrize("loss_name", ["kl", "margin-mse", "infonce"])
+def test_bi_encoder_losses_score_with_the_similarity_the_index_searches(train_env, tmp_path, loss_name):  # noqa: F811
+    """A mean-pooled body without a Normalize module is searched by cosine (the dense index
+    normalises), so every bi-encoder loss must score by cosine too: the loss may not change when
+    the embeddings are rescaled. Sentence Transformers' KL and Margin-MSE default to the dot
+    product, under which a BERT-tiny body's scores are ~100 and the KL term trained a similarity
+    the index never uses."""
+    import torch
+
+    from retrieval_kd.train.losses import build_loss
+    from retrieval_kd.train.students import build_student
+
+    cfg = tiny_config(train_env, "bi-encoder", tmp_path / "o", losses=loss_name, temperature=0.05)
+    model, _ = build_student("bi-encoder", cfg.init, max_length=32)
+    assert model.similarity_fn_name == "cosine"
+    loss = build_loss("bi-encoder", model, cfg)
+    g = torch.Generator().manual_seed(0)
+    emb = [torch.randn(4, 16, generator=g) for _ in range(4)]  # query + 3 passages
+    labels = torch.randn(4, 3, generator=g) if loss_name == "kl" else torch.randn(4, generator=g)
+    if loss_name == "margin-mse":
+        emb = emb[:3]
+    values = [float(loss.compute_loss_from_embeddings([e * s for e in emb], labels)) for s in (1.0, 10.0)]
+    assert values[0] == pytest.approx(values[1], rel=1e-5)

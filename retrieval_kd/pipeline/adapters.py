@@ -315,7 +315,7 @@ def train_config_data(config: dict[str, Any], inputs: dict[str, Path] | None, ou
 
 
 @register("train", resumable=True, runtime_keys=("save_total_limit", "logging_steps"),
-          requires="retrieval_kd.train.stage")
+          requires="retrieval_kd.train.stage", version=2)  # 2: bi-encoder losses use its similarity
 def train(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Train the student (train_stage): from its teacher's score store, or label-only from a
     run's candidates. Checkpoints live in the stage's work folder, so a killed run resumes."""

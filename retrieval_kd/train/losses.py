@@ -122,14 +122,32 @@ class CrossEncoderDistillKLDivLoss(nn.Module):
         return {"temperature": self.temperature}
 
 
+def bi_encoder_similarity(model) -> tuple[Any, Any]:
+    """(pairwise, matrix) similarity functions of a bi-encoder: the model's own
+    (``similarity_fn_name``, cosine unless its config says otherwise), the one its index searches
+    with. Every bi-encoder loss uses it: Sentence Transformers' distillation losses default to
+    the dot product while its InfoNCE defaults to cosine, and a mean-pooled body without a
+    ``Normalize`` module (dot products ~100 for BERT-tiny) would then learn one similarity from
+    the teacher and be searched with another."""
+    from sentence_transformers import util
+
+    name = getattr(model, "similarity_fn_name", None) or "cosine"
+    table = {"cosine": (util.pairwise_cos_sim, util.cos_sim), "dot": (util.pairwise_dot_score, util.dot_score)}
+    if name not in table:
+        raise ValueError(f"bi-encoder similarity '{name}' is not supported for training (cosine or dot)")
+    return table[name]
+
+
 def _member(family: str, name: str, model, cfg) -> nn.Module:
     scale = {"scale": cfg.infonce_scale} if cfg.infonce_scale else {}
     if family == "bi-encoder":
         from sentence_transformers.sentence_transformer import losses as L
 
-        return {"margin-mse": lambda: L.MarginMSELoss(model),
-                "kl": lambda: L.DistillKLDivLoss(model, temperature=cfg.temperature),
-                "infonce": lambda: L.MultipleNegativesRankingLoss(model, **scale)}[name]()
+        pair, matrix = bi_encoder_similarity(model)
+        return {"margin-mse": lambda: L.MarginMSELoss(model, similarity_fct=pair),
+                "kl": lambda: L.DistillKLDivLoss(model, similarity_fct=pair, temperature=cfg.temperature),
+                "infonce": lambda: L.MultipleNegativesRankingLoss(model, similarity_fct=matrix, **scale)
+                }[name]()
     if family == "splade":
         from sentence_transformers.sparse_encoder import losses as L
 
