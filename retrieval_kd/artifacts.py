@@ -155,21 +155,13 @@ def read_manifest(directory: str | Path) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def exclusive_lock(folder: Path, busy: str) -> Iterator[None]:
-    """Hold ``folder/.lock`` exclusively (created with the folder) for the ``with`` body; a second
-    holder fails at once with ``busy`` as its one error line (never waits, never deadlocks)."""
-    import fcntl
-
-    from retrieval_kd.errors import RkdError
+def exclusive_lock(folder: Path, busy: str, *, wait: float | None = None) -> Iterator[None]:
+    """Hold ``folder/.lock`` (created with the folder) for the ``with`` body: the one lock of
+    :mod:`retrieval_kd.locks`. A second holder waits up to ``wait`` seconds (default
+    ``$RKD_LOCK_WAIT``, 0) and then fails with ``busy`` and who holds the lock as its one line."""
+    from retrieval_kd.locks import hold
 
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RkdError(busy) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with hold(folder / ".lock", busy, wait=wait):
+        yield
 

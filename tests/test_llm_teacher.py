@@ -315,3 +315,46 @@ def test_store_records_what_the_loaded_llm_resolved(tiny_llama, tmp_path):
     m = store.manifest
     assert m["teacher"]["chat"] is None  # the spec (and the store id): "auto"
     assert m["teacher_loaded"]["chat"] is True and m["teacher_loaded"]["yes"]["id"] is not None
+
+
+def test_pipeline_llm_teacher_on_two_splits_runs_first_time(tiny_llama, tmp_path, monkeypatch):
+    """Regression: a pipeline scoring two splits with one LLM teacher spec failed on its first
+    run (the second split's stage got the kept teacher after the first store had closed it, so
+    its model was None: TypeError) and passed on the rerun (first split cached, fresh teacher)."""
+    import retrieval_kd.teachers.spec as spec_mod
+    from retrieval_kd.data.trec import load_trec_run
+    from retrieval_kd.pipeline import adapters
+    from retrieval_kd.pipeline.load import load_pipeline
+    from retrieval_kd.pipeline.runner import run_stages
+    from retrieval_kd.scores.stage import score_stage
+    from tests.test_pipeline import write_corpus
+
+    write_corpus(tmp_path / "tiny", n_docs=20, n_queries=12, words=TINY_WORDS)
+    teacher = {"kind": "llm", "model": str(tiny_llama), "max_length": 48, "batch_size": 4}
+    (tmp_path / "p.yaml").write_text(
+        "name: llm2\ndatasets:\n  tiny: {source: tiny}\n"
+        "retrieve:\n  bm25: {kind: bm25, dataset: tiny, splits: [train, test], k: 5}\n"
+        "teachers:\n  judge:\n    dataset: tiny\n    splits: [train, test]\n    candidates: bm25\n"
+        f"    top_k: 3\n    teacher: {json.dumps(teacher)}\n")
+    built = []
+    real = spec_mod.build_teacher
+    monkeypatch.setattr(spec_mod, "build_teacher", lambda s: built.append(s.kind) or real(s))
+    adapters.release_teacher()
+    root = tmp_path / "runs"
+    rec = run_stages(load_pipeline(tmp_path / "p.yaml"), root, echo=lambda _m: None)
+    assert rec["status"] == "complete" and built == ["llm"]  # one load, both splits scored
+    for split in ("train", "test"):  # the kept teacher scores exactly what a fresh one does
+        st = next(s for s in rec["stages"] if s["id"] == f"teacher:judge@{split}")
+        cand = next(s for s in rec["stages"] if s["id"] == f"retrieve:bm25@{split}")
+        fresh = score_stage(str(tmp_path / "tiny"), split, root / cand["dir"], spec_mod.parse_teacher(teacher),
+                            root=tmp_path / f"s-{split}", top_k=3, progress=False)
+        got = load_trec_run(root / st["dir"] / "run.trec")
+        want = fresh.scores()
+        assert got.keys() == want.keys() and all(
+            abs(got[q][d] - want[q][d]) < 1e-5 for q in want for d in want[q])
+    kept = next(iter(adapters._LOADED_TEACHER.values()))
+    assert kept.model is not None  # still usable by a next score stage with this spec
+    adapters.release_teacher()
+    assert kept.model is None and not adapters._LOADED_TEACHER  # released: closed and forgotten
+    with pytest.raises(RkdError, match="closed"):
+        kept.score(_tiny_pairs(2))

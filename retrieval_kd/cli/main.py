@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -17,9 +18,13 @@ from retrieval_kd.cli import (
     run_cmd,
     score_cmd,
     train_cmd,
+    verify_cmd,
 )
 from retrieval_kd.errors import RkdError
+from retrieval_kd.locks import WAIT_ENV
 from retrieval_kd.progress import console
+from retrieval_kd.redact import redact
+from retrieval_kd.storage import describe as describe_storage_error
 
 app = typer.Typer(
     name="rkd", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -35,7 +40,19 @@ app.command("eval")(eval_cmd.eval_runs)
 app.command("train")(train_cmd.train)
 app.add_typer(index_cmd.app, name="index")
 app.command("search")(index_cmd.search)
+app.command("verify")(verify_cmd.verify)
 run_cmd.register(app)
+
+
+@app.callback()
+def _global_options(
+    lock_wait: float = typer.Option(None, "--lock-wait", min=0, metavar="SECONDS", help=(
+        "When another process holds the lock of an output this command writes (an index, a "
+        "model, a score store, a run root), wait up to this long for it instead of failing at "
+        f"once (default ${WAIT_ENV}, else 0).")),
+) -> None:
+    if lock_wait is not None:  # the environment carries it to every stage, in this process or not
+        os.environ[WAIT_ENV] = f"{lock_wait:g}"
 
 
 def _quiet_libraries() -> None:
@@ -66,14 +83,22 @@ def _usage_errors() -> tuple[type, ...]:
     return tuple(out)
 
 
+def _redacting_excepthook(kind, value, tb) -> None:
+    """An unexpected error's traceback, printed as Python would but without credentials."""
+    import traceback
+
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main() -> None:
     _quiet_libraries()
+    sys.excepthook = _redacting_excepthook
     try:
         rc = app(standalone_mode=False)  # without standalone mode click returns typer.Exit's code
         if isinstance(rc, int) and not isinstance(rc, bool) and rc:
             sys.exit(rc)
     except RkdError as e:
-        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # text, not markup
+        console.print(f"[bold red]error:[/] {escape(redact(e))}", highlight=False, soft_wrap=True)  # text, not markup
         sys.exit(2)
     except (typer.Exit, SystemExit) as e:
         sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
@@ -83,6 +108,12 @@ def main() -> None:
     except _usage_errors() as e:  # a bad option or value: click's usage message, no traceback
         e.show()
         sys.exit(e.exit_code)
+    except Exception as e:  # a file-system failure (a full disk, no permission): one line with the path
+        line = describe_storage_error(e)
+        if line is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(redact(line))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from retrieval_kd.data.beir import beir_splits, load_beir
 from retrieval_kd.data.trec import load_trec_dir
 from retrieval_kd.data.types import Dataset
 from retrieval_kd.errors import DataError, IntegrityError, NotFoundError, RkdError
+from retrieval_kd.redact import redact, redact_url
 from retrieval_kd.settings import DATA_HOME_ENV, data_home, offline
 
 REGISTRY_FILE = Path(__file__).with_name("datasets.yaml")
@@ -92,6 +93,8 @@ def _guess_format(root: Path) -> str:
 
 def load_dataset(name_or_path: str, split: str = "test") -> Dataset:
     """Load one split of a registered dataset, or of a dataset directory given by path."""
+    if not split or split.startswith(".") or any(c in split for c in "/\\\0"):
+        raise NotFoundError(f"'{split}' is not a split name (a split is a name such as test, never a path)")
     path = Path(name_or_path).expanduser()
     reg = registry()
     variant = None
@@ -125,7 +128,7 @@ def load_dataset(name_or_path: str, split: str = "test") -> Dataset:
             download_beir_zip(spec, local)
             return _load_dir(local, spec.format, split, spec.name)
         except (OSError, IntegrityError, zipfile.BadZipFile) as e:
-            errors.append(f"download {spec.url}: {e}")
+            errors.append(redact(f"download {spec.url}: {e}"))
     if split in spec.ir_datasets:
         from retrieval_kd.data.irds import load_ir_datasets
 
@@ -169,6 +172,6 @@ def describe(spec: DatasetSpec) -> dict[str, object]:
         "format": spec.format,
         "splits": spec.splits if not local.is_dir() or spec.format != "beir" else beir_splits(local),
         "local": str(local) if local.is_dir() else None,
-        "source": spec.url or ", ".join(spec.ir_datasets.values()) or "local only",
+        "source": redact_url(spec.url) if spec.url else ", ".join(spec.ir_datasets.values()) or "local only",
         "description": spec.description,
     }

@@ -2,21 +2,21 @@
 
 ``indexes/NAME/`` holds the index files, ``doc_ids.json`` (document number -> id) and
 ``manifest.json`` (kind ``index.dense|splade|colbert``: the corpus fingerprint, the
-encoder's identity and weight hash, every parameter, and the cost figures: build time,
-size on disk, peak memory).
+encoder's identity and weight hash, every parameter, the cost figures: build time,
+size on disk, peak memory; and ``files``, every file's size and sha256, checked when the
+index is opened, see :mod:`retrieval_kd.digests`).
 
 Documents are first encoded into a chunked work folder beside the output
 (``.NAME.work/``, see :mod:`retrieval_kd.index.chunks`): a killed build run again with the
 same inputs resumes from the finished chunks. The index is then assembled from the
 chunks (memory-mapped) into a temporary folder renamed into place when complete; the
-work folder is removed afterwards unless ``keep_embeddings`` moves it into the index as
-``embeddings/``.
+work folder is removed only afterwards (``keep_embeddings`` links its chunks into the index
+as ``embeddings/``), so a build that fails, e.g. on a full disk, keeps every encoded chunk.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,13 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kd.artifacts import MANIFEST, atomic_dir, manifest, sha256_file, write_json
+from retrieval_kd.artifacts import MANIFEST, atomic_dir, manifest, write_json
 from retrieval_kd.data.registry import load_dataset
+from retrieval_kd.digests import file_digests
 from retrieval_kd.index.chunks import ChunkStore, concat_to_npy, encode_chunked
 from retrieval_kd.index.encoders import Family, make_encoder
 from retrieval_kd.index.faiss_index import FaissParams, build_faiss, resolve_params, write_index
 from retrieval_kd.index.stats import dir_size, peak_rss_mb
+from retrieval_kd.locks import output_lock
 from retrieval_kd.progress import Timer, console, make_progress
+from retrieval_kd.storage import dir_bytes, writing
+from retrieval_kd.workdirs import clean_stale_temps, link_copy, release, require_replaceable
 
 DOC_IDS = "doc_ids.json"
 KINDS = {"dense": "index.dense", "splade": "index.splade", "colbert": "index.colbert"}
@@ -55,11 +59,6 @@ def _encode_corpus(enc, texts: list[str], corpus_sha: str, work: Path, chunk_siz
     return store, info
 
 
-def _files(folder: Path) -> dict[str, dict[str, Any]]:
-    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
-
-
 def _blocks(arrays: Callable[[], Any], rows: int = 65536):
     """Re-chunk an iterable of row arrays into float32 blocks of at most ``rows`` rows."""
     def gen():
@@ -80,8 +79,44 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
     ``work_dir`` (default ``.NAME.work`` beside ``out``) holds the encoded chunks; with
     ``keep_work`` it is left in place, so other index variants built with the same encoder and
     ``work_dir`` reuse the encodings instead of encoding the corpus again.
+
+    One build per output and per work folder at a time (:mod:`retrieval_kd.locks`); an
+    existing ``out`` is replaced only if it is an index, a work folder used only if rkd made it.
     """
     out = Path(out)
+    work = Path(work_dir) if work_dir else work_dir_for(out)
+    with output_lock(out, f"{out}: another process is building this index"), \
+            output_lock(work, f"{work}: another index build is using this work folder"):
+        require_replaceable(out, "the index build", ("index",))
+        clean_stale_temps(out)  # a killed build's half-written index takes space; nobody else owns it
+        return _build_index(family, dataset, out, model, encoder_params=encoder_params,
+                            faiss_params=faiss_params, split=split, chunk_size=chunk_size,
+                            title_sep=title_sep, keep_embeddings=keep_embeddings, name=name, work=work,
+                            keep_work=keep_work, after_chunk=after_chunk)
+
+
+def _encode_need(work: Path, n_items: int, chunk_size: int) -> int | None:
+    """Bytes the chunks not yet encoded will take, from the size of those already there."""
+    done = [p for p in work.glob("chunk-*") if p.is_dir()]
+    if not done:
+        return None
+    left = -(-n_items // chunk_size) - len(done)
+    return sum(dir_bytes(p) for p in done) // len(done) * max(left, 1)
+
+
+def _build_need(family: Family, fp: FaissParams | None, encoded: int) -> int:
+    """Rough bytes an index takes, from the bytes of its encoded chunks (for a full-disk message)."""
+    kind = (fp or (FaissParams(index="ivfpq") if family == "colbert" else FaissParams())).index
+    faiss_share = {"flat": 1.0, "hnsw": 1.2, "ivfpq": 0.1}.get(kind, 1.0)
+    # colbert: the float16 token vectors, then a float32 FAISS index over them
+    return int(encoded * (1 + 2 * faiss_share if family == "colbert" else
+                          faiss_share if family == "dense" else 1.0))
+
+
+def _build_index(family: Family, dataset: str, out: Path, model: Any, *, encoder_params,
+                 faiss_params: FaissParams | None, split: str, chunk_size: int, title_sep: str,
+                 keep_embeddings: bool, name: str | None, work: Path, keep_work: bool,
+                 after_chunk: Callable[[int], None] | None) -> Path:
     timer = Timer()
     t_start = time.perf_counter()
     with timer("load_s", f"loading {dataset} and {model}"):
@@ -90,8 +125,7 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
     texts = ds.corpus.texts(title_sep)
     if family in ("dense", "colbert"):  # fail on impossible parameters before encoding anything
         resolve_params(faiss_params or FaissParams(), max(len(texts), 1), enc.dim)
-    work = Path(work_dir) if work_dir else work_dir_for(out)
-    with timer("encode_docs_s"):
+    with timer("encode_docs_s"), writing(work, need=lambda: _encode_need(work, len(texts), chunk_size)):
         store, enc_info = _encode_corpus(enc, texts, ds.corpus.fingerprint, work, chunk_size,
                                          title_sep, after_chunk)
     n = len(texts)
@@ -101,7 +135,7 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
     stats: dict[str, Any] = {"n_docs": n, "encode": enc_info}
     console.log(f"building the {family} index")
     t_build = time.perf_counter()
-    with atomic_dir(out) as tmp:
+    with writing(out, need=lambda: _build_need(family, faiss_params, dir_bytes(work))), atomic_dir(out) as tmp:
         (tmp / DOC_IDS).write_text(json.dumps(ds.corpus.ids()))
         if family == "dense":
             fp = faiss_params or FaissParams()
@@ -135,14 +169,11 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
             stats.update(dim=enc.dim, n_tokens=total, avg_doc_tokens=total / max(n, 1))
         else:
             raise ValueError(f"unknown index family '{family}'")
-        if keep_embeddings:
-            if keep_work:
-                shutil.copytree(work, tmp / "embeddings")
-            else:
-                shutil.move(str(work), str(tmp / "embeddings"))
+        if keep_embeddings:  # linked, not moved: a failure from here on still leaves the work folder whole
+            link_copy(work, tmp / "embeddings")
         timer.timings["build_s"] = time.perf_counter() - t_build
-        files = _files(tmp)  # sizes and sha256 (hashing is not counted as build time)
-        stats.update(index_bytes=sum(f["bytes"] for p, f in files.items() if not p.startswith("embeddings/")),
+        files = file_digests(tmp)  # sizes and sha256 (hashing is not counted as build time)
+        stats.update(index_bytes=sum(f["size"] for p, f in files.items() if not p.startswith("embeddings/")),
                      bytes_on_disk=dir_size(tmp), peak_rss_mb=peak_rss_mb())
         timer.timings["total_s"] = time.perf_counter() - t_start
         stats["docs_per_s"] = n / max(timer.timings.get("encode_docs_s", 0.0), 1e-9)
@@ -150,9 +181,10 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
             KINDS[family],
             inputs={"dataset": ds.protocol(), "corpus_sha256": ds.corpus.fingerprint,
                     "encoder": enc.identity()},
-            params=params, timings=timer.timings, outputs=files, stats=stats))
-    if work.exists() and not keep_work:
-        shutil.rmtree(work, ignore_errors=True)
+            params=params, timings=timer.timings, outputs={"files": len(files)}, stats=stats,
+            files=files))
+    if not keep_work:
+        release(work)
     console.log(f"{family} index: {n:,} docs, {stats['index_bytes'] / 2**20:,.1f} MiB, "
                 f"built in {timer.timings['total_s']:.1f}s, peak RSS {stats['peak_rss_mb']:,.0f} MiB")
     return out

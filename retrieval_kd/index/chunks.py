@@ -5,16 +5,20 @@ Each chunk (``chunk-000012/``, the documents ``[12*size, 13*size)``) holds one o
 when all its arrays are on disk, so a killed encode leaves only whole chunks behind and
 the next run starts at the first missing one. ``state.json`` pins what the chunks were
 computed from (model, corpus, encoding parameters, chunk size): a work folder made for
-anything else is discarded instead of being mixed in. Chunk boundaries are fixed by the
+anything else is emptied instead of being mixed in. Only a folder this tool made is ever
+used or emptied (:mod:`retrieval_kd.workdirs`): any other folder at the work path is refused. Chunk boundaries are fixed by the
 chunk size, so a resumed encode feeds the encoder exactly the batches an uninterrupted
-one would, and its chunks are byte-identical.
+one would, and its chunks are byte-identical. Each chunk records its arrays' sizes and
+sha256 (``files.json``); a resumed encode checks them and encodes a damaged chunk again.
 
 Only one chunk's output is in memory at a time; readers open chunks memory-mapped.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,9 +27,20 @@ from typing import Any
 import numpy as np
 
 from retrieval_kd.artifacts import read_json, sha256_json, write_json
+from retrieval_kd.digests import FILES, file_digests, verify_files
+from retrieval_kd.progress import console
+from retrieval_kd.workdirs import MARKER, claim, clear, only_names
 
 STATE = "state.json"
+CHUNK_FILES = "files.json"
+"""Each chunk's file sizes and sha256, checked before a resumed build reuses the chunk."""
 EncodeFn = Callable[[list[str]], dict[str, np.ndarray]]
+_LEGACY = re.compile(r"^(state\.json|chunk-\d{6}|\.chunk-.*|\.state\.json\.tmp-.*)$")
+
+
+def _legacy_work(path: Path) -> bool:
+    """A chunk folder written before work folders were marked: state.json and chunks only."""
+    return (path / STATE).is_file() and only_names(path, lambda n: bool(_LEGACY.match(n)))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -67,12 +82,14 @@ class ChunkStore:
 
     def _open(self) -> None:
         state = self.root / STATE
-        if self.root.exists():
+        claim(self.root, "encoded-chunk", legacy=_legacy_work, option="--work-dir")  # never a user's folder
+        try:
             ok = state.is_file() and read_json(state).get("fingerprint") == self.fingerprint
-            if not ok:
-                self.discarded = any(self.root.iterdir())
-                shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        except (OSError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            self.discarded = any(p.name != MARKER for p in self.root.iterdir())
+            clear(self.root)
         for stale in self.root.glob(".chunk-*"):  # temporary folders of a killed writer
             shutil.rmtree(stale, ignore_errors=True)
         if not state.is_file():
@@ -102,12 +119,26 @@ class ChunkStore:
                     np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
                     f.flush()
                     os.fsync(f.fileno())
+            write_json(tmp / CHUNK_FILES, {FILES: file_digests(tmp, remember=False)})
             _fsync_dir(tmp)
             os.replace(tmp, self.chunk_dir(i))
             _fsync_dir(self.root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    def damage(self, i: int) -> str | None:
+        """What is wrong with finished chunk ``i`` (None: its files match their recorded sha256;
+        a chunk written before digests were recorded is trusted as it was)."""
+        d = self.chunk_dir(i)
+        if not (d / CHUNK_FILES).is_file():
+            return None
+        try:
+            recorded = read_json(d / CHUNK_FILES)[FILES]
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"{CHUNK_FILES}: not readable"
+        problems = verify_files(d, recorded, use_cache=False, remember=False)
+        return str(problems[0]) if problems else None
 
     # -- reading ------------------------------------------------------------------------------
     def load(self, i: int, name: str, mmap: bool = True) -> np.ndarray:
@@ -132,9 +163,14 @@ def encode_chunked(store: ChunkStore, texts: Sequence[str], encode: EncodeFn,
     """
     if len(texts) != store.n_items:
         raise ValueError(f"store holds {store.n_items} items, got {len(texts)} texts")
-    resumed = encoded = 0
+    resumed = encoded = redone = 0
     for i in range(store.n_chunks):
         lo, hi = store.bounds(i)
+        damage = store.damage(i) if store.is_done(i) else None
+        if damage:  # a damaged chunk is encoded again, never read into an index
+            console.log(f"{store.chunk_dir(i)}: {damage}; encoding it again")
+            shutil.rmtree(store.chunk_dir(i))
+            redone += 1
         if store.is_done(i):
             resumed += 1
         else:
@@ -144,13 +180,24 @@ def encode_chunked(store: ChunkStore, texts: Sequence[str], encode: EncodeFn,
                 after_chunk(i)
         if on_progress:
             on_progress(hi - lo)
-    return {"chunks": store.n_chunks, "chunks_resumed": resumed, "chunks_encoded": encoded}
+    info = {"chunks": store.n_chunks, "chunks_resumed": resumed, "chunks_encoded": encoded}
+    return {**info, "chunks_damaged": redone} if redone else info
 
 
 def concat_to_npy(arrays: Iterator[np.ndarray], path: str | Path, rows: int, dim: int,
                   dtype: Any) -> None:
-    """Stream row blocks into one ``.npy`` file (memory-mapped; nothing larger than a block in RAM)."""
+    """Stream row blocks into one ``.npy`` file (memory-mapped; nothing larger than a block in RAM).
+
+    The file's blocks are allocated first: on a full disk that fails as an ``OSError`` (ENOSPC)
+    instead of a SIGBUS when a page of the mapping is written."""
     out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, dim))
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # no fallocate there
+                del out
+                raise
     pos = 0
     for a in arrays:
         out[pos:pos + len(a)] = a

@@ -8,6 +8,8 @@ Nothing here requires a GPU.
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -196,7 +198,16 @@ def write_index(index, path) -> None:
 
 
 def read_index(path, mmap: bool = False):
+    """Read a FAISS index file; a missing, truncated or foreign file is one error line naming it."""
     import faiss
 
+    from retrieval_kd.index.files import damaged
+
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-    return faiss.read_index(str(path), flags)
+    if not os.path.isfile(path):
+        raise damaged(path, "missing")
+    try:
+        return faiss.read_index(str(path), flags)
+    except RuntimeError as e:  # faiss's message: "Error in <C++ signature> at <file>: <what>"
+        what = re.sub(r"^Error in .*? at \S+:\d+: ", "", " ".join(str(e).split()))
+        raise damaged(path, f"not a readable FAISS index ({what[:160]})") from None

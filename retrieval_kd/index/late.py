@@ -77,10 +77,16 @@ class LateIndex:
     """A ColBERT index folder opened for search (token vectors memory-mapped)."""
 
     def __init__(self, folder: str | Path, cand_index=None, mmap: bool = True) -> None:
+        from retrieval_kd.index.files import expect_count, read_npy
+
         folder = Path(folder)
-        self.tokens = np.load(folder / "tokens.npy", mmap_mode="r" if mmap else None)
-        self.offsets = np.load(folder / "doc_offsets.npy")
+        self.tokens = read_npy(folder / "tokens.npy", mmap)
+        self.offsets = read_npy(folder / "doc_offsets.npy", mmap=False)
         self.n_docs = len(self.offsets) - 1
+        total = int(self.offsets[-1]) if len(self.offsets) else -1
+        expect_count(folder / "tokens.npy", len(self.tokens), total, "token vectors")
+        if cand_index is not None:
+            expect_count(folder / "candidates.faiss", int(cand_index.ntotal), total, "token vectors")
         self.cand_index = cand_index
 
     def candidates(self, q: np.ndarray, k_token: int) -> np.ndarray:

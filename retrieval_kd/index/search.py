@@ -9,7 +9,6 @@ a time so that per-query latency (p50 / p95) and QPS are measured; the run's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,13 @@ from retrieval_kd.artifacts import MANIFEST, atomic_dir, manifest, read_json, sh
 from retrieval_kd.data.registry import load_dataset
 from retrieval_kd.data.trec import write_trec_run
 from retrieval_kd.data.types import Run
+from retrieval_kd.digests import check_files, file_digests, recorded_files
 from retrieval_kd.errors import IntegrityError, NotFoundError
 from retrieval_kd.eval.results import RUN_FILE
 from retrieval_kd.index.build import DOC_IDS, KINDS
 from retrieval_kd.index.encoders import ColbertParams, SpladeParams, make_encoder
 from retrieval_kd.index.faiss_index import FaissParams, prepare_search, read_index
+from retrieval_kd.index.files import expect_count, read_doc_ids
 from retrieval_kd.index.stats import latency_stats, limit_threads, peak_rss_mb, round_floats, timed_each
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.progress import Timer, console, make_progress
@@ -37,8 +38,12 @@ def read_index_manifest(folder: str | Path) -> dict[str, Any]:
     man = folder / MANIFEST
     if not man.is_file():
         raise NotFoundError(f"{folder} is not an index directory (no {MANIFEST})")
-    m = read_json(man)
-    if m.get("kind") not in KINDS.values():
+    try:
+        m = read_json(man)
+    except (ValueError, OSError) as e:
+        raise IntegrityError(f"{man}: not a readable manifest ({e}); the index is damaged: rebuild it") from None
+    if not isinstance(m, dict) or m.get("kind") not in KINDS.values():
+        m = m if isinstance(m, dict) else {}
         raise NotFoundError(f"{folder}: manifest kind '{m.get('kind')}' is not an index")
     return m
 
@@ -85,7 +90,9 @@ class Searcher:
         self.folder = Path(folder)
         self.manifest = read_index_manifest(self.folder)
         self.family = self.manifest["params"]["family"]
-        self.doc_ids: list[str] = json.loads((self.folder / DOC_IDS).read_text())
+        # every file's size, and its sha256 once (cached): a damaged index is one error line
+        check_files(self.folder, recorded_files(self.manifest), "index", skip=("embeddings/",))
+        self.doc_ids: list[str] = read_doc_ids(self.folder / DOC_IDS)
         ov = {k: v for k, v in (overrides or {}).items() if v is not None}
         unknown = set(ov) - set(SEARCH_OVERRIDES)
         if unknown:
@@ -97,7 +104,10 @@ class Searcher:
             self.search_params.update({"ef_search": fp.ef_search} if fp.index == "hnsw" else {})
             self.search_params.update({"nprobe": fp.nprobe} if fp.index == "ivfpq" else {})
             name = "index.faiss" if self.family == "dense" else "candidates.faiss"
-            self.index = prepare_search(read_index(self.folder / name), fp)
+            cpu_index = read_index(self.folder / name)
+            if self.family == "dense":
+                expect_count(self.folder / DOC_IDS, len(self.doc_ids), int(cpu_index.ntotal), "document ids")
+            self.index = prepare_search(cpu_index, fp)
         if self.family == "splade":
             from retrieval_kd.index.sparse import InvertedIndex
 
@@ -180,7 +190,7 @@ def search_stage(index: str | Path, dataset: str, split: str, out: str | Path, *
                     "encoder": enc.identity()},
             params=params, timings=timer.timings,
             outputs={RUN_FILE: {"sha256": sha256_file(tmp / RUN_FILE), "queries": len(run)}},
-            stats=stats))
+            stats=stats, files=file_digests(tmp)))
     lt = stats["latency"]
     console.log(f"{len(qids):,} queries: p50 {lt.get('p50_ms', 0):.2f} ms, p95 {lt.get('p95_ms', 0):.2f} ms, "
                 f"{lt.get('qps', 0):,.1f} QPS (search), peak RSS {stats['peak_rss_mb']:,.0f} MiB")

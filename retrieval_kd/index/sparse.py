@@ -92,12 +92,16 @@ class InvertedIndex:
     """Posting lists (CSC arrays), memory-mapped by default."""
 
     def __init__(self, folder: str | Path, n_docs: int, mmap: bool = True) -> None:
+        from retrieval_kd.index.files import expect_count, read_npy
+
         folder = Path(folder)
-        mode = "r" if mmap else None
-        self.indptr = np.load(folder / "indptr.npy", mmap_mode=mode)
-        self.indices = np.load(folder / "indices.npy", mmap_mode=mode)
-        self.data = np.load(folder / "data.npy", mmap_mode=mode)
+        self.indptr = read_npy(folder / "indptr.npy", mmap)
+        self.indices = read_npy(folder / "indices.npy", mmap)
+        self.data = read_npy(folder / "data.npy", mmap)
         self.n_docs, self.vocab = n_docs, len(self.indptr) - 1
+        nnz = int(self.indptr[-1]) if len(self.indptr) else -1
+        expect_count(folder / "indices.npy", len(self.indices), nnz, "postings")
+        expect_count(folder / "data.npy", len(self.data), nnz, "weights")
 
     @classmethod
     def from_csr(cls, m, out: Path) -> InvertedIndex:

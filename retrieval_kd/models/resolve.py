@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval_kd.artifacts import sha256_file
-from retrieval_kd.errors import RkdError
+from retrieval_kd.artifacts import MANIFEST, read_json, sha256_file
+from retrieval_kd.digests import check_files, recorded_files
+from retrieval_kd.errors import IntegrityError, RkdError
 from retrieval_kd.models.registry import model_registry
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -42,6 +43,22 @@ def _local_weight(folder: Path) -> Path | None:
     return None
 
 
+def _checked_sha(path: Path, weight: Path) -> str:
+    """The weight file's sha256. A trained model folder whose manifest records its files is
+    checked first (sizes, each sha256 once: one error line naming a damaged file); the weights'
+    sha256 then comes from the record instead of being hashed again."""
+    if path.is_dir() and (path / MANIFEST).is_file():
+        try:
+            man = read_json(path / MANIFEST)
+        except ValueError as e:
+            raise IntegrityError(f"{path / MANIFEST}: not a readable manifest ({e})") from None
+        rec = recorded_files(man) if isinstance(man, dict) and man.get("kind") == "train" else None
+        rel = weight.relative_to(path).as_posix()
+        if check_files(path, rec, "trained model", hint="train it again") and rel in rec:
+            return rec[rel]["sha256"]
+    return sha256_file(weight)
+
+
 def registered_copy(hf_id: str, *, same_weights: bool = True):
     """The registry entry holding ``hf_id``'s model, if any. With ``same_weights`` only an entry
     whose weight file is byte for byte the hub's (not a conversion such as a quantised GGUF)."""
@@ -62,7 +79,7 @@ def resolve_model(ref: str, *, fetch_missing: bool = True) -> ModelRef:
     path = Path(ref).expanduser()
     if path.exists():
         w = _local_weight(path)
-        return ModelRef(ref, str(path.resolve()), None, sha256_file(w) if w else None,
+        return ModelRef(ref, str(path.resolve()), None, _checked_sha(path, w) if w else None,
                         w.name if w else None)
     sha = None
     try:
@@ -82,10 +99,10 @@ def resolve_model(ref: str, *, fetch_missing: bool = True) -> ModelRef:
 
 
 def _registered(spec, ref: str, fetch_missing: bool) -> ModelRef:
-    from retrieval_kd.models.fetch import fetch, model_dir, verify
+    from retrieval_kd.models.fetch import check_cached, fetch, model_dir
 
-    folder = fetch(spec.name) if fetch_missing else model_dir(spec)
-    sha = verify(spec, folder)
+    folder = fetch(spec.name) if fetch_missing else model_dir(spec)  # fetch checks every file
+    sha = spec.sha256 if fetch_missing else check_cached(spec, folder)
     loc = folder / spec.weight_file if spec.family == "causal-lm" else folder
     return ModelRef(ref, str(loc), spec.hf_id, sha, spec.weight_file)
 

@@ -11,6 +11,7 @@ from retrieval_kd.artifacts import read_json, read_manifest, write_json
 from retrieval_kd.errors import RkdError
 from retrieval_kd.eval.results import RUN_FILE
 from retrieval_kd.pipeline.registry import register
+from retrieval_kd.redact import redact_obj
 
 STAGE_FILE = "stage.json"
 
@@ -127,7 +128,17 @@ def _substitute_students(spec: dict[str, Any], inputs: dict[str, Path],
 _LOADED_TEACHER: dict[str, Any] = {}
 """The last teacher a score stage built in this process, by spec: the next score stage with the
 same spec (e.g. the train store, then the same teacher reranking test) reuses it, model loads
-and text-keyed embedding caches included. Only the last one is kept (LLM teachers are large)."""
+and text-keyed embedding caches included. Only the last one is kept (LLM teachers are large).
+The cache owns it: score stores leave it open (``score_stage`` closes only teachers it built),
+and it is closed here when another spec replaces it or :func:`release_teacher` drops it."""
+
+
+def release_teacher() -> None:
+    """Close and forget the kept teacher (the runner calls this before a stage of another kind)."""
+    kept = list(_LOADED_TEACHER.values())
+    _LOADED_TEACHER.clear()
+    for t in kept:
+        t.close()
 
 
 def _teacher_factory(spec):
@@ -137,7 +148,7 @@ def _teacher_factory(spec):
 
     def factory():
         if key not in _LOADED_TEACHER:
-            _LOADED_TEACHER.clear()
+            release_teacher()
             _LOADED_TEACHER[key] = build_teacher(spec)
         return _LOADED_TEACHER[key]
     return factory
@@ -172,7 +183,8 @@ def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     write_json(out / "manifest.json", manifest(
         "score.rerank", inputs={"candidates": str(run_file_of(inputs["candidates"])),
                                 "store": store.path.name},
-        params={"name": config["name"], "top_k": config["top_k"], "teacher_spec": spec.model_dump()},
+        params={"name": config["name"], "top_k": config["top_k"],
+                "teacher_spec": redact_obj(spec.model_dump())},
         outputs={RUN_FILE: {"sha256": sha256_file(out / RUN_FILE), "queries": len(run)}},
         store_id=sm.get("store_id"), teacher=sm.get("teacher"),
     ))

@@ -36,6 +36,7 @@ from retrieval_kd.errors import RkdError
 from retrieval_kd.pipeline.load import LoadedPipeline
 from retrieval_kd.pipeline.plan import Stage, plan, select
 from retrieval_kd.pipeline.registry import stage_kind
+from retrieval_kd.redact import redact, redact_obj
 
 STAGES_DIR = "stages"
 STAGE_FILE = "stage.json"
@@ -138,7 +139,8 @@ def run_stages(lp: LoadedPipeline, root: Path | None = None, *, only: list[str] 
         _clean_leftovers(sdir, resumable_work)
         for p in root.glob(".*.tmp-*"):  # a record write cut short by a kill
             p.unlink(missing_ok=True)
-        atomic_write_bytes(root / PIPELINE_COPY, lp.path.read_bytes())
+        # the copy, like every record here, without credentials (a base_url's user:key@)
+        atomic_write_bytes(root / PIPELINE_COPY, redact(lp.path.read_text(encoding="utf-8")).encode("utf-8"))
         record: dict[str, Any] = {
             "pipeline": {"name": lp.pipeline.name, "file": str(lp.path.resolve()),
                          "sha256": sha256_file(lp.path), "copy": PIPELINE_COPY},
@@ -181,9 +183,9 @@ def run_stages(lp: LoadedPipeline, root: Path | None = None, *, only: list[str] 
                 wall, cpu, result = _run_one(s, root, by_id)
             except BaseException as e:
                 entry["status"] = "failed"
-                entry["error"] = f"{type(e).__name__}: {e}"
+                entry["error"] = redact(f"{type(e).__name__}: {e}")
                 if not isinstance(e, (RkdError, KeyboardInterrupt)):
-                    entry["traceback"] = traceback.format_exc(limit=20)
+                    entry["traceback"] = redact(traceback.format_exc(limit=20))
                 record["status"] = "failed"
                 save()
                 raise
@@ -204,6 +206,10 @@ def _run_one(s: Stage, root: Path, by_id: dict[str, Stage]) -> tuple[float, floa
     if work.exists() and not kind.resumable:
         shutil.rmtree(work)
     inputs = {name: stage_dir(root, by_id[up]) for name, up in s.inputs.items()}
+    if s.kind != "score":  # a teacher kept for the next score stage is not kept past the score stages
+        from retrieval_kd.pipeline.adapters import release_teacher
+
+        release_teacher()
     t0, c0 = time.perf_counter(), time.process_time()
     from retrieval_kd.queries.stage import resolve_dataset
 
@@ -212,7 +218,7 @@ def _run_one(s: Stage, root: Path, by_id: dict[str, Stage]) -> tuple[float, floa
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / STAGE_FILE, {
-        "id": s.id, "kind": s.kind, "key": s.key, "config": config,
+        "id": s.id, "kind": s.kind, "key": s.key, "config": redact_obj(config),
         "inputs": {name: {"id": up, "dir": inputs[name].name} for name, up in s.inputs.items()},
         "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "finished": now_iso(), "result": result,
     })

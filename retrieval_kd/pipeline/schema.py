@@ -78,6 +78,8 @@ from retrieval_kd.teachers.spec import TeacherSpec
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=80)]
 """Entry names become directory names: letters, digits and ``_ . + -``."""
+Split = Name
+"""Split names are part of stage ids and directory names too: the same plain names (never a path)."""
 
 STUDENT_REF = "student:"
 """A model written ``student:NAME`` is that student's trained model."""
@@ -118,7 +120,7 @@ class DatasetEntry(_Strict):
 
 class _RetrieveCommon(BaseModel):
     dataset: str
-    splits: list[str] = Field(min_length=1)
+    splits: list[Split] = Field(min_length=1)
     k: int = Field(1000, gt=0)
 
 
@@ -150,7 +152,7 @@ class ScoreEntry(_Strict):
     """A score stage per split: ``teacher`` scores the top-``top_k`` of ``candidates``."""
 
     dataset: str
-    splits: list[str] = Field(min_length=1)
+    splits: list[Split] = Field(min_length=1)
     candidates: str
     top_k: int = Field(100, gt=0)
     add_positives: bool = False
@@ -164,7 +166,7 @@ class StudentEntry(_Strict):
     family: Family
     init: str
     dataset: str
-    split: str = "train"
+    split: Split = "train"
     teacher: str | None = None
     """A teachers entry (its scores on ``split``); none trains from labels only."""
     candidates: str | None = None
@@ -188,7 +190,7 @@ class StudentEntry(_Strict):
 
 
 class SearchSpec(_Strict):
-    splits: list[str] = Field(["test"], min_length=1)
+    splits: list[Split] = Field(["test"], min_length=1)
     k: int = Field(1000, gt=0)
     params: dict[str, Any] = {}
 
@@ -237,7 +239,7 @@ class FamilyEntry(_Strict):
 
 class EvalEntry(_Strict):
     dataset: str
-    split: str = "test"
+    split: Split = "test"
     systems: dict[str, str] = Field(min_length=1)
     """Display name -> reference (``retrieve:NAME``, ``teacher:NAME``, ``reranker:NAME``,
     ``index:NAME``)."""

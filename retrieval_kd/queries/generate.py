@@ -37,7 +37,6 @@ import numpy as np
 from retrieval_kd.artifacts import (
     atomic_dir,
     atomic_write_text,
-    exclusive_lock,
     manifest,
     read_json,
     sha256_file,
@@ -46,9 +45,11 @@ from retrieval_kd.artifacts import (
 )
 from retrieval_kd.data.types import Corpus, Dataset, Document
 from retrieval_kd.errors import RkdError
+from retrieval_kd.locks import output_lock
 from retrieval_kd.queries.backends import Backend, make_backend
 from retrieval_kd.queries.clean import REASONS, CleanRules, Deduper, clean_query
 from retrieval_kd.queries.params import RUNTIME_KEYS, QueryGenParams
+from retrieval_kd.workdirs import claim, only_names, release
 
 PREFIX = "gq-"
 GENERATED = "generated.jsonl"
@@ -164,7 +165,8 @@ def generate_queries(source: str, out: str | Path, params: QueryGenParams, *, wo
         plan = {"source_corpus_sha256": corpus.fingerprint,
                 "passages_sha256": sha256_records((d,) for d in docids), "passages": len(docids),
                 "generation": params.generation(), "generator": gen.identity()}
-        with exclusive_lock(work, f"{work}: another query generation is using this work folder"):
+        with output_lock(work, f"{work}: another query generation is using this work folder"):
+            claim(work, "query generation", legacy=_legacy_work)  # never a folder someone else made
             _prepare_work(work, plan, echo)
             done = _read_chunks(work, set(docids))
             todo = [d for d in docids if d not in done]
@@ -175,8 +177,14 @@ def generate_queries(source: str, out: str | Path, params: QueryGenParams, *, wo
     finally:
         if own:
             gen.close()
-    shutil.rmtree(work, ignore_errors=True)
+    release(work)
     return man
+
+
+def _legacy_work(path: Path) -> bool:
+    """A work folder from before work folders were marked: the plan, its chunks, the old lock."""
+    return (path / PLAN).is_file() and only_names(
+        path, lambda n: n in (PLAN, CHUNKS, ".lock") or n.startswith(f".{PLAN}.tmp-"))
 
 
 def _generate_chunks(gen: Backend, corpus: Corpus, todo: list[str], params: QueryGenParams, work: Path,

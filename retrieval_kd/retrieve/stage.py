@@ -8,6 +8,7 @@ from retrieval_kd.artifacts import MANIFEST, atomic_dir, manifest, sha256_file, 
 from retrieval_kd.data.registry import load_dataset
 from retrieval_kd.data.trec import write_trec_run
 from retrieval_kd.data.types import Run
+from retrieval_kd.digests import file_digests
 from retrieval_kd.eval.results import RUN_FILE
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.progress import Timer, make_progress
@@ -31,6 +32,7 @@ def _write(out: Path, run: Run, dataset: dict | None, kind: str, name: str, para
             kind, inputs={"dataset": dataset, **(extra_inputs or {})},
             params={"name": name, **params}, timings=timer.timings,
             outputs={RUN_FILE: {"sha256": sha256_file(tmp / RUN_FILE), "queries": len(run)}},
+            files=file_digests(tmp),
         ))
     return out
 

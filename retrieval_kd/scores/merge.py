@@ -6,7 +6,9 @@ import shutil
 from pathlib import Path
 
 from retrieval_kd.artifacts import MANIFEST, atomic_dir, now_iso, write_json
+from retrieval_kd.digests import file_digests
 from retrieval_kd.errors import IntegrityError, RkdError
+from retrieval_kd.locks import output_lock
 from retrieval_kd.scores.store import SCORES_DIR, ScoreStore, check_rows
 
 
@@ -37,7 +39,10 @@ def merge_shards(shards: list[str | Path], root: str | Path | None = None) -> Sc
     final = Path(root) if root else stores[0].path.parent
     final = final / sid
     total = sum(m["n_rows"] for m in mans)
-    with atomic_dir(final) as tmp:
+    for s in stores:
+        s.check_files()
+    # the same lock as `rkd score` writing this store unsharded: one writer of <root>/<store id>
+    with output_lock(final, f"{final}: another process is writing this store"), atomic_dir(final) as tmp:
         (tmp / SCORES_DIR).mkdir()
         for s, m in zip(stores, mans):
             for a, b, p in s.parts():
@@ -45,6 +50,7 @@ def merge_shards(shards: list[str | Path], root: str | Path | None = None) -> Sc
         record = {**mans[0], "shard": None, "n_rows": total, "status": "complete",
                   "merged": now_iso(), "merged_from": [str(s.path) for s in stores],
                   "sessions": [x for m in mans for x in m.get("sessions", [])]}
+        record["files"] = file_digests(tmp)
         write_json(tmp / MANIFEST, record)
         check_rows(ScoreStore(tmp), total)
     return ScoreStore(final)

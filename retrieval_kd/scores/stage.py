@@ -10,6 +10,7 @@ from retrieval_kd.data.registry import load_dataset
 from retrieval_kd.data.trec import load_trec_run
 from retrieval_kd.eval.results import locate_run
 from retrieval_kd.progress import make_progress
+from retrieval_kd.redact import redact_obj
 from retrieval_kd.scores.candidates import build_candidates, select_shard
 from retrieval_kd.scores.store import ScoreStore, score_into_store
 from retrieval_kd.teachers.base import Teacher
@@ -27,9 +28,10 @@ def score_stage(dataset: str, split: str, candidates_run: str | Path, teacher_sp
     """Score a split's candidates (top-k of a run) with a teacher into the score store.
 
     ``teacher_factory`` builds the teacher when there is something to score (default: a new
-    one from ``teacher_spec``); callers scoring several stores with one spec may pass one that
-    returns a teacher already loaded.
+    one from ``teacher_spec``, closed when done); callers scoring several stores with one spec
+    may pass one that returns a teacher already loaded: that teacher stays theirs, open.
     """
+    own = teacher_factory is None  # a teacher from the caller's factory is the caller's to close
     factory = teacher_factory or (lambda: build_teacher(teacher_spec))
     ds = load_dataset(dataset, split)
     run_file, run_manifest = locate_run(candidates_run)
@@ -39,12 +41,12 @@ def score_stage(dataset: str, split: str, candidates_run: str | Path, teacher_sp
         "candidates": {"run_file": str(run_file), "run_sha256": sha256_file(run_file),
                        "run_stage": (run_manifest or {}).get("params"), "top_k": top_k,
                        "add_positives": add_positives},
-        "teacher_spec": teacher_spec.model_dump(),
+        "teacher_spec": redact_obj(teacher_spec.model_dump()),  # a server URL's user:key@ never stored
     }
     total = len(select_shard(cands, shard))
     if not progress:
-        return score_into_store(ds, cands, factory, identity, root,
-                                params=params, chunk_size=chunk_size, shard=shard)
+        return score_into_store(ds, cands, factory, identity, root, params=params, chunk_size=chunk_size,
+                                shard=shard, close_teacher=own)
     with make_progress(rate_unit="pairs") as prog:
         task = prog.add_task(f"scoring {total:,} pairs", total=total)
         first = [True]
@@ -57,5 +59,5 @@ def score_stage(dataset: str, split: str, candidates_run: str | Path, teacher_sp
             else:
                 prog.advance(task, n)
 
-        return score_into_store(ds, cands, factory, identity, root,
-                                params=params, chunk_size=chunk_size, shard=shard, on_progress=advance)
+        return score_into_store(ds, cands, factory, identity, root, params=params, chunk_size=chunk_size,
+                                shard=shard, on_progress=advance, close_teacher=own)

@@ -2,13 +2,16 @@
 
 Layout of one store (``<root>/<store id>/``)::
 
-    manifest.json            teacher identity, input fingerprints, parameters, status, throughput
+    manifest.json            teacher identity, input fingerprints, parameters, status, throughput,
+                             and once complete every part's size and sha256 (``files``)
     scores/part-<a>-<b>.parquet   rows of candidates [a, b) of the request, one file per chunk
 
 The store id hashes the teacher identity and the inputs (queries and passages actually
 scored, the candidate list), so the same request finds the same store. Each chunk covers
 whole queries and is written to a temporary name and renamed, so after a kill -9 a rerun
-scores only the missing chunks: no row is lost or written twice. ``pandas.read_parquet``
+scores only the missing chunks: no row is lost or written twice. One process writes a store
+at a time (its lock, ``<root>/.<store id>.lock``: a second one fails at once or waits, then
+finds the store complete); reading a complete store takes no lock. ``pandas.read_parquet``
 or any Arrow reader opens ``scores/`` directly.
 """
 
@@ -28,9 +31,12 @@ import pyarrow.parquet as pq
 
 from retrieval_kd.artifacts import MANIFEST, manifest, read_json, sha256_json, sha256_records, write_json
 from retrieval_kd.data.types import Dataset
+from retrieval_kd.digests import check_files, file_digests, recorded_files
 from retrieval_kd.errors import IntegrityError, NotFoundError, RkdError
+from retrieval_kd.locks import clear_stale, lock_file_for, output_lock
 from retrieval_kd.scores.candidates import Candidate, candidates_fingerprint, query_chunks, select_shard
 from retrieval_kd.scores.schema import SCHEMA
+from retrieval_kd.storage import writing
 from retrieval_kd.teachers.base import Pair, Teacher
 
 SCORES_DIR = "scores"
@@ -76,7 +82,10 @@ class ScoreStore:
         p = self.path / MANIFEST
         if not p.is_file():
             raise NotFoundError(f"{self.path}: not a score store (no {MANIFEST})")
-        return read_json(p)
+        try:
+            return read_json(p)
+        except ValueError as e:
+            raise IntegrityError(f"{p}: not a readable manifest ({e}); the score store is damaged") from None
 
     @property
     def id(self) -> str:
@@ -102,9 +111,25 @@ class ScoreStore:
                 found.append((int(m.group(1)), int(m.group(2)), p))
         return found
 
-    def table(self, with_hashes: bool = False) -> pa.Table:
-        """All rows, in candidate order."""
-        tables = [pq.read_table(p) for _, _, p in self.parts()]
+    def check_files(self) -> None:
+        """Check a complete store's parts against the sizes and sha256 its manifest records (the
+        hash once, cached): one error line naming a damaged, missing or unrecorded part."""
+        man = self.manifest
+        recorded = recorded_files(man)
+        if man.get("status") != "complete" or not recorded:
+            return  # still being written, or written before digests were recorded
+        hint = "remove it and score again"
+        check_files(self.path, recorded, "score store", hint=hint)
+        extra = [p for _, _, p in self.parts() if p.relative_to(self.path).as_posix() not in recorded]
+        if extra:
+            raise IntegrityError(f"{extra[0]}: a part the manifest does not record; the score store is "
+                                 f"damaged: {hint}")
+
+    def table(self, with_hashes: bool = False, check: bool = True) -> pa.Table:
+        """All rows, in candidate order (``check``: the parts' recorded digests first)."""
+        if check:
+            self.check_files()
+        tables = [_read_part(p) for _, _, p in self.parts()]
         if not tables:
             return STORE_SCHEMA.empty_table() if with_hashes else SCHEMA.empty_table()
         t = pa.concat_tables(tables)
@@ -116,16 +141,31 @@ class ScoreStore:
         return to_nested(self.table())
 
 
+def _read_part(p: Path) -> pa.Table:
+    try:
+        return pq.read_table(p)
+    except (pa.ArrowException, OSError) as e:
+        raise IntegrityError(f"{p}: not a readable Parquet part ({' '.join(str(e).split())[:160]}); "
+                             "the score store is damaged") from None
+
+
 def _clean_temp(d: Path) -> None:
-    for p in d.glob(".part-*"):
+    """Remove what a killed writer left: part files cut short in ``d`` (``scores/``) and the store's
+    own record files (``.manifest.json.tmp-*``) caught between written and renamed. The caller
+    holds the store's lock, so no live writer owns them."""
+    for p in [*d.glob(".part-*"), *d.parent.glob(".*.tmp-*")]:
         p.unlink(missing_ok=True)
 
 
 def _write_part(d: Path, start: int, end: int, table: pa.Table) -> None:
     final = d / part_name(start, end)
     tmp = d / f".{final.name}.tmp"
-    pq.write_table(table, tmp)
-    tmp.replace(final)
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a part cut short (a full disk) frees its space at once
+        raise
 
 
 def score_into_store(
@@ -139,17 +179,51 @@ def score_into_store(
     chunk_size: int = 2000,
     shard: tuple[int, int] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    close_teacher: bool = True,
 ) -> ScoreStore:
     """Score ``candidates`` (or shard ``i/n`` of them) into the store of this request.
 
     Finished chunks are kept; only missing ones are scored. ``teacher_factory`` is called only
-    if something is left to score, so a finished store costs no model load.
+    if something is left to score, so a finished store costs no model load. The teacher is
+    closed at the end unless ``close_teacher`` is False (a factory handing out one loaded
+    teacher to several stores: closing it here would leave the next store a teacher without
+    its model).
     """
     fps = input_fingerprints(ds, candidates)
     sid = store_id(teacher_identity, fps)
     path = Path(root) / (sid if shard is None else f"{sid}.shard-{shard[0]}-of-{shard[1]}")
     store = ScoreStore(path)
+    if _finished(path, sid):  # a complete store is only read: no lock needed
+        clear_stale(lock_file_for(path))  # ... but a writer killed as it finished left its own
+        return store
     mine = select_shard(candidates, shard)
+    with output_lock(path, f"{path}: another process is scoring into this store"), \
+            writing(path, need=lambda: _parts_need(store, len(query_chunks(mine, chunk_size)))):
+        return _fill_store(ds, mine, fps, sid, store, teacher_factory, teacher_identity, params=params,
+                           chunk_size=chunk_size, shard=shard, on_progress=on_progress,
+                           close_teacher=close_teacher)
+
+
+def _finished(path: Path, sid: str) -> bool:
+    try:
+        m = read_json(path / MANIFEST)
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and m.get("store_id") == sid and m.get("status") == "complete"
+
+
+def _parts_need(store: ScoreStore, n_chunks: int) -> int | None:
+    """Bytes the parts still to score will take, from the size of those already written."""
+    sizes = [p.stat().st_size for _, _, p in store.parts()]
+    return sum(sizes) // len(sizes) * max(n_chunks - len(sizes), 1) if sizes else None
+
+
+def _fill_store(ds: Dataset, mine: list[Candidate], fps: dict[str, Any], sid: str, store: ScoreStore,
+                teacher_factory: Callable[[], Teacher], teacher_identity: dict[str, Any], *,
+                params: dict[str, Any] | None, chunk_size: int, shard: tuple[int, int] | None,
+                on_progress: Callable[[int, int], None] | None, close_teacher: bool) -> ScoreStore:
+    """Score the chunks ``store`` is missing (its lock held by the caller)."""
+    path = store.path
     prior = read_json(path / MANIFEST) if (path / MANIFEST).is_file() else None
     if prior and prior.get("store_id") != sid:
         raise IntegrityError(f"{path}: holds store {prior.get('store_id')}, expected {sid}")
@@ -164,7 +238,7 @@ def score_into_store(
         raise IntegrityError(f"{scores_dir}: parts {sorted(unknown)[:3]} do not match this request's chunks")
     pending = [c for c in chunks if c not in done]
     # the teacher loads before anything is written: a model that cannot load leaves no store
-    teacher = _load_teacher(teacher_factory, ds) if pending else None
+    teacher = _load_teacher(teacher_factory, ds, close_teacher) if pending else None
     created = not path.exists()
     scored = 0
     try:
@@ -211,10 +285,11 @@ def score_into_store(
             shutil.rmtree(path, ignore_errors=True)
         raise
     finally:
-        if teacher is not None:
+        if teacher is not None and close_teacher:
             teacher.close()
     elapsed = time.perf_counter() - t0
     check_rows(store, len(mine))
+    record["files"] = file_digests(path)  # every part's size and sha256, checked on loading
     record["status"] = "complete"
     record["sessions"] = record.get("sessions", []) + [
         {"pairs_scored": scored, "seconds": round(elapsed, 3),
@@ -223,13 +298,14 @@ def score_into_store(
     return store
 
 
-def _load_teacher(factory: Callable[[], Teacher], ds: Dataset) -> Teacher:
-    """Build the teacher and let it see the corpus (closed again if that fails)."""
+def _load_teacher(factory: Callable[[], Teacher], ds: Dataset, close: bool = True) -> Teacher:
+    """Build the teacher and let it see the corpus (closed again if that fails and ``close``)."""
     teacher = factory()
     try:
         teacher.prepare(ds.corpus)
     except BaseException:
-        teacher.close()
+        if close:
+            teacher.close()
         raise
     return teacher
 

@@ -74,19 +74,20 @@ def load_causal_lm(ref: ModelRef, dtype: str) -> tuple[Any, Any, str]:
 
     tdt = torch_dtype(dtype)
     gguf = _gguf_file(ref)
+    no_code = {"trust_remote_code": False}  # a model folder's own code never runs (no prompt either)
     if gguf is None:
-        return (AutoModelForCausalLM.from_pretrained(ref.location, dtype=tdt),
-                AutoTokenizer.from_pretrained(ref.location), "hf")
+        return (AutoModelForCausalLM.from_pretrained(ref.location, dtype=tdt, **no_code),
+                AutoTokenizer.from_pretrained(ref.location, **no_code), "hf")
     if not ref.sha256:
         raise RkdError(f"{gguf}: no sha256 for the GGUF file")
     conv = converted_dir(ref.sha256, dtype)
     if (conv / CONVERTED_RECORD).is_file():
-        return (AutoModelForCausalLM.from_pretrained(conv, dtype=tdt),
-                AutoTokenizer.from_pretrained(conv), "converted")
+        return (AutoModelForCausalLM.from_pretrained(conv, dtype=tdt, **no_code),
+                AutoTokenizer.from_pretrained(conv, **no_code), "converted")
     t0 = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, **no_code)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=tdt,
-                                                 **_dequantize_kwargs())
+                                                 **_dequantize_kwargs(), **no_code)
     seconds = time.perf_counter() - t0
     if getattr(model, "hf_quantizer", None) is not None:  # dense weights, but save_pretrained refuses
         model.hf_quantizer = None
@@ -211,6 +212,8 @@ class LLMTeacher(Teacher):
 
         if not pairs:
             return np.zeros(0)
+        if self.model is None:
+            raise RkdError(f"{self.ref.ref}: this LLM teacher was closed; build a new one to score")
         ids = [self._fit(p.query, p.passage) for p in pairs]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(-lengths, kind="stable")

@@ -155,7 +155,9 @@ def build_teacher(spec: TeacherSpec) -> Teacher:
         return _build(spec)
     except (OSError, ValueError) as e:
         model = getattr(spec, "model", None)
-        text = str(e).strip()
+        from retrieval_kd.redact import redact
+
+        text = redact(e).strip()
         first = text.splitlines()[0] if text else type(e).__name__
         hint = ""
         if model:

@@ -3,7 +3,8 @@
 ``train_stage(cfg)`` writes ``cfg.output``: a plain Sentence Transformers model folder (it loads
 with ``SentenceTransformer`` / ``SparseEncoder`` / ``MultiVectorEncoder`` / ``CrossEncoder``)
 plus ``manifest.json`` (score store ids, data fingerprints, parameters, init weights' sha256,
-library versions, timings, examples/s, the loss log).
+library versions, timings, examples/s, the loss log, and every saved file's size and sha256,
+checked whenever the model is loaded).
 
 While training, checkpoints go to ``.<output name>.work/checkpoints/checkpoint-<step>`` beside
 the output, every ``save_steps`` steps (the trainer's own checkpointing). A killed run started
@@ -15,6 +16,7 @@ removed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -34,9 +36,11 @@ from retrieval_kd.artifacts import (
     write_json,
 )
 from retrieval_kd.data.types import Dataset
+from retrieval_kd.digests import check_files, file_digests, recorded_files
 from retrieval_kd.errors import IntegrityError, NotFoundError, RkdError
 from retrieval_kd.train.config import TrainConfig
 from retrieval_kd.train.examples import ExampleOptions, ExampleStats, Groups, build_examples, outside_fold
+from retrieval_kd.workdirs import claim, clean_stale_temps, clear, only_names, release, require_replaceable
 
 RUN_STATE = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -85,6 +89,7 @@ def load_inputs(cfg: TrainConfig) -> TrainInputs:
     manifests = [s.manifest for s in stores]  # raises NotFoundError for a folder that is no store
     for s in stores:
         s.require_complete("training from it")
+        s.check_files()  # a damaged part is named before its rows are read
     first = manifests[0]["inputs"] if manifests else {}
     name = cfg.dataset or first.get("dataset")
     split = cfg.split or first.get("split")
@@ -255,14 +260,46 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True, restart: bool = Fals
 
     ``restart``: discard the checkpoints of an earlier, different or unwanted run.
     ``callbacks``: extra ``transformers.TrainerCallback`` objects (tests, monitoring).
+
+    One process trains into an output at a time (:mod:`retrieval_kd.locks`); the work folder
+    is used only if rkd made it, an existing output replaced (``restart``) only if it is a
+    trained model. A full disk is one error line; the checkpoints stay for the rerun.
     """
-    from retrieval_kd.models.resolve import resolve_model
-    from retrieval_kd.progress import Timer, console, make_progress
-    from retrieval_kd.train.students import FAMILY_CLASS, build_student
+    from retrieval_kd.locks import output_lock
 
     if cfg.output is None:
         raise RkdError("no output folder given")
     output = Path(cfg.output)
+    with output_lock(output, f"{output}: another process is training into this output"):
+        require_replaceable(output, "training", ("train",), option="--output")  # never a user's folder
+        clean_stale_temps(output)  # a killed save's half-written model; nobody else owns it
+        return _train_stage(cfg, output, progress=progress, restart=restart, callbacks=callbacks)
+
+
+def _legacy_work(path: Path) -> bool:
+    """A checkpoint folder written before work folders were marked: run.json and checkpoints only."""
+    return (path / RUN_STATE).is_file() and only_names(
+        path, lambda n: n in (RUN_STATE, CHECKPOINTS) or n.startswith(f".{RUN_STATE}.tmp-"))
+
+
+def _checkpoint_bytes(work: Path, model_only: bool = False) -> int | None:
+    """Size of the newest complete checkpoint (``model_only``: without the optimizer's state)."""
+    from retrieval_kd.storage import dir_bytes
+
+    ckpt = last_checkpoint(work / CHECKPOINTS) if work.is_dir() else None
+    if ckpt is None:
+        return None
+    skip = sum(p.stat().st_size for p in ckpt.glob("*.pt") if model_only)
+    return dir_bytes(ckpt) - skip
+
+
+def _train_stage(cfg: TrainConfig, output: Path, *, progress: bool, restart: bool,
+                 callbacks: Sequence) -> Path:
+    from retrieval_kd.models.resolve import resolve_model
+    from retrieval_kd.progress import Timer, console, make_progress
+    from retrieval_kd.storage import writing
+    from retrieval_kd.train.students import FAMILY_CLASS, build_student
+
     work = work_dir(output)
     timer = Timer()
     with timer("load_inputs"):
@@ -274,18 +311,20 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True, restart: bool = Fals
 
     done = read_manifest(output) if output.exists() else None
     if done and done.get("kind") == "train" and done.get("run_key") == key:
-        return output  # this exact run already finished
+        check_files(output, recorded_files(done), "trained model", hint="remove it and train again")
+        release(work)  # left by a run killed between putting the model in place and removing it
+        return output  # this exact run already finished (and its files are intact)
     if output.exists() and not restart:
         raise RkdError(f"{output} already exists (from another run); choose another output or remove it")
 
-    if restart and work.exists():
-        shutil.rmtree(work)
+    claim(work, "training checkpoint", legacy=_legacy_work)  # never a folder someone else made
+    if restart:
+        clear(work)
     state_file = work / RUN_STATE
     state = read_json(state_file) if state_file.is_file() else None
     if state and state.get("run_key") != key:
         raise RkdError(f"{work} holds checkpoints of a different run (its configuration, examples or "
                        "init weights differ); remove it or pass --restart")
-    work.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(work / CHECKPOINTS)
     start_step = int(read_json(ckpt / "trainer_state.json")["global_step"]) if ckpt else 0
     state = state or {"run_key": key}
@@ -304,10 +343,7 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True, restart: bool = Fals
         extra.append(_progress_callback(prog, prog.add_task("training", total=None)))
     trainer = make_trainer(cfg, model, train_data, work / CHECKPOINTS, extra)
     t0 = time.perf_counter()
-    if prog:
-        with prog:
-            result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    else:
+    with writing(work / CHECKPOINTS, need=lambda: _checkpoint_bytes(work)), prog or contextlib.nullcontext():
         result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     train_s = time.perf_counter() - t0
     timer.timings["train"] = train_s
@@ -317,7 +353,7 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True, restart: bool = Fals
                         examples_per_s=round(examples_seen / train_s, 2) if train_s > 0 else None)
     write_json(state_file, state)
 
-    with atomic_dir(output) as tmp:
+    with writing(output, need=lambda: _checkpoint_bytes(work, model_only=True)), atomic_dir(output) as tmp:
         with timer("save"):
             trainer.model.save(str(tmp))
         record = manifest(
@@ -337,9 +373,10 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True, restart: bool = Fals
             examples=stats.as_dict(),
             sessions=sessions,
             loss_log=_loss_log(trainer.state.log_history),
+            files=file_digests(tmp),
         )
         write_json(tmp / MANIFEST, record)
-    shutil.rmtree(work, ignore_errors=True)
+    release(work)
     return output
 
 
