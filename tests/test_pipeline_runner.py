@@ -82,6 +82,10 @@ def test_second_run_is_all_cached_and_record_is_complete(tmp_path):
     root = tmp_path / "runs"
     first = run(p, root)
     assert set(statuses(first).values()) == {"ran"} and first["status"] == "complete"
+    # the run record holds the process's memory: each ran stage's resident set after it, the peak
+    mem = [s["memory"] for s in first["stages"]]
+    assert all(0 < m["rss_mb"] <= m["peak_rss_mb"] for m in mem)
+    assert first["totals"]["peak_rss_mb"] >= max(m["peak_rss_mb"] for m in mem)
     second = run(p, root)
     assert set(statuses(second).values()) == {"cached"}
     assert outputs(root) and len(outputs(root)) == 6

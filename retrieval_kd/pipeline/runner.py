@@ -33,6 +33,7 @@ from retrieval_kd.artifacts import (
     write_json,
 )
 from retrieval_kd.errors import RkdError
+from retrieval_kd.pipeline import memory
 from retrieval_kd.pipeline.load import LoadedPipeline
 from retrieval_kd.pipeline.plan import Stage, plan, select
 from retrieval_kd.pipeline.registry import stage_kind
@@ -159,6 +160,7 @@ def run_stages(lp: LoadedPipeline, root: Path | None = None, *, only: list[str] 
                 "ran": sum(e["status"] == "ran" for e in done),
                 "cached": sum(e["status"] == "cached" for e in done),
                 "wall_s": round(time.perf_counter() - t_run, 3),
+                **memory.usage(),
             }
             write_json(root / RUN_RECORD, record)
 
@@ -189,8 +191,9 @@ def run_stages(lp: LoadedPipeline, root: Path | None = None, *, only: list[str] 
                 record["status"] = "failed"
                 save()
                 raise
+            memory.release()
             entry.update(status="ran", wall_s=round(wall, 3), cpu_s=round(cpu, 3), finished=now_iso(),
-                         result=result)
+                         result=result, memory=memory.usage())
             echo(f"[{i}/{n}] {s.id}  done in {wall:.1f}s")
             save()
         record["status"] = "complete" if len(chosen) == len(stages) else "partial"

@@ -159,6 +159,9 @@ def _summary(rep: RunReport) -> list[tuple[str, str]]:
         ("stages", (f"{tot.get('stages', len(rep.stages))} — ran {tot.get('ran', 0)}, "
                     f"cached {tot.get('cached', 0)} in the last invocation")),
         ("wall time", f"{tot.get('wall_s', 0):.1f}s last invocation; {compute:.1f}s of stage compute in all"),
+        *([("memory", f"peak resident set {tot['peak_rss_mb'] / 1024:.2f} GiB in the last invocation "
+                      f"(resident at its end: {tot.get('rss_mb', 0) / 1024:.2f} GiB)")]
+          if tot.get("peak_rss_mb") else []),
     ]
 
 
