@@ -58,19 +58,26 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "ds": ds, "st": tiny_st(root / "st"), "run": run}
 
 
-def test_index_on_a_full_disk_is_one_line_and_the_rerun_completes(tiny, tmp_path):
-    args = ["index", "dense", "-m", str(tiny["st"]), "-d", str(tiny["ds"]), "--chunk-size", "10",
-            "--index", "hnsw", "--hnsw-m", "8"]
+def reference_then_full(args: list[str], out: str, tmp_path: Path, *, free: int, limit: int):
+    """An uninterrupted run into ``tmp_path/ref``, then the same on a disk that fills up and is freed
+    (``small_disk.full_then_free``); asserts the full run is one disk line and the rerun exits 0."""
     ref = tmp_path / "ref"
     r = subprocess.run([*RKD, *args, "-o", str(ref)], env={**os.environ, **ENV}, cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=600, check=False)
+                       capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
-    # tmpfs: 24 KiB left runs out while encoding (12 chunks); fsize: the 16 KiB index file is too large
-    t = small_disk.full_then_free(tmp_path / "t", [*RKD, *args, "-o", "{disk}/idx"], free=24 << 10,
-                                  limit=8 << 10, cwd=tmp_path, env=ENV)
+    t = small_disk.full_then_free(tmp_path / "t", [*RKD, *args, "-o", "{disk}/" + out], free=free,
+                                  limit=limit, cwd=tmp_path, env=ENV)
     assert t.full.rc == 2, t.full.stderr[-3000:]
     disk_error(t.full.stderr, str(t.disk.parent / "disk"))
     assert t.again.rc == 0, t.again.stderr[-3000:]
+    return ref, t
+
+
+def test_index_on_a_full_disk_is_one_line_and_the_rerun_completes(tiny, tmp_path):
+    args = ["index", "dense", "-m", str(tiny["st"]), "-d", str(tiny["ds"]), "--chunk-size", "10",
+            "--index", "hnsw", "--hnsw-m", "8"]
+    # tmpfs: 24 KiB left runs out while encoding (12 chunks); fsize: the 16 KiB index file is too large
+    ref, t = reference_then_full(args, "idx", tmp_path, free=24 << 10, limit=8 << 10)
     assert files_of(t.disk / "idx") == files_of(ref)  # the same index as an uninterrupted build
     man = json.loads((t.disk / "idx" / "manifest.json").read_text())
     assert man["stats"]["encode"]["chunks_resumed"] > 0  # the chunks of the first run were kept
@@ -82,16 +89,8 @@ def test_train_on_a_full_disk_is_one_line_and_the_rerun_completes(train_env, tmp
             "-d", str(train_env["dataset"]), "-s", "train", "--loss", "kl", "--kl-passages", "4",
             "--negatives", "3", "--rank-window", "2:25", "--batch-size", "4", "--max-steps", "6",
             "--save-steps", "2", "--max-length", "32"]
-    ref = tmp_path / "ref"
-    r = subprocess.run([*RKD, *args, "-o", str(ref)], env={**os.environ, **ENV}, cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=600, check=False)
-    assert r.returncode == 0, r.stderr[-3000:]
     # tmpfs: 400 KiB hold one checkpoint (~260 KiB), not two; fsize: optimizer.pt (~150 KiB) is too large
-    t = small_disk.full_then_free(tmp_path / "t", [*RKD, *args, "-o", "{disk}/m"], free=400 << 10,
-                                  limit=100 << 10, cwd=tmp_path, env=ENV)
-    assert t.full.rc == 2, t.full.stderr[-3000:]
-    disk_error(t.full.stderr, str(t.disk.parent / "disk"))
-    assert t.again.rc == 0, t.again.stderr[-3000:]
+    ref, t = reference_then_full(args, "m", tmp_path, free=400 << 10, limit=100 << 10)
     assert (t.disk / "m" / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
     man = json.loads((t.disk / "m" / "manifest.json").read_text())
     assert man["outputs"]["global_step"] == 6
