@@ -77,6 +77,10 @@ ARMS: dict[str, dict[str, Any]] = {
                   "epochs": 1},
     "kd-kl-noreg-1ep": {"losses": "kl", "kl_passages": 4, "filter_margin": None, "positive_floor": 1.0,
                         "epochs": 1, "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
+    # revision 5 (dev only): the main job trains one epoch; the same two arms at one epoch
+    "twin-1ep": {"teacher": "none", "losses": "infonce", "negatives": 7, "epochs": 1},
+    "kd-kl+infonce-1ep": {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8, "filter_margin": None,
+                          "positive_floor": 1.0, "epochs": 1},
     "twin-noreg": {"teacher": "none", "losses": "infonce", "negatives": 7,
                    "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
     "kd-kl-noreg": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
