@@ -114,6 +114,8 @@ class ScoreStore:
     def check_files(self) -> None:
         """Check a complete store's parts against the sizes and sha256 its manifest records (the
         hash once, cached): one error line naming a damaged, missing or unrecorded part."""
+        if not (self.path / MANIFEST).is_file():
+            return  # a folder of parts only (e.g. copied from another tool): nothing recorded to check
         man = self.manifest
         recorded = recorded_files(man)
         if man.get("status") != "complete" or not recorded:
