@@ -73,8 +73,13 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
                 split: str = "test", chunk_size: int = 8192, title_sep: str = " ",
                 keep_embeddings: bool = False, name: str | None = None,
                 work_dir: str | Path | None = None, keep_work: bool = False,
-                after_chunk: Callable[[int], None] | None = None) -> Path:
+                after_chunk: Callable[[int], None] | None = None, engine: str = "exact",
+                plaid_params: Any = None) -> Path:
     """Encode the corpus of ``dataset`` with ``model`` and write a ``family`` index to ``out``.
+
+    ``engine`` (ColBERT only): ``exact`` (MaxSim over every candidate) or ``plaid`` (centroid
+    pruning first, :mod:`retrieval_kd.index.plaid`, with ``plaid_params`` as its search defaults);
+    the manifest records it and ``rkd search`` follows it.
 
     ``work_dir`` (default ``.NAME.work`` beside ``out``) holds the encoded chunks; with
     ``keep_work`` it is left in place, so other index variants built with the same encoder and
@@ -92,7 +97,21 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
         return _build_index(family, dataset, out, model, encoder_params=encoder_params,
                             faiss_params=faiss_params, split=split, chunk_size=chunk_size,
                             title_sep=title_sep, keep_embeddings=keep_embeddings, name=name, work=work,
-                            keep_work=keep_work, after_chunk=after_chunk)
+                            keep_work=keep_work, after_chunk=after_chunk, engine=engine,
+                            plaid_params=plaid_params)
+
+
+def _check_engine(family: Family, engine: str, fp: FaissParams | None) -> None:
+    from retrieval_kd.index.faiss_index import IndexParamError
+    from retrieval_kd.index.plaid import ENGINES
+
+    if engine not in ENGINES:
+        raise IndexParamError(f"unknown search engine '{engine}' (one of: {', '.join(ENGINES)})")
+    if engine != "exact" and family != "colbert":
+        raise IndexParamError(f"the {engine} engine is for ColBERT indexes, not {family}")
+    if engine == "plaid" and fp is not None and fp.index != "ivfpq":
+        raise IndexParamError(f"the plaid engine probes the centroids of an IVF token index: it needs "
+                              f"the ivfpq candidate index, not {fp.index}")
 
 
 def _encode_need(work: Path, n_items: int, chunk_size: int) -> int | None:
@@ -116,7 +135,9 @@ def _build_need(family: Family, fp: FaissParams | None, encoded: int) -> int:
 def _build_index(family: Family, dataset: str, out: Path, model: Any, *, encoder_params,
                  faiss_params: FaissParams | None, split: str, chunk_size: int, title_sep: str,
                  keep_embeddings: bool, name: str | None, work: Path, keep_work: bool,
-                 after_chunk: Callable[[int], None] | None) -> Path:
+                 after_chunk: Callable[[int], None] | None, engine: str = "exact",
+                 plaid_params: Any = None) -> Path:
+    _check_engine(family, engine, faiss_params)  # before loading or encoding anything
     timer = Timer()
     t_start = time.perf_counter()
     with timer("load_s", f"loading {dataset} and {model}"):
@@ -161,11 +182,19 @@ def _build_index(family: Family, dataset: str, out: Path, model: Any, *, encoder
             total = int(offsets[-1])
             concat_to_npy(store.iter_arrays("tokens"), tmp / "tokens.npy", total, enc.dim, np.float16)
             toks = np.load(tmp / "tokens.npy", mmap_mode="r")
-            fp = faiss_params or FaissParams(index="ivfpq", nprobe=16)
+            fp = faiss_params or FaissParams(index="ivfpq", nprobe=16,
+                                             **({"pq_nbits": 4, "fast_scan": True} if engine == "plaid" else {}))
+            if engine == "plaid":
+                from retrieval_kd.index.plaid import PlaidParams, plaid_nlist, resolve_plaid
+
+                if fp.nlist is None:
+                    fp = fp.model_copy(update={"nlist": plaid_nlist(total)})
+                params["plaid"] = resolve_plaid(plaid_params or PlaidParams(), n).model_dump()
             index, fp = build_faiss(_blocks(lambda: [toks]), total, enc.dim, fp)
             write_index(index, tmp / "candidates.faiss")
             del toks
             params["faiss"] = fp.model_dump()
+            params["engine"] = engine
             stats.update(dim=enc.dim, n_tokens=total, avg_doc_tokens=total / max(n, 1))
         else:
             raise ValueError(f"unknown index family '{family}'")

@@ -7,8 +7,10 @@ and ``candidates.faiss`` a FAISS index over the same token vectors.
 Search (as in ColBERT v1's end-to-end retrieval): each query token fetches its
 ``k_token`` nearest document tokens from the FAISS index; the documents owning them are the
 candidates; each candidate is then scored exactly, ``MaxSim(q, d) = sum_i max_j q_i . d_j``
-over its stored (float16) token vectors, and the top ``k`` kept. PLAID-style centroid
-compression is not implemented: the token vectors are stored uncompressed in float16.
+over its stored (float16) token vectors, and the top ``k`` kept. This is the ``exact`` engine;
+the ``plaid`` engine (:mod:`retrieval_kd.index.plaid`) prunes the candidates by centroid and
+token-code scores first and scores only the most promising ones exactly. The token vectors are
+stored uncompressed in float16 either way.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.progress import Timer, console, make_progress
 from retrieval_kd.retrieve.dense import DenseParams
 
-SEARCH_OVERRIDES = ("ef_search", "nprobe", "k_token")
+SEARCH_OVERRIDES = ("ef_search", "nprobe", "k_token", "engine", "nfull", "centroid_score_threshold")
 
 
 def read_index_manifest(folder: str | Path) -> dict[str, Any]:
@@ -98,6 +98,7 @@ class Searcher:
         if unknown:
             raise ValueError(f"unknown search parameters {sorted(unknown)}")
         self.search_params: dict[str, Any] = {}
+        self.engine = self._engine(ov)
         if self.family in ("dense", "colbert"):
             fp = FaissParams(**self.manifest["params"]["faiss"])
             fp = fp.model_copy(update={k: ov[k] for k in ("ef_search", "nprobe") if k in ov})
@@ -107,7 +108,8 @@ class Searcher:
             cpu_index = read_index(self.folder / name)
             if self.family == "dense":
                 expect_count(self.folder / DOC_IDS, len(self.doc_ids), int(cpu_index.ntotal), "document ids")
-            self.index = prepare_search(cpu_index, fp)
+            # the plaid engine drives the CPU IVF itself (coarse step in torch, preassigned lists)
+            self.index = cpu_index if self.engine == "plaid" else prepare_search(cpu_index, fp)
         if self.family == "splade":
             from retrieval_kd.index.sparse import InvertedIndex
 
@@ -116,8 +118,38 @@ class Searcher:
             from retrieval_kd.index.late import LateIndex
 
             self.late = LateIndex(self.folder, self.index)
-            self.k_token = int(ov.get("k_token", 32))
-            self.search_params["k_token"] = self.k_token
+            if self.engine == "plaid":
+                self._open_plaid(ov)
+            else:
+                self.k_token = int(ov.get("k_token", 32))
+                self.search_params["k_token"] = self.k_token
+            self.search_params["engine"] = self.engine
+
+    def _engine(self, ov: dict[str, Any]) -> str:
+        """ColBERT: the engine the index was built for (``exact`` before engines were recorded),
+        unless ``engine`` overrides it; other families have none."""
+        from retrieval_kd.index.plaid import ENGINES
+
+        engine = ov.get("engine") or self.manifest["params"].get("engine") or "exact"
+        if engine not in ENGINES:
+            raise ValueError(f"unknown search engine '{engine}' (one of: {', '.join(ENGINES)})")
+        plaid_keys = {"nfull", "centroid_score_threshold"} & set(ov)
+        if self.family != "colbert" and ("engine" in ov or plaid_keys):
+            raise ValueError(f"{sorted({'engine', *plaid_keys} & set(ov))}: ColBERT search "
+                             f"parameters, not for a {self.family} index")
+        if engine == "exact" and plaid_keys:
+            raise ValueError(f"{sorted(plaid_keys)} apply to the plaid engine; this search uses exact")
+        return engine
+
+    def _open_plaid(self, ov: dict[str, Any]) -> None:
+        from retrieval_kd.index.plaid import SEARCH_KEYS, PlaidParams, PlaidSearch, resolve_plaid
+
+        saved = self.manifest["params"].get("plaid") or {}
+        plaid = resolve_plaid(PlaidParams(**saved), self.late.n_docs)  # an exact index searched as plaid
+        plaid = plaid.model_copy(update={k: ov[k] for k in SEARCH_KEYS if k in ov})
+        PlaidParams.model_validate(plaid.model_dump())  # the overrides, checked
+        self.plaid = PlaidSearch(self.late.tokens, self.late.offsets, self.index, plaid.model_dump())
+        self.search_params = {k: getattr(plaid, k) for k in SEARCH_KEYS}
 
     def search(self, q, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         if self.family == "dense":
@@ -127,6 +159,9 @@ class Searcher:
         if self.family == "splade":
             docs, s, touched = self.inv.search(q[0], q[1], k)
             return docs, s, {"postings": touched, "query_terms": len(q[0])}
+        if self.engine == "plaid":
+            docs, s, counts = self.plaid.search(q, k)
+            return docs, s, {**counts, "query_tokens": len(q)}
         docs, s, ncand = self.late.search(q, k, self.k_token)
         return docs, s, {"candidates": ncand, "query_tokens": len(q)}
 
@@ -167,7 +202,7 @@ def search_stage(index: str | Path, dataset: str, split: str, out: str | Path, *
     total = timer.timings["encode_queries_s"] + sum(lat)
     stats["qps_with_encoding"] = len(qids) / total if total > 0 else None
     extras = [r[2] for r in results]
-    for key in ("postings", "query_terms", "candidates", "query_tokens"):
+    for key in ("postings", "query_terms", "candidates", "exact_scored", "query_tokens"):
         if extras and key in extras[0]:
             stats[f"avg_{key}"] = float(np.mean([e[key] for e in extras]))
     if searcher.family == "splade":
