@@ -24,7 +24,7 @@ from typing import Any
 MANIFEST = "manifest.json"
 _TRACKED_LIBRARIES = (
     "retrieval-kd", "torch", "sentence-transformers", "transformers", "faiss-cpu", "faiss-gpu",
-    "ranx", "bm25s", "PyStemmer", "pyarrow", "numpy", "ir_datasets", "pyserini",
+    "ranx", "bm25s", "PyStemmer", "pyarrow", "numpy", "ir_datasets", "pyserini", "onnxruntime", "openvino",
 )
 
 

@@ -21,6 +21,10 @@ WorkDir = Annotated[Path | None, typer.Option(help="Encoded-chunk folder (defaul
 KeepWork = Annotated[bool, typer.Option(help="Keep the work folder, so other index variants built with the "
                                              "same --work-dir reuse the encodings.")]
 FaissDevice = Annotated[str, typer.Option(help="auto (GPU when faiss-gpu sees one) | cpu | gpu.")]
+BackendOpt = Annotated[str, typer.Option(help="Inference backend: torch | onnx | openvino (onnx/openvino: the "
+                                              "model's transformer exported once, cached under $RKD_CACHE).")]
+VariantOpt = Annotated[str, typer.Option(help="With --backend onnx: fp32 | O1 | O2 | O3 | int8 (this CPU's "
+                                              "config; or int8-avx2, int8-avx512, int8-avx512_vnni, int8-arm64).")]
 Opt = typer.Option
 MaybeInt = int | None
 
@@ -29,19 +33,49 @@ def _default_out(dataset: str, model: str, suffix: str) -> Path:
     return Path("indexes") / f"{Path(dataset).name}-{Path(model).name}-{suffix}".replace("/", "_")
 
 
-def _faiss(index, hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_nbits, nprobe, train_size,
-           deterministic, device):
+def _backend(backend: str, variant: str) -> dict[str, str]:
+    """``backend`` / ``variant`` encoder params (checked first: one clear line for a bad pair)."""
+    from retrieval_kd.models.backends import check
+
+    check(backend, variant)
+    return {"backend": backend, "variant": variant}
+
+
+def _params(cls, values: dict, what: str):
+    """``cls(**values)``, a validation failure as one ``IndexParamError`` line naming each field."""
     from pydantic import ValidationError
 
-    from retrieval_kd.index.faiss_index import FaissParams, IndexParamError
+    from retrieval_kd.index.faiss_index import IndexParamError
 
     try:
-        return FaissParams(index=index, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
-                           nlist=nlist, pq_m=pq_m, pq_nbits=pq_nbits, nprobe=nprobe, train_size=train_size,
-                           deterministic=deterministic, device=device)
+        return cls(**values)
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise IndexParamError(f"invalid index parameters: {msgs}") from None
+        raise IndexParamError(f"invalid {what} parameters: {msgs}") from None
+
+
+def _faiss(index, hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_nbits, nprobe, train_size,
+           deterministic, device, **extra):
+    from retrieval_kd.index.faiss_index import FaissParams
+
+    return _params(FaissParams, dict(index=index, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                                     ef_search=ef_search, nlist=nlist, pq_m=pq_m, pq_nbits=pq_nbits, nprobe=nprobe,
+                                     train_size=train_size, deterministic=deterministic, device=device, **extra),
+                   "index")
+
+
+def _plaid(engine, nprobe, k_token, nfull, centroid_score_threshold):
+    """The plaid engine's search defaults from the options given (None for the exact engine)."""
+    from retrieval_kd.index.faiss_index import IndexParamError
+    from retrieval_kd.index.plaid import PlaidParams
+
+    given = {"k_token": k_token, "nfull": nfull, "centroid_score_threshold": centroid_score_threshold}
+    if engine != "plaid":
+        if any(v is not None for v in given.values()):
+            raise IndexParamError("--k-token, --nfull and --centroid-score-threshold set the plaid engine's "
+                                  "defaults: add --engine plaid")
+        return None
+    return _params(PlaidParams, {key: v for key, v in {**given, "nprobe": nprobe}.items() if v is not None}, "plaid")
 
 
 @app.command("dense")
@@ -69,13 +103,15 @@ def dense(
     keep_embeddings: Keep = False,
     work_dir: WorkDir = None,
     keep_work: KeepWork = False,
+    backend: BackendOpt = "torch",
+    variant: VariantOpt = "fp32",
 ) -> None:
     """Dense index: FAISS flat (exact), HNSW or IVF-PQ over inner product of normalised embeddings."""
     from retrieval_kd.index.build import build_index
     from retrieval_kd.retrieve.dense import DenseParams
 
     enc = DenseParams(batch_size=batch_size, max_seq_length=max_seq_length, query_prompt=query_prompt,
-                      doc_prompt=doc_prompt)
+                      doc_prompt=doc_prompt, **_backend(backend, variant))
     fp = _faiss(index, hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_nbits, nprobe, train_size,
                 deterministic, faiss_device)
     out = out or _default_out(dataset, model, index)
@@ -96,6 +132,8 @@ def splade(
     keep_embeddings: Keep = False,
     work_dir: WorkDir = None,
     keep_work: KeepWork = False,
+    backend: BackendOpt = "torch",
+    variant: VariantOpt = "fp32",
 ) -> None:
     """SPLADE inverted index (posting lists over the vocabulary; sparse dot-product search)."""
     from retrieval_kd.index.build import build_index
@@ -103,7 +141,8 @@ def splade(
 
     out = out or _default_out(dataset, model, "splade")
     build_index("splade", dataset, out, model, split=split, chunk_size=chunk_size,
-                encoder_params=SpladeParams(batch_size=batch_size, max_seq_length=max_seq_length),
+                encoder_params=SpladeParams(batch_size=batch_size, max_seq_length=max_seq_length,
+                                            **_backend(backend, variant)),
                 keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work)
     console.print(f"index written to {out}")
 
@@ -121,11 +160,21 @@ def colbert(
     hnsw_m: Annotated[int, Opt()] = 32,
     ef_construction: Annotated[int, Opt()] = 200,
     ef_search: Annotated[int, Opt()] = 64,
-    nlist: Annotated[MaybeInt, Opt(help="IVF-PQ lists (default 4*sqrt(tokens)).")] = None,
-    pq_m: Annotated[MaybeInt, Opt(help="IVF-PQ sub-quantizers (default dim/8).")] = None,
-    pq_nbits: Annotated[int, Opt()] = 8,
-    nprobe: Annotated[int, Opt()] = 16,
+    nlist: Annotated[MaybeInt, Opt(help="IVF-PQ lists (default 4*sqrt(tokens); plaid: 2*sqrt(tokens)).")] = None,
+    pq_m: Annotated[MaybeInt, Opt(help="IVF-PQ sub-quantizers (default dim/8; fast scan dim/4).")] = None,
+    pq_nbits: Annotated[MaybeInt, Opt(help="Bits per PQ code (default: exact 8, plaid 4).")] = None,
+    fast_scan: Annotated[bool | None, Opt(help="IVF-PQ fast-scan kernels, 4-bit codes (default: on for "
+                                               "plaid with 4-bit codes).")] = None,
+    nprobe: Annotated[MaybeInt, Opt(help="Default lists probed per query token (exact: 16, plaid: 3).")] = None,
     train_size: Annotated[MaybeInt, Opt()] = None,
+    engine: Annotated[str, Opt(help="Search engine recorded in the index: exact (MaxSim over every "
+                                    "candidate) | plaid (centroid pruning, MaxSim on the best nfull; "
+                                    "needs --cand-index ivfpq).")] = "exact",
+    k_token: Annotated[MaybeInt, Opt(help="plaid: default tokens kept per query token (192).")] = None,
+    nfull: Annotated[MaybeInt, Opt(help="plaid: default candidates scored exactly "
+                                        "(max(32, sqrt(docs)/4)).")] = None,
+    centroid_score_threshold: Annotated[float | None, Opt(help="plaid: default centroid pruning "
+                                                               "threshold (none).")] = None,
     deterministic: Annotated[bool, Opt(help="HNSW: single-threaded, reproducible graph build.")] = True,
     faiss_device: FaissDevice = "auto",
     batch_size: Annotated[int, Opt()] = 32,
@@ -133,17 +182,25 @@ def colbert(
     keep_embeddings: Keep = False,
     work_dir: WorkDir = None,
     keep_work: KeepWork = False,
+    backend: BackendOpt = "torch",
+    variant: VariantOpt = "fp32",
 ) -> None:
     """ColBERT late-interaction index: float16 token vectors + FAISS token index; MaxSim at search."""
     from retrieval_kd.index.build import build_index
     from retrieval_kd.index.encoders import ColbertParams
 
-    enc = ColbertParams(batch_size=batch_size, query_length=query_length, document_length=document_length)
-    fp = _faiss(cand_index, hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_nbits, nprobe, train_size,
-                deterministic, faiss_device)
+    enc = ColbertParams(batch_size=batch_size, query_length=query_length, document_length=document_length,
+                        **_backend(backend, variant))
+    nbits = pq_nbits or (4 if engine == "plaid" else 8)
+    fp = _faiss(cand_index, hnsw_m, ef_construction, ef_search, nlist, pq_m, nbits,
+                nprobe if nprobe and engine == "exact" else 16, train_size, deterministic, faiss_device)
+    if fast_scan or (fast_scan is None and engine == "plaid" and cand_index == "ivfpq" and nbits == 4):
+        fp = _params(type(fp), fp.model_dump() | {"fast_scan": True}, "index")
+    plaid = _plaid(engine, nprobe, k_token, nfull, centroid_score_threshold)
     out = out or _default_out(dataset, model, "colbert")
     build_index("colbert", dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
-                chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work)
+                chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
+                engine=engine, plaid_params=plaid)
     console.print(f"index written to {out}")
 
 
@@ -155,7 +212,12 @@ def search(
     k: Annotated[int, Opt("--k", "-k", help="Documents kept per query.")] = 1000,
     ef_search: Annotated[MaybeInt, Opt(help="HNSW efSearch (default: the index's).")] = None,
     nprobe: Annotated[MaybeInt, Opt(help="IVF lists probed (default: the index's).")] = None,
-    k_token: Annotated[MaybeInt, Opt(help="ColBERT: token neighbours per query token (default 32).")] = None,
+    k_token: Annotated[MaybeInt, Opt(help="ColBERT: token neighbours per query token (default: exact 32, "
+                                          "plaid the index's).")] = None,
+    engine: Annotated[str | None, Opt(help="ColBERT: exact | plaid (default: the index's engine).")] = None,
+    nfull: Annotated[MaybeInt, Opt(help="ColBERT plaid: candidates scored exactly (default: the index's).")] = None,
+    centroid_score_threshold: Annotated[float | None, Opt(help="ColBERT plaid: centroids scoring below this "
+                                                               "are not probed.")] = None,
     model: Annotated[str | None, Opt("--model", "-m", help="Override the encoder recorded in the index.")] = None,
     max_queries: Annotated[MaybeInt, Opt(help="Search only the first N queries.")] = None,
     threads: Annotated[int, Opt(help="Threads for the query-at-a-time search loop (0: library default).")] = 1,
@@ -165,5 +227,6 @@ def search(
 
     out = out or Path("runs") / f"{Path(dataset).name}-{split}" / index.name
     search_stage(index, dataset, split, out, k=k, model=model, max_queries=max_queries, threads=threads or None,
-                 overrides={"ef_search": ef_search, "nprobe": nprobe, "k_token": k_token})
+                 overrides={"ef_search": ef_search, "nprobe": nprobe, "k_token": k_token, "engine": engine,
+                            "nfull": nfull, "centroid_score_threshold": centroid_score_threshold})
     console.print(f"run written to {out}")

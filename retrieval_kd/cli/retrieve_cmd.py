@@ -53,12 +53,16 @@ def dense(
     max_seq_length: int = typer.Option(None, help="Override the model's maximum length."),
     query_prompt: str = typer.Option("", help="Text prepended to each query."),
     doc_prompt: str = typer.Option("", help="Text prepended to each document."),
+    backend: str = typer.Option("torch", help="Inference backend: torch | onnx | openvino."),
+    variant: str = typer.Option("fp32", help="With --backend onnx: fp32 | O1 | O2 | O3 | int8."),
 ) -> None:
     """Exact dense retrieval (FAISS flat, inner product over normalised embeddings)."""
+    from retrieval_kd.models.backends import check
     from retrieval_kd.retrieve.stage import dense_stage
 
+    check(backend, variant)
     params = DenseParams(batch_size=batch_size, max_seq_length=max_seq_length,
-                         query_prompt=query_prompt, doc_prompt=doc_prompt)
+                         query_prompt=query_prompt, doc_prompt=doc_prompt, backend=backend, variant=variant)
     out = out or _default_out(dataset, split, model)
     dense_stage(dataset, split, out, model, params, k=k)
     console.print(f"run written to {out}")

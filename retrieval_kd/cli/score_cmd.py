@@ -37,10 +37,56 @@ def parse_member(text: str) -> dict:
         raise RkdError(f"--member '{text}': weight '{weight}' is not a number") from None
 
 
+NEURAL_KINDS = ("cross-encoder", "bi-encoder", "splade")
+"""Teachers whose model runs on an inference backend (``--backend``)."""
+
+
+def with_backend(data: dict, backend: str | None, variant: str | None) -> tuple[dict, int]:
+    """``data`` (a teacher spec dict) with ``backend`` / ``variant`` set on every cross-encoder,
+    bi-encoder and SPLADE teacher in it (ensemble and cross-fit members too); and how many."""
+    kind = data.get("kind")
+    if kind == "ensemble":
+        members, n = [], 0
+        for m in data.get("members", []):
+            t, k = with_backend(m["teacher"], backend, variant)
+            members.append({**m, "teacher": t})
+            n += k
+        return {**data, "members": members}, n
+    if kind == "crossfit":
+        folds = [with_backend(f, backend, variant) for f in data.get("folds", [])]
+        return {**data, "folds": [f for f, _ in folds]}, sum(k for _, k in folds)
+    if kind in NEURAL_KINDS:
+        opts = {"backend": backend, "variant": variant}
+        return {**data, **{k: v for k, v in opts.items() if v is not None}}, 1
+    return data, 0
+
+
 def teacher_from_flags(teacher_file: Path | None, kind: str | None, model: str | None,
                        members: list[str], normalization: str, max_length: int | None,
                        dtype: str | None, template: str | None, base_url: str | None,
-                       batch_size: int | None):
+                       batch_size: int | None, backend: str | None = None, variant: str | None = None):
+    from retrieval_kd.teachers.spec import parse_teacher
+
+    spec = _teacher_from_flags(teacher_file, kind, model, members, normalization, max_length, dtype,
+                               template, base_url, batch_size)
+    if backend is None and variant is None:
+        return spec
+    if variant is not None and backend is None and variant != "fp32":
+        backend = "onnx"  # a variant other than fp32 is an onnx one
+    from retrieval_kd.models.backends import check
+
+    check(backend or "torch", variant or "fp32", what="--backend/--variant")
+    data, n = with_backend(spec.model_dump(), backend, variant)
+    if n == 0 and (backend or "torch", variant or "fp32") != ("torch", "fp32"):
+        raise RkdError(f"--backend {backend}: the {spec.kind} teacher has no model to run on it "
+                       f"({', '.join(NEURAL_KINDS)} teachers have)")
+    return parse_teacher(data, "command line")
+
+
+def _teacher_from_flags(teacher_file: Path | None, kind: str | None, model: str | None,
+                        members: list[str], normalization: str, max_length: int | None,
+                        dtype: str | None, template: str | None, base_url: str | None,
+                        batch_size: int | None):
     from retrieval_kd.teachers.spec import load_teacher_file, parse_teacher
 
     if teacher_file:
@@ -79,6 +125,12 @@ def score(
     template: str = typer.Option(None, help="LLM prompt with {query} and {passage}."),
     base_url: str = typer.Option(None, help="OpenAI-compatible server (LLM teacher)."),
     batch_size: int = typer.Option(None),
+    backend: str = typer.Option(None, help="Inference backend of the cross-encoder / bi-encoder / SPLADE "
+                                           "teacher (ensemble members too): torch | onnx | openvino; "
+                                           "default: the spec's (torch)."),
+    variant: str = typer.Option(None, help="onnx variant: fp32 | O1 | O2 | O3 | int8 (this CPU's int8 "
+                                           "config, or int8-avx2 / int8-avx512 / int8-avx512_vnni / "
+                                           "int8-arm64); the export is cached under $RKD_CACHE."),
     root: Path = typer.Option(Path("scores"), "--root", help="Where stores live."),
     shard: str = typer.Option(None, help="Score only shard i/n of the queries."),
     chunk_size: int = typer.Option(2000, help="Pairs per atomically written chunk."),
@@ -87,7 +139,7 @@ def score(
     from retrieval_kd.scores.stage import score_stage
 
     spec = teacher_from_flags(teacher_file, teacher, model, member, normalization, max_length,
-                              dtype, template, base_url, batch_size)
+                              dtype, template, base_url, batch_size, backend, variant)
     store = score_stage(dataset, split, candidates, spec, root=root, top_k=top_k,
                         add_positives=positives, shard=parse_shard(shard), chunk_size=chunk_size)
     sess = store.manifest.get("sessions", [])[-1:]

@@ -15,6 +15,12 @@ setting never reuses stale chunks).
   initialised projection is ever added, so the same folder always gives the same vectors.
   Any object with ``encode_query`` / ``encode_document`` returning per-text token matrices
   can also be passed programmatically.
+
+Each family's params take ``backend`` / ``variant`` (torch fp32 by default; ``onnx`` fp32, O1-O3
+or int8, see :mod:`retrieval_kd.models.backends`): the model's transformer then runs on ONNX
+Runtime over a cached export, documents and queries alike (a search re-creates the encoder from
+the params the index recorded), and the backend enters the identity, so chunks and indexes of
+different backends never mix.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrieval_kd.errors import RkdError
+from retrieval_kd.models.backends import BackendParams, apply_backend, backend_info, check
 from retrieval_kd.models.load import load_st_model
 from retrieval_kd.models.resolve import ModelRef, resolve_model
 from retrieval_kd.retrieve.dense import DenseParams, encode_texts, load_encoder
@@ -40,10 +48,10 @@ def _quiet_hf() -> None:
     hf_logging.set_verbosity_error()
 
 
-def _device(device: str | None) -> str:
+def _device(device: str | None, backend: str = "torch") -> str:
     from retrieval_kd.teachers.torch_utils import pick_device
 
-    return pick_device(device)
+    return pick_device(device) if backend == "torch" else (device or "cpu")  # onnx runs on the CPU
 
 
 # -- dense --------------------------------------------------------------------------------------
@@ -54,13 +62,15 @@ class DenseEncoder:
         _quiet_hf()
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
         self.params = params or DenseParams()
-        self.st = load_encoder(self.ref, self.params)
+        self.st = load_encoder(self.ref, self.params)  # on params.backend
+        self.backend = backend_info(self.st)
         self.dim = int(self.st.get_embedding_dimension())
 
     def identity(self) -> dict[str, Any]:
         return {"family": self.family, "model": self.ref.provenance(),
                 "max_seq_length": self.st.max_seq_length,
-                "params": self.params.model_dump(exclude={"device", "batch_size"})}
+                "params": self.params.model_dump(exclude={"device", "batch_size", "backend", "variant"}),
+                **self.backend}  # torch fp32 adds nothing
 
     def encode_docs(self, texts: list[str]) -> dict[str, np.ndarray]:
         emb = encode_texts(self.st, texts, self.params, self.params.doc_prompt, chunk=len(texts) or 1)
@@ -71,7 +81,7 @@ class DenseEncoder:
 
 
 # -- SPLADE -------------------------------------------------------------------------------------
-class SpladeParams(BaseModel):
+class SpladeParams(BackendParams):
     model_config = ConfigDict(extra="forbid")
     batch_size: int = Field(32, gt=0)
     max_seq_length: int | None = None
@@ -87,14 +97,17 @@ class SpladeEncoder:
         _quiet_hf()
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
         self.params = params or SpladeParams()
-        self.se = load_st_model(SparseEncoder, self.ref, "a SPLADE index", device=_device(self.params.device),
+        self.se = load_st_model(SparseEncoder, self.ref, "a SPLADE index",
+                                device=_device(self.params.device, self.params.backend),
                                 max_seq_length=self.params.max_seq_length)
+        self.backend = apply_backend(self.se, self.ref, self.params.backend, self.params.variant,
+                                     device=self.params.device, what="the SPLADE encoder")
         # the output width, from a probe: SpladePooling learns it on its first forward pass
         self.vocab = int(self.se.encode_query(["probe"], convert_to_sparse_tensor=True).shape[1])
 
     def identity(self) -> dict[str, Any]:
         return {"family": self.family, "model": self.ref.provenance(),
-                "max_seq_length": self.se.max_seq_length, "vocab": self.vocab}
+                "max_seq_length": self.se.max_seq_length, "vocab": self.vocab, **self.backend}
 
     def _csr(self, t):
         from retrieval_kd.index.sparse import torch_sparse_to_csr
@@ -115,7 +128,7 @@ class SpladeEncoder:
 
 
 # -- late interaction ---------------------------------------------------------------------------
-class ColbertParams(BaseModel):
+class ColbertParams(BackendParams):
     model_config = ConfigDict(extra="forbid")
     batch_size: int = Field(32, gt=0)
     query_length: int | None = Field(None, gt=0, description="query token limit (None: the model's)")
@@ -180,14 +193,25 @@ class TokenEncoder:
             folder = Path(self.ref.location)
             if folder.is_dir() and not is_multi_vector_folder(folder):
                 self.source = "transformer-tokens"
-                self.model = wrap_transformer_folder(self.ref.location, _device(self.params.device))
+                self.model = wrap_transformer_folder(self.ref.location,
+                                                     _device(self.params.device, self.params.backend))
             else:
                 from sentence_transformers import MultiVectorEncoder
 
                 self.source = "multi-vector-encoder"
-                self.model = MultiVectorEncoder(self.ref.location, device=_device(self.params.device))
+                self.model = MultiVectorEncoder(self.ref.location,
+                                                device=_device(self.params.device, self.params.backend))
         else:  # an already-built model object (a trained student, a test double)
             self.ref, self.source, self.model = None, type(model).__name__, model
+        if self.ref is not None:  # the MultiVectorEncoder's Transformer on params.backend
+            self.backend = apply_backend(self.model, self.ref, self.params.backend, self.params.variant,
+                                         device=self.params.device, what="the ColBERT encoder")
+        else:
+            check(self.params.backend, self.params.variant, what="the ColBERT encoder")
+            if self.params.backend != "torch":
+                raise RkdError(f"the ColBERT encoder: backend {self.params.backend} needs a model on disk "
+                               "(the export is keyed by its weights), not a model object")
+            self.backend = {}
         self._set_lengths()
         probe = self.encode_queries(["probe"])[0]
         self.dim = int(probe.shape[1])
@@ -210,7 +234,8 @@ class TokenEncoder:
         return {"family": self.family, "source": self.source,
                 "model": self.ref.provenance() if self.ref else {"object": self.source},
                 "normalize": self.params.normalize, **self.lengths(),
-                "modules": [type(m).__name__ for m in getattr(self.model, "_modules", {}).values()]}
+                "modules": [type(m).__name__ for m in getattr(self.model, "_modules", {}).values()],
+                **self.backend}
 
     def _encode(self, texts: list[str], query: bool) -> list[np.ndarray]:
         fn = self.model.encode_query if query else self.model.encode_document

@@ -77,12 +77,16 @@ def retrieve_dense(config: dict[str, Any], inputs: dict[str, Path], out: Path) -
     man = read_manifest(out) or {}
     t, nq = man.get("timings_s", {}), _run_queries(man)
     per_query = (t.get("encode_queries_s") or 0) + (t.get("search_s") or 0)
+    from retrieval_kd.models.backends import label
+
+    p = config["params"]
     return {"run": RUN_FILE, "queries": nq,
             "throughput": {"docs_per_s": t.get("docs_per_s"),
                            "queries_per_s": _rate(nq, per_query)},
             "latency_ms_per_query": round(1000 * per_query / nq, 3) if nq else None,
             "latency_note": "query encoding + exact FAISS search, per query",
-            "parameters": model_parameters(config["model"])}
+            "parameters": model_parameters(config["model"]),
+            "backend": label(p.get("backend"), p.get("variant"))}
 
 
 @register("retrieve.fusion")
@@ -188,8 +192,11 @@ def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
         outputs={RUN_FILE: {"sha256": sha256_file(out / RUN_FILE), "queries": len(run)}},
         store_id=sm.get("store_id"), teacher=sm.get("teacher"),
     ))
+    from retrieval_kd.models.backends import label_of_identity
+
     return {"run": RUN_FILE, "store": str(store.path.relative_to(out)), "queries": len(run),
             "pairs": n_pairs, "throughput": {"pairs_per_s": rate},
+            "backend": label_of_identity(sm.get("teacher")),
             "latency_ms_per_query": round(rerank_ms + (first or 0), 3) if rerank_ms is not None else None,
             "latency_note": "first stage + teacher scoring of the query's candidates",
             "parameters": teacher_parameters(spec.model_dump()),
@@ -222,7 +229,8 @@ def _index_params(family: str, kind: str | None, params: dict[str, Any]):
     from retrieval_kd.retrieve.dense import DenseParams
 
     enc_cls = {"dense": DenseParams, "splade": SpladeParams, "colbert": ColbertParams}[family]
-    build_keys = {"chunk_size", "title_sep"}
+    # colbert: engine (exact | plaid) and plaid: {nprobe, k_token, nfull, centroid_score_threshold}
+    build_keys = {"chunk_size", "title_sep"} | ({"engine", "plaid"} if family == "colbert" else set())
     faiss_keys = set(FaissParams.model_fields) if family != "splade" else set()
     unknown = set(params) - set(enc_cls.model_fields) - faiss_keys - build_keys
     if unknown:
@@ -238,7 +246,12 @@ def _index_params(family: str, kind: str | None, params: dict[str, Any]):
         fp = FaissParams(**fkw) if fkw else None
     elif kind:
         raise RkdError(f"a splade index is an inverted index: no 'kind' ({kind})")
-    return enc, fp, {k: v for k, v in params.items() if k in build_keys}
+    build = {k: v for k, v in params.items() if k in build_keys}
+    if "plaid" in build:
+        from retrieval_kd.index.plaid import PlaidParams
+
+        build["plaid_params"] = PlaidParams(**(build.pop("plaid") or {}))
+    return enc, fp, build
 
 
 @register("index", resumable=True, runtime_keys=("batch_size", "device", "chunk_size"),
@@ -264,8 +277,11 @@ def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
                     name=config["name"], **build)
     man = read_manifest(out / "index") or {}
     stats = man.get("stats", {})
+    from retrieval_kd.models.backends import label_of_identity
+
     return {"index": "index", "family": ifam,
             "parameters": model_parameters(model),
+            "backend": label_of_identity((man.get("inputs") or {}).get("encoder")),
             "throughput": {"docs_per_s": stats.get("docs_per_s")},
             "index_bytes": stats.get("index_bytes"), "peak_rss_mb": stats.get("peak_rss_mb")}
 
@@ -287,7 +303,8 @@ def search(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[s
             "latency_ms_per_query": round(per_query, 3) if lat else None,
             "latency_p50_ms": lat.get("p50_ms"), "latency_p95_ms": lat.get("p95_ms"),
             "latency_note": "query encoding + index search, per query",
-            "parameters": stage_result(inputs["index"]).get("parameters")}
+            "parameters": stage_result(inputs["index"]).get("parameters"),
+            "backend": stage_result(inputs["index"]).get("backend")}
 
 
 # ---------------------------------------------------------------- train

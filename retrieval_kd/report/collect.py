@@ -160,6 +160,7 @@ def collect(root: str | Path) -> RunReport:
                        "status": entry["status"], "wall_s": (sf or {}).get("wall_s", entry.get("wall_s")),
                        "cpu_s": (sf or {}).get("cpu_s"),
                        "throughput": {k: v for k, v in (res.get("throughput") or {}).items() if v is not None},
+                       "backend": res.get("backend"),
                        "finished": (sf or {}).get("finished")})
         if sf is None:
             continue

@@ -18,7 +18,7 @@ from retrieval_kd.report.collect import EvalTable, RunReport, SystemRow, collect
 from retrieval_kd.report.plots import loss_curves, quality_latency
 
 REPORT_DIR = "report"
-STAGE_HEAD = ["stage", "kind", "status", "wall s", "cpu s", "throughput", "key"]
+STAGE_HEAD = ["stage", "kind", "status", "wall s", "cpu s", "throughput", "backend", "key"]
 _LABELS = {"ndcg": "nDCG", "mrr": "MRR", "recall": "R", "precision": "P", "map": "MAP",
            "hit_rate": "Hit", "r-precision": "R-Prec"}
 _STAT = {"student": "paired Student's t-test", "fisher": "Fisher's randomisation test",
@@ -138,7 +138,7 @@ def _sig_note(t: EvalTable) -> str:
 
 def _stage_rows(rep: RunReport) -> list[list[str]]:
     return [[s["id"], s["kind"], s["status"], _num(s["wall_s"]), _num(s.get("cpu_s")),
-             _throughput(s["throughput"]), s["key"]] for s in rep.stages]
+             _throughput(s["throughput"]), s.get("backend") or "–", s["key"]] for s in rep.stages]
 
 
 def _md_table(head: list[str], rows: list[list[str]], right: set[int]) -> str:
@@ -195,7 +195,8 @@ def render_markdown(rep: RunReport, figures: dict[str, str]) -> str:
     lines += [("`wall s` / `cpu s`: the stage's own wall-clock and process CPU time (for a cached stage, "
               "those of the run that produced it; for a resumed stage, its last attempt); cpu s above wall s "
               "means several cores were busy, "
-              "far below means the machine was shared."), ""]
+              "far below means the machine was shared. `backend`: the inference backend the stage's models ran "
+              "on (torch with its dtype, or onnx / openvino with their variant; – for stages without one)."), ""]
     if "loss" in figures:
         lines += ["## Training loss", "", f"![training loss]({figures['loss']})", ""]
     return "\n".join(lines)
@@ -255,7 +256,8 @@ def render_html(rep: RunReport, figures: dict[str, str]) -> str:
     out.append("<h2>Stages</h2>")
     out.append(_html_table(STAGE_HEAD, _stage_rows(rep), {3, 4}))
     out.append("<p class='note'>wall s / cpu s: the stage's own wall-clock and process CPU time (for a "
-               "cached stage, those of the run that produced it; for a resumed stage, its last attempt).</p>")
+               "cached stage, those of the run that produced it; for a resumed stage, its last attempt); "
+               "backend: the inference backend the stage's models ran on.</p>")
     if "loss" in figures:
         out.append(f"<h2>Training loss</h2><img src='{e(figures['loss'])}' alt='training loss'>")
     out.append("</body></html>")

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from retrieval_kd.data.types import Corpus, Queries, Run
+from retrieval_kd.models.backends import BackendParams
 from retrieval_kd.models.load import load_st_model
 from retrieval_kd.models.resolve import ModelRef
 
 
-class DenseParams(BaseModel):
-    """Encoding settings; ``normalize`` turns inner product into cosine similarity."""
+class DenseParams(BackendParams):
+    """Encoding settings; ``normalize`` turns inner product into cosine similarity; ``backend`` /
+    ``variant`` the inference backend (retrieval_kd/models/backends.py; absent from dumps at torch
+    fp32)."""
 
     model_config = ConfigDict(extra="forbid")
     batch_size: int = Field(64, gt=0)
@@ -27,13 +30,19 @@ class DenseParams(BaseModel):
 
 
 def load_encoder(model: ModelRef, params: DenseParams):
-    """Load a SentenceTransformer from a resolved reference."""
+    """Load a SentenceTransformer from a resolved reference, on ``params``' backend
+    (:func:`retrieval_kd.models.backends.backend_info` tells which ran)."""
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
+    from retrieval_kd.models.backends import apply_backend
+
     hf_logging.disable_progress_bar()  # our own progress covers loading
-    return load_st_model(SentenceTransformer, model, "a dense encoder", device=params.device,
-                         max_seq_length=params.max_seq_length)
+    device = params.device if params.backend == "torch" else (params.device or "cpu")  # onnx runs on CPU
+    st = load_st_model(SentenceTransformer, model, "a dense encoder", device=device,
+                       max_seq_length=params.max_seq_length)
+    apply_backend(st, model, params.backend, params.variant, device=params.device, what="the dense encoder")
+    return st
 
 
 def encode_texts(st, texts: list[str], params: DenseParams, prompt: str = "",

@@ -8,6 +8,8 @@ weights in bfloat16 where the hardware has native bf16 (AMX / AVX512-BF16 CPUs, 
 measured here: bf16 weights beat bf16 autocast) and float32 elsewhere; the dtype actually
 used is part of the teacher's identity, so bf16 and fp32 scores never share a store.
 Scores are the raw logits (no sigmoid), which is what Margin-MSE and KL distillation use.
+``backend="onnx"`` (variant fp32, O1-O3 or int8) runs the same batches through ONNX Runtime over
+a cached export of the model (retrieval_kd/models/backends.py); it is part of the identity.
 """
 
 from __future__ import annotations
@@ -24,17 +26,23 @@ from retrieval_kd.teachers.torch_utils import pick_device, resolve_dtype, set_th
 class CrossEncoderTeacher(Teacher):
     def __init__(self, model: str, max_length: int = 512, batch_size: int = 32,
                  dtype: str = "auto", threads: int | None = None, device: str | None = None,
-                 token_budget: int | None = None) -> None:
+                 token_budget: int | None = None, backend: str = "torch", variant: str = "fp32") -> None:
         from sentence_transformers import CrossEncoder
 
+        from retrieval_kd.models.backends import apply_backend, check
+
+        check(backend, variant, dtype=dtype, what="the cross-encoder teacher")
         set_threads(threads)
         self.ref = resolve_model(model)
-        self.device = pick_device(device)
+        self.device = pick_device(device) if backend == "torch" else (device or "cpu")
         self.max_length, self.batch_size = max_length, batch_size
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device) if backend == "torch" else "float32"
         self.ce = CrossEncoder(self.ref.location, device=self.device, max_length=max_length,
                                model_kwargs={"dtype": torch_dtype(self.dtype)})
         self.ce.eval()
+        # another backend: the HF model becomes an ONNX Runtime session over a cached export
+        self.backend = apply_backend(self.ce, self.ref, backend, variant, threads=threads, device=self.device,
+                                     what="the cross-encoder teacher")
         self.hf_model = self.ce[0].model
         self.tokenizer = self.ce.tokenizer
         # Budget = batch_size full-length pairs' worth of tokens.
@@ -43,7 +51,7 @@ class CrossEncoderTeacher(Teacher):
     def identity(self) -> dict[str, Any]:
         return {"kind": "cross-encoder", "model": self.ref.provenance(),
                 "max_length": self.max_length, "dtype": self.dtype,
-                "activation": "none (logits)"}
+                "activation": "none (logits)", **self.backend}
 
     def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         order = np.argsort(-lengths, kind="stable")

@@ -3,7 +3,8 @@
 Each distinct text is encoded once per teacher: embeddings are cached by text across
 calls, so a passage that is a candidate of many queries (in many store chunks) costs one
 forward pass. A pair's score is the model's own similarity (cosine for normalised
-bi-encoders, dot product for SPLADE).
+bi-encoders, dot product for SPLADE). Either runs on torch or, with ``backend="onnx"`` /
+``"openvino"``, on a cached export of its transformer (retrieval_kd/models/backends.py).
 """
 
 from __future__ import annotations
@@ -60,15 +61,20 @@ class BiEncoderTeacher(Teacher):
     def __init__(self, model: str, batch_size: int = 64, max_length: int | None = None,
                  normalize: bool = True, query_prompt: str = "", doc_prompt: str = "",
                  model_prompts: bool = False, dtype: str = "float32", threads: int | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, backend: str = "torch", variant: str = "fp32") -> None:
         from sentence_transformers import SentenceTransformer
 
+        from retrieval_kd.models.backends import apply_backend, check
+
+        check(backend, variant, dtype=dtype, what="the bi-encoder teacher")
         set_threads(threads)
         self.ref = resolve_model(model)
-        dev = pick_device(device)
-        self.dtype = resolve_dtype(dtype, dev)
+        dev = pick_device(device) if backend == "torch" else (device or "cpu")
+        self.dtype = resolve_dtype(dtype, dev) if backend == "torch" else "float32"
         self.st = load_st_model(SentenceTransformer, self.ref, "a bi-encoder teacher", device=dev,
                                 max_seq_length=max_length, model_kwargs={"dtype": torch_dtype(self.dtype)})
+        self.backend = apply_backend(self.st, self.ref, backend, variant, threads=threads, device=dev,
+                                     what="the bi-encoder teacher")
         self.batch_size, self.normalize = batch_size, normalize
         own = (getattr(self.st, "prompts", None) or {}) if model_prompts else {}
         self.query_prompt = query_prompt or own.get("query", "")
@@ -81,7 +87,7 @@ class BiEncoderTeacher(Teacher):
                  "query_prompt": self.query_prompt, "doc_prompt": self.doc_prompt}
         if self.dtype != "float32":  # float32 identities stay as they were before dtype existed
             ident["dtype"] = self.dtype
-        return ident
+        return {**ident, **self.backend}  # torch fp32 adds nothing
 
     def _enc(self, texts: list[str], prompt: str) -> np.ndarray:
         x = self.st.encode([prompt + t for t in texts], batch_size=self.batch_size,
@@ -100,18 +106,26 @@ class SpladeTeacher(Teacher):
     """Dot product of SPLADE sparse vectors (a SparseEncoder, or any masked-LM checkpoint)."""
 
     def __init__(self, model: str, batch_size: int = 32, max_length: int | None = None,
-                 threads: int | None = None, device: str | None = None) -> None:
+                 threads: int | None = None, device: str | None = None, backend: str = "torch",
+                 variant: str = "fp32") -> None:
         from sentence_transformers import SparseEncoder
 
+        from retrieval_kd.models.backends import apply_backend, check
+
+        check(backend, variant, what="the SPLADE teacher")
         set_threads(threads)
         self.ref = resolve_model(model)
-        self.se = load_st_model(SparseEncoder, self.ref, "a SPLADE teacher", device=pick_device(device),
+        dev = pick_device(device) if backend == "torch" else (device or "cpu")
+        self.se = load_st_model(SparseEncoder, self.ref, "a SPLADE teacher", device=dev,
                                 max_seq_length=max_length)
+        self.backend = apply_backend(self.se, self.ref, backend, variant, threads=threads, device=dev,
+                                     what="the SPLADE teacher")
         self.batch_size = batch_size
         self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "splade", "model": self.ref.provenance(), "max_length": self.se.max_seq_length}
+        return {"kind": "splade", "model": self.ref.provenance(), "max_length": self.se.max_seq_length,
+                **self.backend}
 
     def score(self, pairs: list[Pair]) -> np.ndarray:
         if not pairs:

@@ -1,7 +1,8 @@
 """A teacher's identity from its spec, without loading the model.
 
 Only what changes scores goes in: model weights' sha256 (or the hub id where no weights are
-on disk), template, max length, dtype, normalisation, weights. Runtime knobs (batch size,
+on disk), template, max length, dtype, normalisation, weights, and an inference backend other
+than torch fp32 (its variant as it runs here: ``int8`` becomes ``int8-<isa>``). Runtime knobs (batch size,
 threads, device, server URL) are left out, so they never split one store into two.
 """
 
@@ -52,12 +53,17 @@ def identity_of(spec_dump: dict[str, Any]) -> dict[str, Any]:
         out["doc_prompt"] = out.get("doc_prompt") or own.get("document", "")
     if "model" in out:
         out["model"] = _model_identity(out["model"])
+    on_torch = out.get("backend", "torch") == "torch"
     if out.get("dtype") == "auto":  # the precision that will actually run on this machine
         from retrieval_kd.teachers.torch_utils import resolve_dtype
 
-        out["dtype"] = resolve_dtype("auto", spec_dump.get("device"))
+        out["dtype"] = resolve_dtype("auto", spec_dump.get("device")) if on_torch else "float32"
         if kind == "bi-encoder" and out["dtype"] == "float32":
             del out["dtype"]  # as a bi-encoder spec without dtype (float32 is its default)
+    if kind != "llm" and ("backend" in out or "variant" in out):  # absent at torch fp32 (dump left them out)
+        from retrieval_kd.models.backends import backend_identity
+
+        out.update(backend_identity(out.pop("backend", None), out.pop("variant", None)))
     return out
 
 

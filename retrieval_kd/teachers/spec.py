@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from retrieval_kd.errors import DataError, RkdError
+from retrieval_kd.models.backends import Backend, Variant
 from retrieval_kd.retrieve.bm25 import BM25Params
 from retrieval_kd.teachers.base import Teacher
 from retrieval_kd.yamlloc import load_yaml
@@ -30,7 +31,27 @@ class _Spec(BaseModel):
         return out
 
 
-class CrossEncoderSpec(_Spec):
+class _BackendSpec(_Spec):
+    """A neural teacher's inference backend (retrieval_kd/models/backends.py): ``torch`` (the
+    weights as loaded, ``dtype`` applies), ``onnx`` (``variant`` fp32, O1-O3 or int8) or
+    ``openvino``. Part of the identity when not ``torch`` / ``fp32`` (left out of dumps at the
+    default, so older specs keep their store ids and stage keys)."""
+
+    backend: Backend = "torch"
+    variant: Variant = "fp32"
+
+    @model_validator(mode="after")
+    def _runnable(self):
+        from retrieval_kd.models.backends import check
+
+        try:
+            check(self.backend, self.variant, dtype=getattr(self, "dtype", None))
+        except RkdError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+class CrossEncoderSpec(_BackendSpec):
     kind: Literal["cross-encoder"]
     model: str
     max_length: int = 512
@@ -39,9 +60,10 @@ class CrossEncoderSpec(_Spec):
     """auto: bfloat16 autocast where the hardware has native bf16, else float32 (recorded resolved)."""
     threads: int | None = None
     device: str | None = None
+    LATER: ClassVar[dict[str, Any]] = {"backend": "torch", "variant": "fp32"}
 
 
-class BiEncoderSpec(_Spec):
+class BiEncoderSpec(_BackendSpec):
     kind: Literal["bi-encoder"]
     model: str
     batch_size: int = 64
@@ -55,18 +77,20 @@ class BiEncoderSpec(_Spec):
     are empty; the texts used enter the identity."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     """Weights' dtype (auto: bfloat16 where the hardware has native bf16); recorded as used."""
-    LATER: ClassVar[dict[str, Any]] = {"model_prompts": False, "dtype": "float32"}
+    LATER: ClassVar[dict[str, Any]] = {"model_prompts": False, "dtype": "float32", "backend": "torch",
+                                       "variant": "fp32"}
     threads: int | None = None
     device: str | None = None
 
 
-class SpladeSpec(_Spec):
+class SpladeSpec(_BackendSpec):
     kind: Literal["splade"]
     model: str
     batch_size: int = 32
     max_length: int | None = None
     threads: int | None = None
     device: str | None = None
+    LATER: ClassVar[dict[str, Any]] = {"backend": "torch", "variant": "fp32"}
 
 
 class BM25Spec(BM25Params):
