@@ -82,22 +82,13 @@ TRAIN = ["train", "-f", "bi-encoder", "-m", "{init}", "--scores", "{store}", "-d
          "--max-steps", "6", "--save-steps", "2", "--max-length", "32", "-o", "m"]
 RUN = ["run", "{pipe}", "--root", "runs", "--no-report"]
 
-PIPE = """\
-name: faults
-datasets:
-  tiny: {{source: {data}}}
-retrieve:
-  bm25: {{kind: bm25, dataset: tiny, splits: [train, test], k: 30}}
-  bm25-r: {{kind: bm25, dataset: tiny, splits: [test], k: 30, method: robertson, k1: 1.2}}
-teachers:
-  bm25t:
-    dataset: tiny
-    splits: [train, test]
-    candidates: bm25
-    top_k: 10
-    chunk_size: 20
-    teacher: {{kind: bm25, k1: 1.5, b: 0.6}}
-"""
+
+def pipe(data: Path) -> str:
+    """test_pipeline_runner's tiny pipeline (BM25 twice and a BM25 teacher on two splits) without
+    its eval, its dataset read from ``data``."""
+    from tests.test_pipeline_runner import PIPE
+
+    return PIPE.split("evals:")[0].replace("name: tiny", "name: faults").replace("source: tiny", f"source: {data}")
 
 
 # Kill points (``EVENT~REGEX~N[~after]``, see tests/kill_hook.py), two lanes per command; a point
@@ -291,7 +282,7 @@ def trials(tmp_path_factory, train_env) -> Trials:  # noqa: F811
     cand = root / "cand.trec"
     cand.write_text("".join(f"q{q} Q0 d{(q * 7 + r) % 120} {r + 1} {100 - r} x\n"
                             for q in range(12) for r in range(30)))
-    (root / "p.yaml").write_text(PIPE.format(data=write_corpus(root / "tiny")))
+    (root / "p.yaml").write_text(pipe(write_corpus(root / "tiny")))
     inputs = {"ds": ds, "cand": cand, "st": tiny_st(root / "st"), "init": train_env["bi-encoder"],
               "store": train_env["store"], "tds": train_env["dataset"], "pipe": root / "p.yaml"}
     t = Trials(root, inputs, {})
