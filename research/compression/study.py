@@ -81,6 +81,12 @@ ARMS: dict[str, dict[str, Any]] = {
     "twin-1ep": {"teacher": "none", "losses": "infonce", "negatives": 7, "epochs": 1},
     "kd-kl+infonce-1ep": {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8, "filter_margin": None,
                           "positive_floor": 1.0, "epochs": 1},
+    # revision 6 (dev only): the learning rate at one epoch, per family and arm
+    **{f"{arm}-1ep-lr{lr}": {**base, "epochs": 1, "lr": float(lr)}
+       for lr in ("1e-4", "5e-4", "1e-3")
+       for arm, base in (("twin", {"teacher": "none", "losses": "infonce", "negatives": 7}),
+                         ("kd-kl+infonce", {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8,
+                                            "filter_margin": None, "positive_floor": 1.0}))},
     "twin-noreg": {"teacher": "none", "losses": "infonce", "negatives": 7,
                    "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
     "kd-kl-noreg": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
