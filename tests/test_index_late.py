@@ -96,6 +96,21 @@ def test_token_encoder_loads_a_multi_vector_encoder_folder(tmp_path):
     assert enc.identity()["document_length"] == 12
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_token_encoder_returns_the_librarys_own_vectors(tmp_path, normalize):
+    """The NumPy masking path gives what MultiVectorEncoder.encode_* return, text by text."""
+    from retrieval_kd.index.encoders import ColbertParams, TokenEncoder
+
+    enc = TokenEncoder(str(tiny_multi_vector(tmp_path / "mve")),
+                       ColbertParams(document_length=12, query_length=8, normalize=normalize))
+    texts = ["tumor cells grow in the brain of the mouse " * 3, "blood", "cells of the mouse brain"]
+    for query, fn in ((False, enc.model.encode_document), (True, enc.model.encode_query)):
+        ours = enc._encode(texts, query=query)
+        lib = fn(texts, convert_to_numpy=True, normalize_embeddings=normalize, show_progress_bar=False)
+        assert [a.shape for a in ours] == [np.asarray(b).shape for b in lib]
+        for a, b in zip(ours, lib):
+            np.testing.assert_allclose(a, np.asarray(b), atol=1e-6)
+
 def test_token_encoder_wraps_plain_folders_deterministically(tmp_path):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
