@@ -1,4 +1,4 @@
-"""eval/pseudo_queries.py: cleaning generated claims and the derived BEIR folder."""
+"""research/distillation/pseudo_queries.py: cleaning generated claims and the derived BEIR folder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research" / "distillation"))
 import pseudo_queries as pq  # noqa: E402
 
 from retrieval_kd.data.registry import load_dataset  # noqa: E402

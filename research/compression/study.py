@@ -8,7 +8,7 @@ The plan, the arms and the decision rule are in PLAN.md (written before any numb
     python research/compression/study.py evaluate OUT/rows.jsonl.gz --name NAME
 
 ``--split dev`` trains on SciFact train without its dev queries (one in five by the sha256 of
-the query id, as eval/seed_study.py) and evaluates on those; ``test`` trains on all of train and
+the query id, as research/distillation/seed_study.py) and evaluates on those; ``test`` trains on all of train and
 evaluates on test. Each finished (student, arm, seed) row is appended to rows.jsonl.gz at once
 (its run, training record and timings), so a stopped study keeps its rows and a rerun skips them.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "eval"))
+sys.path.insert(0, str(ROOT / "research" / "distillation"))
 import bench_distill as bench  # noqa: E402
 import seed_study  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Index and search every trained student family from the CLI (issue 5 acceptance 1).
 
-For each student that ``eval/bench_distill.py`` trained (bi-encoder, SPLADE, ColBERT; the
+For each student that ``research/distillation/bench_distill.py`` trained (bi-encoder, SPLADE, ColBERT; the
 cross-encoder is a reranker and has no index), run exactly what a user runs::
 
     rkd index dense|splade|colbert --dataset scifact --model <student> ...
@@ -8,11 +8,11 @@ cross-encoder is a reranker and has no index), run exactly what a user runs::
     rkd eval <run> --dataset scifact --split test
 
 and compare the nDCG@10 through the index with the student's exact-search nDCG@10 from
-eval/results/bench-distill.json (same model, same token limits). Build time, index size,
+research/distillation/results/bench-distill.json (same model, same token limits). Build time, index size,
 peak memory, query latency p50/p95 and QPS come from the index and search manifests.
-Results: eval/results/index-students.{json,md}.
+Results: research/distillation/results/index-students.{json,md}.
 
-    python eval/index_students.py             # students from runs/bench-distill/models/
+    python research/distillation/index_students.py             # students from runs/bench-distill/models/
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "eval" / "results"
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(__file__).resolve().parent / "results"
 WORK = ROOT / "runs" / "index-students"
 
 # (bench-distill row, index variant, `rkd index` arguments after the family)
@@ -56,7 +56,7 @@ def main() -> None:
     for row, variant, args in VARIANTS:
         model = Path(a.models) / row.replace("/", "--")
         if not (model / "manifest.json").is_file():
-            sys.exit(f"{model}: no trained student; run `python eval/bench_distill.py --rows {row}` first")
+            sys.exit(f"{model}: no trained student; run `python research/distillation/bench_distill.py --rows {row}` first")
         slug = f"{row.replace('/', '--')}--{variant.split()[0]}"
         index, run = WORK / "indexes" / slug, WORK / "runs" / slug
         # one encoding per student, shared by its index variants
@@ -94,10 +94,10 @@ def main() -> None:
     write_json(out.with_suffix(".json"), {"benchmark": "index-students", "dataset": "scifact/test",
                                           "versions": library_versions(), "rows": rows})
     md = ["# Trained students through `rkd index` / `rkd search` (SciFact test)", "",
-          "Each student from eval/bench_distill.py indexed and searched with the CLI, evaluated with "
+          "Each student from research/distillation/bench_distill.py indexed and searched with the CLI, evaluated with "
           "`rkd eval`; `exact` is the same student's exact search in bench-distill (full corpus, same "
           "token limits). Latency: search only (query encoding excluded), one query at a time, one "
-          "thread; `QPS enc.` includes encoding the query. `python eval/index_students.py` reproduces it.", "",
+          "thread; `QPS enc.` includes encoding the query. `python research/distillation/index_students.py` reproduces it.", "",
           "| student | index | nDCG@10 | exact | Δ | R@100 | build s | index MB | p50 ms | p95 ms | QPS | QPS enc. |",
           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -11,63 +11,63 @@ delta, per-seed deltas, a paired t-test over the queries on seed-averaged nDCG@1
 
 What produced the committed results (stores: runs/bench-distill/stores, see bench-distill.md):
 
-    python eval/seed_study.py dev-stores                       # train stores without the dev queries
-    python eval/seed_study.py init-fp16 ~/.cache/retrieval-kd/models/minilm-l6 .dev/minilm-fp16
+    python research/distillation/seed_study.py dev-stores                       # train stores without the dev queries
+    python research/distillation/seed_study.py init-fp16 ~/.cache/retrieval-kd/models/minilm-l6 .dev/minilm-fp16
     # on the GPU machine (the fp16 copy fits its 64 MiB transfer; restored to fp32 there):
-    python eval/seed_study.py init-fp32 .dev/minilm-fp16 /tmp/minilm
-    python eval/seed_study.py train --init /tmp/minilm --store base=d9b748a5eaf0ce39 \
+    python research/distillation/seed_study.py init-fp32 .dev/minilm-fp16 /tmp/minilm
+    python research/distillation/seed_study.py train --init /tmp/minilm --store base=d9b748a5eaf0ce39 \
         --store scaled=2fff8151be9c5336 --store ls=72efb5c3ec8f009f --seeds 42,43,44,45,46 \
         --with-init --out OUT1                                  # the three KINDS on test
-    python eval/seed_study.py train ... --store base=a3f5effecb8cd5a2 --store scaled=1d2b3e7e11cdb5ff \
+    python research/distillation/seed_study.py train ... --store base=a3f5effecb8cd5a2 --store scaled=1d2b3e7e11cdb5ff \
         --kinds label-only-8x2,kl+infonce-8x2,<variants> --seeds 42,43 --eval dev --out OUT2/dev
-    python eval/seed_study.py train ... --kinds <variants> --seeds 42,43,44,45,46 --out OUT2/test
+    python research/distillation/seed_study.py train ... --kinds <variants> --seeds 42,43,44,45,46 --out OUT2/test
     # here:
-    python eval/seed_study.py evaluate OUT1/runs.jsonl.gz OUT2/test/runs.jsonl.gz   # seed-study
-    python eval/seed_study.py evaluate OUT2/dev/runs.jsonl.gz                        # seed-study-dev
+    python research/distillation/seed_study.py evaluate OUT1/runs.jsonl.gz OUT2/test/runs.jsonl.gz   # seed-study
+    python research/distillation/seed_study.py evaluate OUT2/dev/runs.jsonl.gz                        # seed-study-dev
 
     # dense-mined candidates (seed-study-dense-cpu), on 2 CPU cores:
     rkd retrieve dense -d scifact -s train -m minilm-l6 --max-seq-length 256 --k 100 -o DENSE
     rkd score -d scifact -s train -c DENSE --top-k 20 --positives -t TEACHER.yaml \
         --root runs/bench-distill/stores                        # TEACHER.yaml: bench_distill.TEACHER
     # scaled copy: bench_distill.scaled_store(<that store>, 0.05)
-    python eval/seed_study.py train --init minilm-l6 --store dense=29000111a5e2ad7c \
+    python research/distillation/seed_study.py train --init minilm-l6 --store dense=29000111a5e2ad7c \
         --store dense-scaled=5ccad3f5d13ee569 --kinds kl+infonce-8x2-dense,label-only-8x2-dense \
         --seeds 42,43 --out OUT3      # then kl+infonce-8x2-dense-repeat (42,43); then seed 44 of
                                       # kl+infonce-8x2-dense,label-only-8x2-dense,label-only-8x2 (+ base=)
-    python eval/seed_study.py evaluate OUT3/runs.jsonl.gz CPU_TEST/runs.jsonl.gz \
+    python research/distillation/seed_study.py evaluate OUT3/runs.jsonl.gz CPU_TEST/runs.jsonl.gz \
         --name seed-study-dense-cpu --control label-only-8x2,label-only-8x2-dense
 
-    # cross-fitted cross-encoder teacher (seed-study-xce, H200): see eval/crossfit_teacher.py
-    # and eval/crossfit_device.sh; then, here, with that call's runs:
-    python eval/seed_study.py evaluate XCE/s/runs.jsonl.gz --name seed-study-xce
+    # cross-fitted cross-encoder teacher (seed-study-xce, H200): see research/distillation/crossfit_teacher.py
+    # and research/distillation/crossfit_device.sh; then, here, with that call's runs:
+    python research/distillation/seed_study.py evaluate XCE/s/runs.jsonl.gz --name seed-study-xce
     # its loss-scale check (seed-study-x400-cpu), on 2 CPU cores:
-    python eval/seed_study.py train --init minilm-l6 --store ens-xce-scaled=f53e9dba6969057f \
+    python research/distillation/seed_study.py train --init minilm-l6 --store ens-xce-scaled=f53e9dba6969057f \
         --kinds kl+infonce-8x2-xce-x400 --seeds 42,43,44 --out OUT4
     # then kl+infonce-8x2-xce-sharp (seeds 42,43) into OUT5 the same way, and with the label-only
     # rows of CPU_TEST (seeds 42, 43) and OUT3 (seed 44):
-    python eval/seed_study.py evaluate OUT4/runs.jsonl.gz OUT5/runs.jsonl.gz CPU_TEST/runs.jsonl.gz \
+    python research/distillation/seed_study.py evaluate OUT4/runs.jsonl.gz OUT5/runs.jsonl.gz CPU_TEST/runs.jsonl.gz \
         OUT3/runs.jsonl.gz --kinds kl+infonce-8x2-xce-x400,kl+infonce-8x2-xce-sharp,label-only-8x2 \
         --name seed-study-x400-cpu
 
-    # generated queries (seed-study-gq, H200): eval/pseudo_queries.py's steps, then the scaled
+    # generated queries (seed-study-gq, H200): research/distillation/pseudo_queries.py's steps, then the scaled
     # store (bench_distill.scaled_store(<store>, 0.05, dataset=<scifact-gq folder>)), then on the
-    # device eval/seed_device.sh (its header has the call); here:
-    python eval/seed_study.py evaluate XCE/s/runs.jsonl.gz GQ/s/runs.jsonl.gz --seeds 42,43,44 \
+    # device research/distillation/seed_device.sh (its header has the call); here:
+    python research/distillation/seed_study.py evaluate XCE/s/runs.jsonl.gz GQ/s/runs.jsonl.gz --seeds 42,43,44 \
         --kinds label-only-8x2,label-only-8x2-gq,kl+infonce-8x2-gq \
         --control label-only-8x2,label-only-8x2-gq --name seed-study-gq
-    # label correction (seed-study-floor, H200): eval/seed_device.sh with
+    # label correction (seed-study-floor, H200): research/distillation/seed_device.sh with
     #   STORES="scaled=.dev/stores/2fff8151be9c5336" KINDS=kl+infonce-8x2-floor SEEDS=42,43,44,45,46
-    python eval/seed_study.py evaluate XCE/s/runs.jsonl.gz FLOOR/s/runs.jsonl.gz \
+    python research/distillation/seed_study.py evaluate XCE/s/runs.jsonl.gz FLOOR/s/runs.jsonl.gz \
         --kinds label-only-8x2,kl+infonce-8x2-floor --name seed-study-floor
-    # its GPU check (seed-study-floor-x400, H200): eval/seed_device.sh with STORES="scaled=... base=..."
+    # its GPU check (seed-study-floor-x400, H200): research/distillation/seed_device.sh with STORES="scaled=... base=..."
     #   KINDS=kl+infonce-8x2-floor-x400 SEEDS=42,...,46 (FX), then KINDS=label-only-8x2 SEEDS=42 and
     #   KINDS=kl+infonce-8x2-floor-x400,label-only-8x2 SEEDS=47,...,51 in one more call (FX2)
-    python eval/seed_study.py evaluate XCE/s/runs.jsonl.gz FX/s/runs.jsonl.gz FX2/s/runs.jsonl.gz \
+    python research/distillation/seed_study.py evaluate XCE/s/runs.jsonl.gz FX/s/runs.jsonl.gz FX2/s/runs.jsonl.gz \
         --kinds label-only-8x2,kl+infonce-8x2-floor-x400 --name seed-study-floor-x400
     # the diagnostic (seed-study-nokl-cpu), on 2 CPU cores:
-    python eval/seed_study.py train --init minilm-l6 --store scaled=2fff8151be9c5336 \
+    python research/distillation/seed_study.py train --init minilm-l6 --store scaled=2fff8151be9c5336 \
         --kinds kl+infonce-8x2-nokl --seeds 42,43 --out OUT6
-    python eval/seed_study.py evaluate CPU_TEST/runs.jsonl.gz OUT6/runs.jsonl.gz \
+    python research/distillation/seed_study.py evaluate CPU_TEST/runs.jsonl.gz OUT6/runs.jsonl.gz \
         --kinds label-only-8x2,kl+infonce-8x2-nokl --name seed-study-nokl-cpu
 
     # not run (needs a network): the same test with a teacher far above the student, e.g. an
@@ -75,9 +75,9 @@ What produced the committed results (stores: runs/bench-distill/stores, see benc
     rkd score -d scifact -s train -c runs/bench-distill/bm25-train-k100 --top-k 20 --positives \
         --teacher ensemble --member bm25 --member cross-encoder:<HF id> --root runs/bench-distill/stores
     # scaled copy: bench_distill.scaled_store(Path(<that store>), 0.05); then
-    python eval/seed_study.py train --init minilm-l6 --store scaled=<scaled> --store base=<store> \
+    python research/distillation/seed_study.py train --init minilm-l6 --store scaled=<scaled> --store base=<store> \
         --kinds label-only-8x2,kl+infonce-8x2-floor-x400 --seeds 42,43,44,45,46,47,48,49,50,51 --out OUT7
-    python eval/seed_study.py evaluate OUT7/runs.jsonl.gz --name seed-study-strong-teacher
+    python research/distillation/seed_study.py evaluate OUT7/runs.jsonl.gz --name seed-study-strong-teacher
 
 (``--store`` takes store folders; the ids above name them.) Each trained row is appended to
 runs.jsonl.gz as its own gzip member as soon as it is done, so a run stopped at a time limit
@@ -136,7 +136,7 @@ VARIANTS["label-only-8x2-dense"] = ("label-only-8x2", {})
 VARIANTS["kl+infonce-8x2-dense-repeat"] = ("kl+infonce-8x2", {"short_lists": "repeat"})
 STORE_OF.update({"kl+infonce-8x2-dense": "dense-scaled", "label-only-8x2-dense": "dense",
                  "kl+infonce-8x2-dense-repeat": "dense-scaled"})
-# A cross-encoder teacher member the pipeline trains itself (eval/crossfit_teacher.py, written
+# A cross-encoder teacher member the pipeline trains itself (research/distillation/crossfit_teacher.py, written
 # down there before it ran): the base ensemble plus a cross-fitted cross-encoder trained on
 # SciFact train's qrels, the same KL+InfoNCE 8x2 recipe, seeds 42-46 on a GPU, reported whatever
 # it gives.
@@ -160,7 +160,7 @@ STORE_OF["kl+infonce-8x2-xce-x400"] = "ens-xce-scaled"
 # moves up towards the control. Seeds 42 and 43 on 2 CPU cores, reported whatever they give.
 VARIANTS["kl+infonce-8x2-xce-sharp"] = ("kl+infonce-8x2", {"teacher_scale": 4.0})
 STORE_OF["kl+infonce-8x2-xce-sharp"] = "ens-xce-scaled"
-# Generated queries (eval/pseudo_queries.py, its plan written down there before the generation
+# Generated queries (research/distillation/pseudo_queries.py, its plan written down there before the generation
 # ran): SciFact train plus SmolLM2-135M-Instruct queries for 40% of the corpus (dataset
 # scifact-gq, the source document as each generated query's qrels positive), the base ensemble
 # teacher over its BM25 top-20. The QGen control (label-only on the same data) and the
@@ -249,7 +249,7 @@ STUDY_NOTES = {
         "Dev split: the 158 SciFact train queries whose id hashes to 0 mod 5, held out of the training "
         "stores (runs/bench-distill/stores/a3f5effecb8cd5a2 and 1d2b3e7e11cdb5ff: the train stores "
         "without them); trained on the other 651 queries (585 for the distilled rows after the teacher "
-        "filter). Seeds 42 and 43 on one H200. Selection rule, written in eval/seed_study.py before any "
+        "filter). Seeds 42 and 43 on one H200. Selection rule, written in research/distillation/seed_study.py before any "
         "variant ran: the variant with the highest dev mean goes to test; every variant ran on test "
         "anyway (seed-study.md). The rows first named `-nofilter` trained with the filter on (see "
         "seed-study.md) and are labelled as trained; `kl+infonce-8x2-repeat` is the first of them, "
@@ -261,7 +261,7 @@ STUDY_NOTES = {
         "The seed-42 control is bench-distill's `label-only-8x2` model itself (same configuration and "
         "run key, so the stage reused it and only evaluated it here)."),
     "seed-study-dense-cpu": (
-        "Dense-mined candidates (VARIANTS in eval/seed_study.py, written down before these rows ran): the "
+        "Dense-mined candidates (VARIANTS in research/distillation/seed_study.py, written down before these rows ran): the "
         "ensemble teacher scored all-MiniLM-L6-v2's own SciFact train top-20 (256 tokens, exact search) "
         "plus the qrels positives (store runs/bench-distill/stores/29000111a5e2ad7c, x0.05 in "
         "5ccad3f5d13ee569); the distilled row takes its 7 negatives from those ranks 2-20 after the "
@@ -273,7 +273,7 @@ STUDY_NOTES = {
         "2 CPU cores."),
     "seed-study-xce": (
         "A stronger teacher: the base ensemble plus a cross-encoder the pipeline trained itself "
-        "(eval/crossfit_teacher.py; eval/results/crossfit-teacher.md): all-MiniLM-L6-v2's body with a "
+        "(research/distillation/crossfit_teacher.py; research/distillation/results/crossfit-teacher.md): all-MiniLM-L6-v2's body with a "
         "1-logit head, label-only InfoNCE on SciFact train qrels with BM25 negatives, cross-fitted over "
         "4 query folds so that every train score comes from a model that never saw the query. Out of "
         "fold on train it ranks the candidates at nDCG@10 0.7386, level with the base ensemble "
@@ -290,7 +290,7 @@ STUDY_NOTES = {
         "registered after the x400 rows and before it ran, a sharper teacher "
         "(kl+infonce-8x2-xce-sharp: the same store's scores x4 in the labels), seeds 42 and 43."),
     "seed-study-gq": (
-        "Generated queries (eval/pseudo_queries.py, its plan written there before the generation ran): "
+        "Generated queries (research/distillation/pseudo_queries.py, its plan written there before the generation ran): "
         "SmolLM2-135M-Instruct wrote one claim for each of 2054 SciFact corpus documents (40%, picked by "
         "the sha256 of the document id without looking at any qrels; 1939 kept after cleaning, 115 under 4 "
         "words dropped). Dataset scifact-gq = SciFact train's 809 claims + those 1939 queries, each with "
@@ -574,10 +574,10 @@ def evaluate(args: argparse.Namespace) -> int:
     md = [f"# Seed study ({split}): bi-encoder 8x2 rows of bench-distill", "",
           f"Device: {env.get('device')} (torch {env.get('torch')}, CUDA {env.get('cuda')}, transformers "
           f"{env.get('transformers')}, sentence-transformers {env.get('sentence_transformers')}). Row "
-          "configurations and teacher scores as in eval/results/bench-distill.md; each row trained "
+          "configurations and teacher scores as in research/distillation/results/bench-distill.md; each row trained "
           f"once per seed and evaluated on {where} by exact inner-product search over the whole "
           f"corpus (top-{DEPTH}, {bench.FAMILY['bi-encoder']['eval']['max_seq_length']} tokens); metrics "
-          "by ranx on the CPU machine. `python eval/seed_study.py --help` says how to reproduce it.", ""]
+          "by ranx on the CPU machine. `python research/distillation/seed_study.py --help` says how to reproduce it.", ""]
     note = args.note or STUDY_NOTES.get(name, "")
     if note:
         md += [note, ""]

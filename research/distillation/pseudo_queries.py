@@ -26,7 +26,7 @@ Plan, written down before any of it ran (2026-11-26):
 - Teacher: bench_distill's base ensemble (BM25 + all-MiniLM-L6-v2 + SPLADE-tiny, z-scores)
   scoring BM25's train top-20 of scifact-gq plus the qrels positives (the base store's recipe),
   x0.05 for the cosine student.
-- Rows (eval/seed_study.py kinds, the 8x2 recipe, SciFact test, exact search), reported
+- Rows (research/distillation/seed_study.py kinds, the 8x2 recipe, SciFact test, exact search), reported
   whatever they give:
   - ``label-only-8x2``: the issue's control (SciFact train qrels, BM25 negatives);
   - ``label-only-8x2-gq``: label-only on scifact-gq (QGen: the source document as positive);
@@ -36,8 +36,8 @@ Plan, written down before any of it ran (2026-11-26):
   labelled data; against ``label-only-8x2-gq`` it says what the teacher adds beyond the
   generated queries' own labels. Both comparisons are reported.
 
-    python eval/pseudo_queries.py generate --out runs/pseudo/gq.jsonl      # resumable
-    python eval/pseudo_queries.py dataset --queries runs/pseudo/gq.jsonl --out runs/pseudo/scifact-gq
+    python research/distillation/pseudo_queries.py generate --out runs/pseudo/gq.jsonl      # resumable
+    python research/distillation/pseudo_queries.py dataset --queries runs/pseudo/gq.jsonl --out runs/pseudo/scifact-gq
     rkd retrieve bm25 -d runs/pseudo/scifact-gq -s train -k 100 -o runs/pseudo/bm25-train
     rkd score -d runs/pseudo/scifact-gq -s train -c runs/pseudo/bm25-train --top-k 20 --positives \\
         -t TEACHER.yaml --root runs/bench-distill/stores      # TEACHER.yaml: bench_distill.TEACHER
@@ -174,7 +174,7 @@ def dataset(args: argparse.Namespace) -> int:
         train += "".join(f"{PREFIX}{d}\t{d}\t1\n" for d in gq)
         (tmp / "qrels" / "train.tsv").write_text(train, encoding="utf-8")
         write_json(tmp / "provenance.json", {
-            "built_by": "eval/pseudo_queries.py dataset", "generated_queries": str(qpath),
+            "built_by": "research/distillation/pseudo_queries.py dataset", "generated_queries": str(qpath),
             "generated_sha256": sha256_file(qpath), "kept": len(gq), "dropped_short": dropped,
             "source": {p: sha256_file(src / p) for p in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv",
                                                           "qrels/test.tsv")}})

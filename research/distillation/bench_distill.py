@@ -14,12 +14,12 @@ same store id).
 Everything is cached per row under runs/bench-distill/: a row whose result file exists with the
 same configuration is skipped, trained students are kept (train_stage also skips a finished run
 and resumes a killed one from its checkpoints). Results (with their protocol) go to
-eval/results/bench-distill.{json,md}; the table is printed at the end.
+research/distillation/results/bench-distill.{json,md}; the table is printed at the end.
 
-    nice python eval/bench_distill.py                       # all rows (hours on 2 busy cores)
-    nice python eval/bench_distill.py --only bi-encoder     # one family (repeatable flag)
-    nice python eval/bench_distill.py --rows bi-encoder/kl,teacher/rerank
-    python eval/bench_distill.py --report                   # just rebuild the tables from the cache
+    nice python research/distillation/bench_distill.py                       # all rows (hours on 2 busy cores)
+    nice python research/distillation/bench_distill.py --only bi-encoder     # one family (repeatable flag)
+    nice python research/distillation/bench_distill.py --rows bi-encoder/kl,teacher/rerank
+    python research/distillation/bench_distill.py --report                   # just rebuild the tables from the cache
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "eval" / "results"
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(__file__).resolve().parent / "results"
 WORK = ROOT / "runs" / "bench-distill"
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 DATASET = "scifact"
@@ -117,7 +117,7 @@ for fam in FAMILY:
     ROWS += [(fam, "init"), (fam, "label-only"), (fam, "margin-mse"), (fam, "kl")]
     if fam == "bi-encoder":
         ROWS += [(fam, "kl+infonce"), (fam, "label-only-8x2"), (fam, "kl+infonce-8x2"), (fam, "kl+infonce-8x2-ls")]
-# Seeds other than 42: eval/seed_study.py trains these rows' configurations (row kind
+# Seeds other than 42: research/distillation/seed_study.py trains these rows' configurations (row kind
 # "<kind>-s<seed>", see split_kind) with several seeds and compares them.
 
 
@@ -618,9 +618,9 @@ NOTES: list[str] = [
     "matched control `label-only-8x2` (same passages per query and epochs, no teacher), and the "
     "self-ensemble teacher (`rerank-ls`) with its student `kl+infonce-8x2-ls` was added after all "
     "of those had been evaluated; every configuration tried on test is in this table or in "
-    "eval/results/seed-study*.md. Recipe variants were chosen on a dev split of SciFact train "
-    "(eval/results/seed-study-dev.md), except the dense-mined ones (seed-study-dense-cpu.md), "
-    "which were written down in eval/seed_study.py before they ran and all went to test.",
+    "research/distillation/results/seed-study*.md. Recipe variants were chosen on a dev split of SciFact train "
+    "(research/distillation/results/seed-study-dev.md), except the dense-mined ones (seed-study-dense-cpu.md), "
+    "which were written down in research/distillation/seed_study.py before they ran and all went to test.",
 ]
 
 
@@ -646,7 +646,7 @@ def findings(rows: list[dict]) -> list[str]:
                    "with this offline teacher there is little for distillation to add over the qrels, and "
                    "at a matched budget the label-only control is ahead of the distilled students (seed "
                    "study below). A teacher +0.026 stronger out of fold (the ensemble with a cross-fitted "
-                   "cross-encoder the pipeline trained, eval/results/crossfit-teacher.md) did not change that "
+                   "cross-encoder the pipeline trained, research/distillation/results/crossfit-teacher.md) did not change that "
                    "(seed-study-xce below), nor did 1939 generated queries the teacher labels (GPL-style, "
                    "seed-study-gq: the generated queries help the label-only student, the teacher's KL term "
                    "still costs), nor labels corrected so that no judged negative outranks the judged "
@@ -668,7 +668,7 @@ def findings(rows: list[dict]) -> list[str]:
 
 
 def seed_findings() -> list[str]:
-    """The seed studies' comparisons (eval/results/seed-study*.json, test split), when they exist."""
+    """The seed studies' comparisons (research/distillation/results/seed-study*.json, test split), when they exist."""
     lines = []
     for name in ("seed-study", "seed-study-cpu", "seed-study-dense-cpu", "seed-study-xce",
                  "seed-study-x400-cpu", "seed-study-gq", "seed-study-floor", "seed-study-nokl-cpu",
@@ -713,7 +713,7 @@ def report(rows: list[dict], env: dict, store: dict | None, ds_test) -> None:
           f"queries, {p['n_docs']} documents; ranx, nDCG@10 / MRR@10 / Recall@100, "
           "ignore_identical_ids). Bi-encoder, SPLADE and ColBERT rows: exact search over the whole "
           "corpus. Cross-encoder and teacher rows: rerank of BM25's test top-k (stated per row). "
-          "`python eval/bench_distill.py` reproduces it (cached per row under runs/bench-distill/).", "",
+          "`python research/distillation/bench_distill.py` reproduces it (cached per row under runs/bench-distill/).", "",
           table(rows), "",
           *findings(rows),
           "## Protocol", "",

@@ -34,17 +34,17 @@ lr8e-5 models, so the grid's second config was never trained and lr3e-5 was "sel
 only one; the second call (XCE_CONFIGS=lr3e-5 XCE_TEST=0, the models kept on the warm machine)
 built the stores and trained the students. The test rerank of the fold models was left out for
 the device time, so this study has no test number for the teacher itself. The driver is
-eval/crossfit_device.sh (its inputs carried in .dev/: the fp16 MiniLM copy, SciFact, the stores).
+research/distillation/crossfit_device.sh (its inputs carried in .dev/: the fp16 MiniLM copy, SciFact, the stores).
 
     # here (CPU): the fold training stores
-    python eval/crossfit_teacher.py folds --base BASE_STORE
+    python research/distillation/crossfit_teacher.py folds --base BASE_STORE
     # on a GPU machine: cross-encoders, the cross-fitted and ensemble stores, test runs
-    python eval/crossfit_teacher.py teacher --init MINILM --base BASE_STORE --test-store TEST_STORE \\
+    python research/distillation/crossfit_teacher.py teacher --init MINILM --base BASE_STORE --test-store TEST_STORE \\
         --out OUT
-    python eval/seed_study.py train --init MINILM --store base=BASE_STORE \\
+    python research/distillation/seed_study.py train --init MINILM --store base=BASE_STORE \\
         --store ens-xce-scaled=<printed> --kinds label-only-8x2,kl+infonce-8x2-xce --seeds 42,43,44,45,46 --out OUT/s
-    # here: ranx on the test runs -> eval/results/crossfit-teacher.{json,md}
-    python eval/crossfit_teacher.py report OUT/teacher.json.gz
+    # here: ranx on the test runs -> research/distillation/results/crossfit-teacher.{json,md}
+    python research/distillation/crossfit_teacher.py report OUT/teacher.json.gz
 """
 
 from __future__ import annotations
