@@ -83,7 +83,7 @@ ARMS: dict[str, dict[str, Any]] = {
                           "positive_floor": 1.0, "epochs": 1},
     # revision 6 (dev only): the learning rate at one epoch, per family and arm
     **{f"{arm}-1ep-lr{lr}": {**base, "epochs": 1, "lr": float(lr)}
-       for lr in ("1e-4", "5e-4", "1e-3", "2e-3")  # 2e-3: revision 7
+       for lr in ("1e-4", "5e-4", "1e-3", "2e-3", "4e-3")  # 2e-3: revision 7; 4e-3: 8
        for arm, base in (("twin", {"teacher": "none", "losses": "infonce", "negatives": 7}),
                          ("kd-kl+infonce", {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8,
                                             "filter_margin": None, "positive_floor": 1.0}))},
