@@ -81,6 +81,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_arrays(folder: str | Path, arrays: dict[str, Any]) -> None:
+    """Each array as ``folder/<name>.npy`` (no pickle), flushed and fsynced before returning."""
+    import numpy as np
+
+    for name, arr in arrays.items():
+        with open(Path(folder) / f"{name}.npy", "wb") as f:
+            np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

@@ -20,6 +20,9 @@ WorkDir = Annotated[Path | None, typer.Option(help="Encoded-chunk folder (defaul
                                                    "a killed build resumes from it.")]
 KeepWork = Annotated[bool, typer.Option(help="Keep the work folder, so other index variants built with the "
                                              "same --work-dir reuse the encodings.")]
+EmbCache = Annotated[Path | None, typer.Option(help="Folder of cached document vectors, shared by builds, "
+                                                    "runs and teachers of the same model and settings: "
+                                                    "documents already there are not encoded again.")]
 FaissDevice = Annotated[str, typer.Option(help="auto (GPU when faiss-gpu sees one) | cpu | gpu.")]
 BackendOpt = Annotated[str, typer.Option(help="Inference backend: torch | onnx | openvino (onnx/openvino: the "
                                               "model's transformer exported once, cached under $RKD_CACHE).")]
@@ -105,6 +108,7 @@ def dense(
     keep_work: KeepWork = False,
     backend: BackendOpt = "torch",
     variant: VariantOpt = "fp32",
+    embedding_cache: EmbCache = None,
 ) -> None:
     """Dense index: FAISS flat (exact), HNSW or IVF-PQ over inner product of normalised embeddings."""
     from retrieval_kd.index.build import build_index
@@ -116,7 +120,8 @@ def dense(
                 deterministic, faiss_device)
     out = out or _default_out(dataset, model, index)
     build_index("dense", dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
-                chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work)
+                chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
+                embedding_cache=embedding_cache)
     console.print(f"index written to {out}")
 
 
@@ -134,6 +139,7 @@ def splade(
     keep_work: KeepWork = False,
     backend: BackendOpt = "torch",
     variant: VariantOpt = "fp32",
+    embedding_cache: EmbCache = None,
 ) -> None:
     """SPLADE inverted index (posting lists over the vocabulary; sparse dot-product search)."""
     from retrieval_kd.index.build import build_index
@@ -143,7 +149,8 @@ def splade(
     build_index("splade", dataset, out, model, split=split, chunk_size=chunk_size,
                 encoder_params=SpladeParams(batch_size=batch_size, max_seq_length=max_seq_length,
                                             **_backend(backend, variant)),
-                keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work)
+                keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
+                embedding_cache=embedding_cache)
     console.print(f"index written to {out}")
 
 

@@ -55,6 +55,9 @@ def dense(
     doc_prompt: str = typer.Option("", help="Text prepended to each document."),
     backend: str = typer.Option("torch", help="Inference backend: torch | onnx | openvino."),
     variant: str = typer.Option("fp32", help="With --backend onnx: fp32 | O1 | O2 | O3 | int8."),
+    embedding_cache: Path = typer.Option(None, help="Folder of cached document vectors (shared with index "
+                                                    "builds and teachers): documents there are not encoded "
+                                                    "again."),
 ) -> None:
     """Exact dense retrieval (FAISS flat, inner product over normalised embeddings)."""
     from retrieval_kd.models.backends import check
@@ -64,7 +67,7 @@ def dense(
     params = DenseParams(batch_size=batch_size, max_seq_length=max_seq_length,
                          query_prompt=query_prompt, doc_prompt=doc_prompt, backend=backend, variant=variant)
     out = out or _default_out(dataset, split, model)
-    dense_stage(dataset, split, out, model, params, k=k)
+    dense_stage(dataset, split, out, model, params, k=k, embedding_cache=embedding_cache)
     console.print(f"run written to {out}")
 
 

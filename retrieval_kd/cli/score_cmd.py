@@ -134,6 +134,9 @@ def score(
     root: Path = typer.Option(Path("scores"), "--root", help="Where stores live."),
     shard: str = typer.Option(None, help="Score only shard i/n of the queries."),
     chunk_size: int = typer.Option(2000, help="Pairs per atomically written chunk."),
+    embedding_cache: Path = typer.Option(None, help="Folder of cached passage vectors of bi-encoder / SPLADE "
+                                                    "teachers (shared with index builds and runs of the same "
+                                                    "model and settings)."),
 ) -> None:
     """Score each query's candidates with a teacher into the (resumable) score store."""
     from retrieval_kd.scores.stage import score_stage
@@ -141,7 +144,8 @@ def score(
     spec = teacher_from_flags(teacher_file, teacher, model, member, normalization, max_length,
                               dtype, template, base_url, batch_size, backend, variant)
     store = score_stage(dataset, split, candidates, spec, root=root, top_k=top_k,
-                        add_positives=positives, shard=parse_shard(shard), chunk_size=chunk_size)
+                        add_positives=positives, shard=parse_shard(shard), chunk_size=chunk_size,
+                        embedding_cache=embedding_cache)
     sess = store.manifest.get("sessions", [])[-1:]
     rate = sess[0].get("pairs_per_s") if sess else None
     console.print(f"store {store.id}: {store.manifest['n_rows']:,} rows"

@@ -12,6 +12,10 @@ same inputs resumes from the finished chunks. The index is then assembled from t
 chunks (memory-mapped) into a temporary folder renamed into place when complete; the
 work folder is removed only afterwards (``keep_embeddings`` links its chunks into the index
 as ``embeddings/``), so a build that fails, e.g. on a full disk, keeps every encoded chunk.
+
+With ``embedding_cache`` (a folder, :mod:`retrieval_kd.embcache`) dense and SPLADE documents
+already encoded by the same model and settings, in any build, stage or teacher, are taken from
+it; the manifest's ``stats.encode.cached_docs`` counts them (``docs_per_s`` counts the others).
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ def _encode_corpus(enc, texts: list[str], corpus_sha: str, work: Path, chunk_siz
     with make_progress("docs") as prog:
         task = prog.add_task(f"encoding {len(texts):,} docs ({enc.family})", total=len(texts))
         info = encode_chunked(store, texts, enc.encode_docs, lambda n: prog.advance(task, n), after_chunk)
+    cache = getattr(enc, "cache", None)
+    if cache is not None:
+        info["cached_docs"] = cache.cached
     return store, info
 
 
@@ -74,7 +81,7 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
                 keep_embeddings: bool = False, name: str | None = None,
                 work_dir: str | Path | None = None, keep_work: bool = False,
                 after_chunk: Callable[[int], None] | None = None, engine: str = "exact",
-                plaid_params: Any = None) -> Path:
+                plaid_params: Any = None, embedding_cache: str | Path | None = None) -> Path:
     """Encode the corpus of ``dataset`` with ``model`` and write a ``family`` index to ``out``.
 
     ``engine`` (ColBERT only): ``exact`` (MaxSim over every candidate) or ``plaid`` (centroid
@@ -83,7 +90,8 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
 
     ``work_dir`` (default ``.NAME.work`` beside ``out``) holds the encoded chunks; with
     ``keep_work`` it is left in place, so other index variants built with the same encoder and
-    ``work_dir`` reuse the encodings instead of encoding the corpus again.
+    ``work_dir`` reuse the encodings instead of encoding the corpus again. ``embedding_cache``
+    (dense and SPLADE): a folder of document vectors shared with other builds, stages and teachers.
 
     One build per output and per work folder at a time (:mod:`retrieval_kd.locks`); an
     existing ``out`` is replaced only if it is an index, a work folder used only if rkd made it.
@@ -98,7 +106,7 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
                             faiss_params=faiss_params, split=split, chunk_size=chunk_size,
                             title_sep=title_sep, keep_embeddings=keep_embeddings, name=name, work=work,
                             keep_work=keep_work, after_chunk=after_chunk, engine=engine,
-                            plaid_params=plaid_params)
+                            plaid_params=plaid_params, embedding_cache=embedding_cache)
 
 
 def _check_engine(family: Family, engine: str, fp: FaissParams | None) -> None:
@@ -136,13 +144,13 @@ def _build_index(family: Family, dataset: str, out: Path, model: Any, *, encoder
                  faiss_params: FaissParams | None, split: str, chunk_size: int, title_sep: str,
                  keep_embeddings: bool, name: str | None, work: Path, keep_work: bool,
                  after_chunk: Callable[[int], None] | None, engine: str = "exact",
-                 plaid_params: Any = None) -> Path:
+                 plaid_params: Any = None, embedding_cache: str | Path | None = None) -> Path:
     _check_engine(family, engine, faiss_params)  # before loading or encoding anything
     timer = Timer()
     t_start = time.perf_counter()
     with timer("load_s", f"loading {dataset} and {model}"):
         ds = load_dataset(dataset, split)
-        enc = make_encoder(family, model, encoder_params)
+        enc = make_encoder(family, model, encoder_params, embedding_cache)
     texts = ds.corpus.texts(title_sep)
     if family in ("dense", "colbert"):  # fail on impossible parameters before encoding anything
         resolve_params(faiss_params or FaissParams(), max(len(texts), 1), enc.dim)
@@ -205,7 +213,8 @@ def _build_index(family: Family, dataset: str, out: Path, model: Any, *, encoder
         stats.update(index_bytes=sum(f["size"] for p, f in files.items() if not p.startswith("embeddings/")),
                      bytes_on_disk=dir_size(tmp), peak_rss_mb=peak_rss_mb())
         timer.timings["total_s"] = time.perf_counter() - t_start
-        stats["docs_per_s"] = n / max(timer.timings.get("encode_docs_s", 0.0), 1e-9)
+        encoded = n - enc_info.get("cached_docs", 0)  # documents from the cache took no encoding
+        stats["docs_per_s"] = encoded / max(timer.timings.get("encode_docs_s", 0.0), 1e-9) if encoded else None
         write_json(tmp / MANIFEST, manifest(
             KINDS[family],
             inputs={"dataset": ds.protocol(), "corpus_sha256": ds.corpus.fingerprint,

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kd.artifacts import read_json, sha256_json, write_json
+from retrieval_kd.artifacts import read_json, save_arrays, sha256_json, write_json
 from retrieval_kd.digests import FILES, file_digests, verify_files
 from retrieval_kd.progress import console
 from retrieval_kd.workdirs import MARKER, claim, clear, only_names
@@ -114,11 +114,7 @@ class ChunkStore:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            for name, arr in arrays.items():
-                with open(tmp / f"{name}.npy", "wb") as f:
-                    np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-                    f.flush()
-                    os.fsync(f.fileno())
+            save_arrays(tmp, arrays)
             write_json(tmp / CHUNK_FILES, {FILES: file_digests(tmp, remember=False)})
             _fsync_dir(tmp)
             os.replace(tmp, self.chunk_dir(i))

@@ -21,6 +21,10 @@ or int8, see :mod:`retrieval_kd.models.backends`): the model's transformer then 
 Runtime over a cached export, documents and queries alike (a search re-creates the encoder from
 the params the index recorded), and the backend enters the identity, so chunks and indexes of
 different backends never mix.
+
+The dense and SPLADE encoders take an ``embedding_cache`` folder (:mod:`retrieval_kd.embcache`):
+documents it holds for the same model and settings are not encoded again (``cache.cached``
+counts them). It is no part of the identity. ColBERT token matrices are not cached.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrieval_kd.embcache import doc_identity, open_cache
 from retrieval_kd.errors import RkdError
 from retrieval_kd.models.backends import BackendParams, apply_backend, backend_info, check
 from retrieval_kd.models.load import load_st_model
 from retrieval_kd.models.resolve import ModelRef, resolve_model
-from retrieval_kd.retrieve.dense import DenseParams, encode_texts, load_encoder
+from retrieval_kd.retrieve.dense import DenseParams, dense_doc_cache, encode_texts, load_encoder
 
 Family = Literal["dense", "splade", "colbert"]
 
@@ -58,13 +63,15 @@ def _device(device: str | None, backend: str = "torch") -> str:
 class DenseEncoder:
     family: Family = "dense"
 
-    def __init__(self, model: str | ModelRef, params: DenseParams | None = None) -> None:
+    def __init__(self, model: str | ModelRef, params: DenseParams | None = None,
+                 embedding_cache: str | Path | None = None) -> None:
         _quiet_hf()
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
         self.params = params or DenseParams()
         self.st = load_encoder(self.ref, self.params)  # on params.backend
         self.backend = backend_info(self.st)
         self.dim = int(self.st.get_embedding_dimension())
+        self.cache = dense_doc_cache(embedding_cache, self.ref, self.st, self.params)
 
     def identity(self) -> dict[str, Any]:
         return {"family": self.family, "model": self.ref.provenance(),
@@ -73,7 +80,12 @@ class DenseEncoder:
                 **self.backend}  # torch fp32 adds nothing
 
     def encode_docs(self, texts: list[str]) -> dict[str, np.ndarray]:
-        emb = encode_texts(self.st, texts, self.params, self.params.doc_prompt, chunk=len(texts) or 1)
+        def enc(t: list[str]) -> np.ndarray:
+            return encode_texts(self.st, t, self.params, self.params.doc_prompt, chunk=len(t) or 1)
+        if self.cache is None:
+            return {"emb": enc(texts)}
+        emb = self.cache.encode(texts, enc, self.params.doc_prompt)
+        self.cache.flush()  # one shard per chunk: a killed build keeps what it encoded
         return {"emb": emb}
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
@@ -91,7 +103,8 @@ class SpladeParams(BackendParams):
 class SpladeEncoder:
     family: Family = "splade"
 
-    def __init__(self, model: str | ModelRef, params: SpladeParams | None = None) -> None:
+    def __init__(self, model: str | ModelRef, params: SpladeParams | None = None,
+                 embedding_cache: str | Path | None = None) -> None:
         from sentence_transformers import SparseEncoder
 
         _quiet_hf()
@@ -104,6 +117,8 @@ class SpladeEncoder:
                                      device=self.params.device, what="the SPLADE encoder")
         # the output width, from a probe: SpladePooling learns it on its first forward pass
         self.vocab = int(self.se.encode_query(["probe"], convert_to_sparse_tensor=True).shape[1])
+        self.cache = open_cache(embedding_cache, doc_identity("splade", self.ref, self.se.max_seq_length,
+                                                              self.backend), "sparse")
 
     def identity(self) -> dict[str, Any]:
         return {"family": self.family, "model": self.ref.provenance(),
@@ -115,8 +130,12 @@ class SpladeEncoder:
         return torch_sparse_to_csr(t, self.vocab)
 
     def encode_docs(self, texts: list[str]) -> dict[str, np.ndarray]:
-        m = self._csr(self.se.encode_document(texts, batch_size=self.params.batch_size,
-                                              convert_to_sparse_tensor=True, save_to_cpu=True))
+        def enc(t: list[str]):
+            return self._csr(self.se.encode_document(t, batch_size=self.params.batch_size,
+                                                     convert_to_sparse_tensor=True, save_to_cpu=True))
+        m = enc(texts) if self.cache is None else self.cache.encode(texts, enc)
+        if self.cache is not None:
+            self.cache.flush()
         return {"indptr": m.indptr.astype(np.int64), "indices": m.indices.astype(np.int32),
                 "data": m.data.astype(np.float32)}
 
@@ -270,6 +289,10 @@ class TokenEncoder:
         return self._encode(texts, query=True)
 
 
-def make_encoder(family: Family, model: str | ModelRef | Any, params: BaseModel | None = None):
-    cls = {"dense": DenseEncoder, "splade": SpladeEncoder, "colbert": TokenEncoder}[family]
-    return cls(model, params)
+def make_encoder(family: Family, model: str | ModelRef | Any, params: BaseModel | None = None,
+                 embedding_cache: str | Path | None = None):
+    """The ``family`` encoder; ``embedding_cache`` is used by dense and SPLADE ones (not ColBERT)."""
+    if family == "colbert":
+        return TokenEncoder(model, params)
+    cls = {"dense": DenseEncoder, "splade": SpladeEncoder}[family]
+    return cls(model, params, embedding_cache)

@@ -68,12 +68,13 @@ def retrieve_bm25(config: dict[str, Any], inputs: dict[str, Path], out: Path) ->
 
 @register("retrieve.dense", runtime_keys=("batch_size", "device"))
 def retrieve_dense(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from retrieval_kd.embcache import current_root
     from retrieval_kd.models.params import model_parameters
     from retrieval_kd.retrieve.dense import DenseParams
     from retrieval_kd.retrieve.stage import dense_stage
 
     dense_stage(config["dataset"], config["split"], out, config["model"], DenseParams(**config["params"]),
-                k=config["k"], name=config["name"])
+                k=config["k"], name=config["name"], embedding_cache=current_root())
     man = read_manifest(out) or {}
     t, nq = man.get("timings_s", {}), _run_queries(man)
     per_query = (t.get("encode_queries_s") or 0) + (t.get("search_s") or 0)
@@ -85,6 +86,7 @@ def retrieve_dense(config: dict[str, Any], inputs: dict[str, Path], out: Path) -
                            "queries_per_s": _rate(nq, per_query)},
             "latency_ms_per_query": round(1000 * per_query / nq, 3) if nq else None,
             "latency_note": "query encoding + exact FAISS search, per query",
+            "cached_docs": (man.get("stats") or {}).get("cached_docs"),
             "parameters": model_parameters(config["model"]),
             "backend": label(p.get("backend"), p.get("variant"))}
 
@@ -146,9 +148,11 @@ def release_teacher() -> None:
 
 
 def _teacher_factory(spec):
+    from retrieval_kd.embcache import current_root
     from retrieval_kd.teachers.spec import build_teacher
 
-    key = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    # the run's embedding cache too: a teacher kept from another run root must not write into it
+    key = json.dumps([spec.model_dump(mode="json"), str(current_root())], sort_keys=True)
 
     def factory():
         if key not in _LOADED_TEACHER:
@@ -258,7 +262,9 @@ def _index_params(family: str, kind: str | None, params: dict[str, Any]):
           requires="retrieval_kd.index.build")
 def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Encode the corpus with the student (or model) and build its index (build_index); the
-    encoding chunks live in the stage's work folder, so a killed build resumes."""
+    encoding chunks live in the stage's work folder, so a killed build resumes. Dense and SPLADE
+    documents come from the run's embedding cache where another stage encoded them already."""
+    from retrieval_kd.embcache import current_root
     from retrieval_kd.index.build import build_index
     from retrieval_kd.models.params import model_parameters
 
@@ -274,7 +280,7 @@ def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "index" / "manifest.json").is_file():  # else built before a kill, not yet renamed
         build_index(ifam, config["dataset"], out / "index", model, encoder_params=enc, faiss_params=fp,
-                    name=config["name"], **build)
+                    name=config["name"], embedding_cache=current_root(), **build)
     man = read_manifest(out / "index") or {}
     stats = man.get("stats", {})
     from retrieval_kd.models.backends import label_of_identity
@@ -283,6 +289,7 @@ def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
             "parameters": model_parameters(model),
             "backend": label_of_identity((man.get("inputs") or {}).get("encoder")),
             "throughput": {"docs_per_s": stats.get("docs_per_s")},
+            "cached_docs": (stats.get("encode") or {}).get("cached_docs"),
             "index_bytes": stats.get("index_bytes"), "peak_rss_mb": stats.get("peak_rss_mb")}
 
 

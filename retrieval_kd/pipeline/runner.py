@@ -4,6 +4,7 @@ Layout of a run root (default ``runs/<pipeline name>``)::
 
     run.json                      the run record, rewritten after every stage
     pipeline.yaml                 the pipeline file this record ran
+    embeddings/                   document vectors shared by the stages (retrieval_kd/embcache.py)
     stages/<id>-<key>/            finished stages (stage.json + the adapter's outputs)
     stages/.work-<id>-<key>/      a stage in progress (kept across a kill only when resumable)
 
@@ -42,6 +43,7 @@ from retrieval_kd.redact import redact, redact_obj
 STAGES_DIR = "stages"
 STAGE_FILE = "stage.json"
 RUN_RECORD = "run.json"
+EMBEDDINGS_DIR = "embeddings"
 PIPELINE_COPY = "pipeline.yaml"
 WORK_PREFIX = ".work-"
 
@@ -217,7 +219,13 @@ def _run_one(s: Stage, root: Path, by_id: dict[str, Stage]) -> tuple[float, floa
     from retrieval_kd.queries.stage import resolve_dataset
 
     config = resolve_dataset(s.config, inputs)  # a generated dataset: its folder
-    result = kind.fn(config, inputs, work) or {}
+    from retrieval_kd import embcache
+
+    try:  # a corpus is encoded once per model and settings, whichever stages need it
+        with embcache.use_root(root / EMBEDDINGS_DIR):
+            result = kind.fn(config, inputs, work) or {}
+    finally:
+        embcache.flush_all()  # a kept teacher's vectors too
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / STAGE_FILE, {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from pydantic import ConfigDict, Field
@@ -43,6 +44,17 @@ def load_encoder(model: ModelRef, params: DenseParams):
                        max_seq_length=params.max_seq_length)
     apply_backend(st, model, params.backend, params.variant, device=params.device, what="the dense encoder")
     return st
+
+
+def dense_doc_cache(root: str | Path | None, model: ModelRef, st, params: DenseParams):
+    """The embedding cache of ``st``'s document vectors under ``root`` (None: no cache), shared
+    with bi-encoder teachers of the same model and settings (:mod:`retrieval_kd.embcache`)."""
+    from retrieval_kd.embcache import doc_identity, open_cache
+    from retrieval_kd.models.backends import backend_info
+
+    return open_cache(root, doc_identity("dense", model, st.max_seq_length, backend_info(st),
+                                         normalize=params.normalize, doc_prompt=params.doc_prompt,
+                                         dtype="float32"), "dense")
 
 
 def encode_texts(st, texts: list[str], params: DenseParams, prompt: str = "",

@@ -13,7 +13,7 @@ from retrieval_kd.eval.results import RUN_FILE
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.progress import Timer, make_progress
 from retrieval_kd.retrieve.bm25 import BM25Params, bm25_search
-from retrieval_kd.retrieve.dense import DenseParams, encode_texts, load_encoder, topk_run
+from retrieval_kd.retrieve.dense import DenseParams, dense_doc_cache, encode_texts, load_encoder, topk_run
 from retrieval_kd.retrieve.fusion import (
     FusionParams,
     check_arity,
@@ -25,14 +25,14 @@ from retrieval_kd.retrieve.fusion import (
 
 
 def _write(out: Path, run: Run, dataset: dict | None, kind: str, name: str, params: dict, timer: Timer,
-           extra_inputs: dict | None = None) -> Path:
+           extra_inputs: dict | None = None, stats: dict | None = None) -> Path:
     with atomic_dir(out) as tmp:
         write_trec_run(run, tmp / RUN_FILE, tag=name)
         write_json(tmp / MANIFEST, manifest(
             kind, inputs={"dataset": dataset, **(extra_inputs or {})},
             params={"name": name, **params}, timings=timer.timings,
             outputs={RUN_FILE: {"sha256": sha256_file(tmp / RUN_FILE), "queries": len(run)}},
-            files=file_digests(tmp),
+            files=file_digests(tmp), **({"stats": stats} if stats else {}),
         ))
     return out
 
@@ -50,25 +50,35 @@ def bm25_stage(dataset: str, split: str, out: Path, params: BM25Params, k: int =
 
 
 def dense_stage(dataset: str, split: str, out: Path, model: str, params: DenseParams,
-                k: int = 1000, name: str | None = None) -> Path:
-    """Exact dense retrieval (FAISS flat, inner product) with a sentence-transformers model."""
+                k: int = 1000, name: str | None = None, embedding_cache: str | Path | None = None) -> Path:
+    """Exact dense retrieval (FAISS flat, inner product) with a sentence-transformers model;
+    documents in ``embedding_cache`` (:mod:`retrieval_kd.embcache`) are not encoded again."""
     timer = Timer()
     with timer("load_s", f"loading {dataset}/{split} and {model}"):
         ds = load_dataset(dataset, split)
         ref = resolve_model(model)
         st = load_encoder(ref, params)
+        cache = dense_doc_cache(embedding_cache, ref, st, params)
     texts = ds.corpus.texts(params.title_sep)
     with timer("encode_docs_s"), make_progress() as prog:
         task = prog.add_task(f"encoding {len(texts):,} docs", total=len(texts))
-        d = encode_texts(st, texts, params, params.doc_prompt, lambda n: prog.advance(task, n))
+
+        def enc(t: list[str]):
+            return encode_texts(st, t, params, params.doc_prompt, lambda n: prog.advance(task, n))
+        d = enc(texts) if cache is None else cache.encode(texts, enc, params.doc_prompt)
+        if cache is not None:
+            cache.flush()
+            prog.update(task, completed=len(texts))
+    cached = cache.cached if cache is not None else 0
     with timer("encode_queries_s", f"encoding {len(ds.queries):,} queries"):
         q = encode_texts(st, list(ds.queries.texts.values()), params, params.query_prompt)
     with timer("search_s", "FAISS flat search"):
         run = topk_run(ds.corpus.ids(), d, ds.queries.ids(), q, k)
-    timer.timings["docs_per_s"] = len(texts) / max(timer.timings["encode_docs_s"], 1e-9)
+    if len(texts) > cached:  # documents from the cache took no encoding
+        timer.timings["docs_per_s"] = (len(texts) - cached) / max(timer.timings["encode_docs_s"], 1e-9)
     return _write(out, run, ds.protocol(), "retrieve.dense", name or model,
                   {**params.model_dump(), "k": k, "index": "faiss.IndexFlatIP"}, timer,
-                  {"model": ref.provenance()})
+                  {"model": ref.provenance()}, {"cached_docs": cached} if cache is not None else None)
 
 
 def fusion_stage(runs: list[str | Path], out: Path, params: FusionParams, k: int = 100,

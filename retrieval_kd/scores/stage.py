@@ -23,16 +23,17 @@ DEFAULT_ROOT = Path("scores")
 def score_stage(dataset: str, split: str, candidates_run: str | Path, teacher_spec, *,
                 root: str | Path = DEFAULT_ROOT, top_k: int = 100, add_positives: bool = False,
                 shard: tuple[int, int] | None = None, chunk_size: int = 2000,
-                progress: bool = True, teacher_factory: Callable[[], Teacher] | None = None
-                ) -> ScoreStore:
+                progress: bool = True, teacher_factory: Callable[[], Teacher] | None = None,
+                embedding_cache: str | Path | None = None) -> ScoreStore:
     """Score a split's candidates (top-k of a run) with a teacher into the score store.
 
     ``teacher_factory`` builds the teacher when there is something to score (default: a new
     one from ``teacher_spec``, closed when done); callers scoring several stores with one spec
     may pass one that returns a teacher already loaded: that teacher stays theirs, open.
+    ``embedding_cache``: the folder the default factory's teachers keep passage vectors in.
     """
     own = teacher_factory is None  # a teacher from the caller's factory is the caller's to close
-    factory = teacher_factory or (lambda: build_teacher(teacher_spec))
+    factory = teacher_factory or (lambda: build_teacher(teacher_spec, embedding_cache))
     ds = load_dataset(dataset, split)
     run_file, run_manifest = locate_run(candidates_run)
     cands = build_candidates(ds, load_trec_run(run_file), top_k, add_positives)

@@ -5,14 +5,18 @@ calls, so a passage that is a candidate of many queries (in many store chunks) c
 forward pass. A pair's score is the model's own similarity (cosine for normalised
 bi-encoders, dot product for SPLADE). Either runs on torch or, with ``backend="onnx"`` /
 ``"openvino"``, on a cached export of its transformer (retrieval_kd/models/backends.py).
+With ``embedding_cache`` (a folder), passage vectors are also kept on disk and shared with other
+teachers, stages and index builds of the same model and settings (:mod:`retrieval_kd.embcache`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from retrieval_kd.embcache import doc_identity, open_cache
 from retrieval_kd.models.load import load_st_model
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.teachers.base import Pair, Teacher
@@ -61,7 +65,8 @@ class BiEncoderTeacher(Teacher):
     def __init__(self, model: str, batch_size: int = 64, max_length: int | None = None,
                  normalize: bool = True, query_prompt: str = "", doc_prompt: str = "",
                  model_prompts: bool = False, dtype: str = "float32", threads: int | None = None,
-                 device: str | None = None, backend: str = "torch", variant: str = "fp32") -> None:
+                 device: str | None = None, backend: str = "torch", variant: str = "fp32",
+                 embedding_cache: str | Path | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
         from retrieval_kd.models.backends import apply_backend, check
@@ -80,6 +85,9 @@ class BiEncoderTeacher(Teacher):
         self.query_prompt = query_prompt or own.get("query", "")
         self.doc_prompt = doc_prompt or own.get("document", "")
         self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
+        self._disk = open_cache(embedding_cache, doc_identity(
+            "dense", self.ref, self.st.max_seq_length, self.backend, normalize=normalize,
+            doc_prompt=self.doc_prompt, dtype=self.dtype), "dense")
 
     def identity(self) -> dict[str, Any]:
         ident = {"kind": "bi-encoder", "model": self.ref.provenance(),
@@ -94,11 +102,20 @@ class BiEncoderTeacher(Teacher):
                            normalize_embeddings=self.normalize, convert_to_tensor=True)
         return x.float().cpu().numpy()  # bf16 tensors have no numpy view
 
+    def _docs(self, texts: list[str]) -> np.ndarray:
+        def enc(t: list[str]) -> np.ndarray:
+            return self._enc(t, self.doc_prompt)
+        return self._disk.encode(texts, enc, self.doc_prompt) if self._disk else enc(texts)
+
+    def close(self) -> None:
+        if self._disk:
+            self._disk.close()
+
     def score(self, pairs: list[Pair]) -> np.ndarray:
         if not pairs:
             return np.zeros(0)
         q, qpos = self._q.lookup([p.query for p in pairs], lambda t: self._enc(t, self.query_prompt))
-        d, dpos = self._d.lookup([p.passage for p in pairs], lambda t: self._enc(t, self.doc_prompt))
+        d, dpos = self._d.lookup([p.passage for p in pairs], self._docs)
         return np.einsum("ij,ij->i", q[qpos], d[dpos]).astype(np.float64)
 
 
@@ -107,7 +124,7 @@ class SpladeTeacher(Teacher):
 
     def __init__(self, model: str, batch_size: int = 32, max_length: int | None = None,
                  threads: int | None = None, device: str | None = None, backend: str = "torch",
-                 variant: str = "fp32") -> None:
+                 variant: str = "fp32", embedding_cache: str | Path | None = None) -> None:
         from sentence_transformers import SparseEncoder
 
         from retrieval_kd.models.backends import apply_backend, check
@@ -122,6 +139,8 @@ class SpladeTeacher(Teacher):
                                      what="the SPLADE teacher")
         self.batch_size = batch_size
         self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
+        self._disk = open_cache(embedding_cache, doc_identity("splade", self.ref, self.se.max_seq_length,
+                                                              self.backend), "sparse")
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "splade", "model": self.ref.provenance(), "max_length": self.se.max_seq_length,
@@ -131,8 +150,17 @@ class SpladeTeacher(Teacher):
         if not pairs:
             return np.zeros(0)
         q, qpos = self._q.lookup([p.query for p in pairs], lambda t: self._enc(t, self.se.encode_query))
-        d, dpos = self._d.lookup([p.passage for p in pairs], lambda t: self._enc(t, self.se.encode_document))
+        d, dpos = self._d.lookup([p.passage for p in pairs], self._docs)
         return np.asarray(q[qpos].multiply(d[dpos]).sum(axis=1), dtype=np.float64).ravel()
+
+    def _docs(self, texts: list[str]):
+        def enc(t: list[str]):
+            return self._enc(t, self.se.encode_document)
+        return self._disk.encode(texts, enc) if self._disk else enc(texts)
+
+    def close(self) -> None:
+        if self._disk:
+            self._disk.close()
 
     def _enc(self, texts: list[str], fn) -> scipy.sparse.csr_matrix:  # noqa: F821
         """Sparse vectors as a SciPy CSR matrix (never a dense vocab-sized row per passage)."""

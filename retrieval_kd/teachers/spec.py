@@ -172,11 +172,16 @@ def load_teacher_file(path: str | Path) -> TeacherSpec:
     return parse_teacher(data.get("teacher", data), str(path))
 
 
-def build_teacher(spec: TeacherSpec) -> Teacher:
+def build_teacher(spec: TeacherSpec, embedding_cache: str | Path | None = None) -> Teacher:
     """Instantiate the teacher a spec describes (models are resolved and loaded here); a model
-    that cannot load (not on disk, no network for a hub id, wrong format) is one clear error."""
+    that cannot load (not on disk, no network for a hub id, wrong format) is one clear error.
+    ``embedding_cache``: a folder where bi-encoder and SPLADE teachers (members too) keep passage
+    vectors (:mod:`retrieval_kd.embcache`; it changes no identity); default: the pipeline stage's
+    (:func:`~retrieval_kd.embcache.current_root`, none outside ``rkd run``)."""
+    from retrieval_kd.embcache import current_root
+
     try:
-        return _build(spec)
+        return _build(spec, embedding_cache if embedding_cache is not None else current_root())
     except (OSError, ValueError) as e:
         model = getattr(spec, "model", None)
         from retrieval_kd.redact import redact
@@ -194,7 +199,7 @@ def build_teacher(spec: TeacherSpec) -> Teacher:
                        + f": {first}{hint}") from None
 
 
-def _build(spec: TeacherSpec) -> Teacher:
+def _build(spec: TeacherSpec, cache: str | Path | None = None) -> Teacher:
     args = spec.model_dump(exclude={"kind"})
     if isinstance(spec, CrossEncoderSpec):
         from retrieval_kd.teachers.cross_encoder import CrossEncoderTeacher
@@ -203,11 +208,11 @@ def _build(spec: TeacherSpec) -> Teacher:
     if isinstance(spec, BiEncoderSpec):
         from retrieval_kd.teachers.encoders import BiEncoderTeacher
 
-        return BiEncoderTeacher(**args)
+        return BiEncoderTeacher(**args, embedding_cache=cache)
     if isinstance(spec, SpladeSpec):
         from retrieval_kd.teachers.encoders import SpladeTeacher
 
-        return SpladeTeacher(**args)
+        return SpladeTeacher(**args, embedding_cache=cache)
     if isinstance(spec, BM25Spec):
         from retrieval_kd.teachers.bm25 import BM25Teacher
 
@@ -217,10 +222,10 @@ def _build(spec: TeacherSpec) -> Teacher:
     if isinstance(spec, CrossFitSpec):
         from retrieval_kd.teachers.crossfit import CrossFitTeacher
 
-        return CrossFitTeacher([build_teacher(f) for f in spec.folds])
+        return CrossFitTeacher([build_teacher(f, cache) for f in spec.folds])
     from retrieval_kd.teachers.ensemble import EnsembleTeacher
 
-    return EnsembleTeacher([(build_teacher(m.teacher), m.weight) for m in spec.members],
+    return EnsembleTeacher([(build_teacher(m.teacher, cache), m.weight) for m in spec.members],
                            spec.normalization)
 
 
