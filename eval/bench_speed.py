@@ -5,7 +5,7 @@ for quick runs; quality columns then say "subset"):
 
 1. Dense encoding, docs/s: ``SentenceTransformer.encode`` at its defaults (minilm-l6 from the model
    registry) vs ``DenseEncoder.encode_docs`` on each backend / variant (torch fp32, onnx fp32 / O1 /
-   O2 / O3 / int8, openvino fp32 if it imports; ``--variants`` picks), with each one's nDCG@10 of
+   O2 / O3 / int8, openvino fp32 and bf16 if it imports; ``--variants`` picks), with each one's nDCG@10 of
    exact search and its difference from torch fp32 (within 0.005?).
 2. Teacher scoring, pairs/s, on the BM25 top-20 of the test queries: ``CrossEncoder.predict`` vs
    ``CrossEncoderTeacher`` (float32, each backend) on a stand-in cross-encoder (minilm-l6 body, seeded
@@ -55,7 +55,7 @@ Variants = list[tuple[str, str]]
 
 
 def all_variants() -> Variants:
-    ov = [("openvino", "fp32")] if importlib.util.find_spec("openvino") else []
+    ov = [("openvino", "fp32"), ("openvino", "bf16")] if importlib.util.find_spec("openvino") else []
     return [("torch", "fp32")] + [("onnx", v) for v in ("fp32", "O1", "O2", "O3", "int8")] + ov
 
 

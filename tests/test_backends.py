@@ -62,6 +62,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 def _close(ref: np.ndarray, got: np.ndarray, variant: str) -> None:
     if variant.startswith("int8"):  # quantised: the ranking survives, the values move
         assert _spearman(ref, got) > 0.9, (variant, ref, got)
+    elif variant == "bf16":  # bfloat16 kernels (8-bit mantissa): values within ~1%
+        np.testing.assert_allclose(got, ref, atol=3e-2 * max(1.0, np.abs(ref).max()), rtol=0)
+        assert _spearman(ref, got) > 0.9, (variant, ref, got)
     else:  # fp32 graphs (fused kernels, tanh GELU for O3): float rounding only
         tol = 1e-3 if variant == "O3" else 1e-4
         np.testing.assert_allclose(got, ref, atol=tol * max(1.0, np.abs(ref).max()), rtol=0)
@@ -76,7 +79,8 @@ def test_teacher_variants_score_like_torch(tiny, kind):
     base = {"kind": kind, "model": model} | ({"dtype": "float32"} if kind == "cross-encoder" else {})
     ref = build_teacher(parse_teacher(base)).score(pairs)
     assert np.std(ref) > 0
-    variants = [("onnx", v) for v in ONNX_VARIANTS] + ([("openvino", "fp32")] if HAS_OPENVINO else [])
+    variants = [("onnx", v) for v in ONNX_VARIANTS] + ([("openvino", "fp32"), ("openvino", "bf16")]
+                                                       if HAS_OPENVINO else [])
     for backend, variant in variants:
         t = build_teacher(parse_teacher({**base, "backend": backend, "variant": variant}))
         ident = t.identity()
@@ -137,7 +141,8 @@ def test_identity_and_keys(tiny):
     assert "variant" not in DenseRetrieve(**entry).model_dump()
     assert DenseRetrieve(**entry, backend="onnx", variant="int8").model_dump()["variant"] == "int8"
     # combinations that cannot run are one clear error
-    for bad in ({"variant": "int8"}, {"backend": "onnx", "variant": "O4"}, {"backend": "onnx", "dtype": "bfloat16"}):
+    for bad in ({"variant": "int8"}, {"backend": "onnx", "variant": "O4"}, {"backend": "onnx", "dtype": "bfloat16"},
+                {"backend": "onnx", "variant": "bf16"}, {"variant": "bf16"}, {"backend": "openvino", "variant": "int8"}):
         with pytest.raises(Exception, match="variant|O4|dtype"):
             parse_teacher({"kind": "cross-encoder", "model": "x", **bad})
 

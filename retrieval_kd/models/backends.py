@@ -14,6 +14,8 @@ A backend is a pair ``(backend, variant)``:
   ``AutoQuantizationConfig`` for this CPU (``avx512_vnni``, ``avx512``, ``avx2`` or ``arm64``,
   from its flags); ``int8-avx2`` etc. pick one. The one that ran is recorded (``int8-avx2``).
 * ``openvino`` / ``fp32``: OpenVINO running the same ONNX export (needs ``openvino``).
+* ``openvino`` / ``bf16``: the same export with OpenVINO's bfloat16 inference precision (fast on
+  CPUs with AVX512-BF16 or AMX; elsewhere OpenVINO emulates it or falls back to fp32).
 
 Why not ``SentenceTransformer(..., backend="onnx")`` itself: it loads through ``optimum-onnx``,
 whose releases (<= 0.1.0) require transformers < 4.58 while sentence-transformers 6 needs
@@ -51,7 +53,7 @@ from pydantic import BaseModel, model_serializer, model_validator
 from retrieval_kd.errors import IntegrityError, RkdError
 
 Backend = Literal["torch", "onnx", "openvino"]
-Variant = Literal["fp32", "O1", "O2", "O3", "O4", "int8", "int8-arm64", "int8-avx2", "int8-avx512",
+Variant = Literal["fp32", "bf16", "O1", "O2", "O3", "O4", "int8", "int8-arm64", "int8-avx2", "int8-avx512",
                   "int8-avx512_vnni"]
 BACKENDS: tuple[str, ...] = Backend.__args__
 VARIANTS: tuple[str, ...] = Variant.__args__
@@ -86,13 +88,15 @@ def check(backend: str, variant: str, *, dtype: str | None = None, what: str = "
     if backend == "torch" and variant != "fp32":
         raise RkdError(f"{where}variant '{variant}' needs backend onnx (torch runs the weights as loaded; "
                        "use dtype for bfloat16)")
-    if backend == "openvino" and variant != "fp32":
-        raise RkdError(f"{where}backend openvino has variant fp32 only here (got '{variant}')")
+    if backend == "openvino" and variant not in ("fp32", "bf16"):
+        raise RkdError(f"{where}backend openvino has variants fp32 and bf16 here (got '{variant}')")
+    if variant == "bf16" and backend != "openvino":
+        raise RkdError(f"{where}variant bf16 runs on backend openvino (on torch, use dtype bfloat16)")
     if variant == "O4":
         raise RkdError(f"{where}variant O4 is fp16 for GPUs (onnxruntime-gpu); on CPU use O1, O2, O3 or int8")
     if backend != "torch" and dtype not in (None, "auto", "float32"):
         raise RkdError(f"{where}dtype {dtype} runs on the torch backend only; backend {backend} runs "
-                       f"{'int8' if variant.startswith('int8') else 'float32'}")
+                       f"{'int8' if variant.startswith('int8') else variant if variant == 'bf16' else 'float32'}")
 
 
 def cpu_flags() -> set[str]:
@@ -215,12 +219,12 @@ def _ort_session(path: Path, threads: int | None):
 class _OpenVinoSession:
     """An OpenVINO compiled model behind the ``run(names, feeds)`` call of an ORT session."""
 
-    def __init__(self, path: Path, threads: int | None) -> None:
+    def __init__(self, path: Path, threads: int | None, precision: str = "f32") -> None:
         import openvino as ov
         import torch
 
         core = ov.Core()
-        cfg = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
+        cfg = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "INFERENCE_PRECISION_HINT": precision}
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", cfg)
         self._inputs = [p.get_any_name() for p in self.compiled.inputs]
 
@@ -511,8 +515,11 @@ def apply_backend(model, ref, backend: str | None, variant: str | None, *, threa
                            "(pip install 'retrieval-kd[openvino]')") from None
     resolved = resolve_variant(variant)
     tr = transformer_module(model)
-    path = exported_model(tr, sha, _config_sha(getattr(ref, "location", None)), resolved)
-    session = _ort_session(path, threads) if backend == "onnx" else _OpenVinoSession(path, threads)
+    # openvino bf16 runs the fp32 export with bfloat16 kernels (its inference precision hint)
+    path = exported_model(tr, sha, _config_sha(getattr(ref, "location", None)),
+                          "fp32" if resolved == "bf16" else resolved)
+    session = (_ort_session(path, threads) if backend == "onnx" else
+               _OpenVinoSession(path, threads, "bf16" if resolved == "bf16" else "f32"))
     info = {"backend": backend, "variant": resolved}
     config = tr.model.config
     tr.model = ort_model_class()(session, config, tr.transformer_task, info)
