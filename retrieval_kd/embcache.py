@@ -74,7 +74,12 @@ def doc_identity(kind: Kind, ref: Any, max_length: int | None, backend: dict[str
 
 
 def open_cache(root: str | Path | None, identity: dict[str, Any] | None, kind: Kind) -> EmbeddingCache | None:
-    """The cache folder of ``identity`` under ``root`` (None when either is None)."""
+    """The cache folder of ``identity`` under ``root`` (None when either is None); a ``root`` that
+    is an existing file is one clear error, before any encoding."""
+    if root is not None and Path(root).exists() and not Path(root).is_dir():
+        from retrieval_kd.errors import RkdError
+
+        raise RkdError(f"{root}: the embedding cache must be a folder, and this is a file")
     return EmbeddingCache(root, identity, kind) if root is not None and identity is not None else None
 
 

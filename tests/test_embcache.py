@@ -259,3 +259,14 @@ def test_a_pipeline_encodes_its_corpus_once(tmp_path):
     assert cached == [0, 50]  # whichever ran second took every document from the first
     (folder,) = (root / "embeddings").iterdir()  # the teacher, the run and the index: one encoder
     assert sum(len(np.load(s / "keys.npy")) for s in folder.glob("shard-*")) == 50
+
+
+def test_a_file_as_the_cache_root_is_one_clear_error(tmp_path):
+    from retrieval_kd.embcache import open_cache
+    from retrieval_kd.errors import RkdError
+
+    f = tmp_path / "not-a-folder"
+    f.write_text("x")
+    with pytest.raises(RkdError, match="must be a folder"):
+        open_cache(f, {"vectors": "dense"}, "dense")
+    assert open_cache(None, {"vectors": "dense"}, "dense") is None

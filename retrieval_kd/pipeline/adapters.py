@@ -263,7 +263,8 @@ def _index_params(family: str, kind: str | None, params: dict[str, Any]):
 def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Encode the corpus with the student (or model) and build its index (build_index); the
     encoding chunks live in the stage's work folder, so a killed build resumes. Dense and SPLADE
-    documents come from the run's embedding cache where another stage encoded them already."""
+    documents of a named model (not a run's student) come from, and go to, the run's embedding
+    cache."""
     from retrieval_kd.embcache import current_root
     from retrieval_kd.index.build import build_index
     from retrieval_kd.models.params import model_parameters
@@ -277,10 +278,13 @@ def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
         raise RkdError(f"index {config['name']}: a {family} is not indexable; score it as a reranker")
     ifam = INDEX_FAMILY[family]
     enc, fp, build = _index_params(ifam, config.get("kind"), config.get("params") or {})
+    # a student trained in this run is encoded by its own index stage only: caching its vectors
+    # would store a second copy nothing reads
+    cache = None if "student" in inputs else current_root()
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "index" / "manifest.json").is_file():  # else built before a kill, not yet renamed
         build_index(ifam, config["dataset"], out / "index", model, encoder_params=enc, faiss_params=fp,
-                    name=config["name"], embedding_cache=current_root(), **build)
+                    name=config["name"], embedding_cache=cache, **build)
     man = read_manifest(out / "index") or {}
     stats = man.get("stats", {})
     from retrieval_kd.models.backends import label_of_identity
