@@ -51,6 +51,8 @@ sys.path.insert(0, str(ROOT / "eval"))  # sibling benchmarks, reused below
 OUT = ROOT / "eval" / "results"
 TOL, DEPTH, WARM = 0.005, 20, 64
 PLAIN, REF = "plain", "rkd torch float32"
+PLAIN_BF16 = "plain bf16"
+"""``CrossEncoder.predict`` with bfloat16 weights: the like-for-like baseline of bf16 contenders."""
 Variants = list[tuple[str, str]]
 
 
@@ -116,7 +118,7 @@ def dense_section(ds, qids: list[str], doc_ids: list[str], rounds: int, variants
     from retrieval_kd.index.encoders import DenseEncoder, DenseParams
     from retrieval_kd.models.load import load_st_model
     from retrieval_kd.models.resolve import resolve_model
-    from retrieval_kd.retrieve.dense import topk_run
+    from retrieval_kd.retrieve.topk import topk_run
 
     ref = resolve_model("minilm-l6")
     models, failed = build(lambda: load_st_model(SentenceTransformer, ref, "the plain baseline"),
@@ -146,6 +148,11 @@ def bm25_pairs(ds, qids: list[str]) -> tuple[list, dict]:
     run = bm25_search(ds.corpus, Queries({q: ds.queries.texts[q] for q in qids}), k=DEPTH)
     return [Pair(q, d, ds.queries.texts[q], ds.corpus.docs[d].joined())
             for q in qids for d, _ in sorted_hits(run[q])], run
+
+
+def is_bf16(contender: str) -> bool:
+    """Whether a contender computes in bfloat16 (its like-for-like baseline is then ``PLAIN_BF16``)."""
+    return "bf16" in contender or "bfloat16" in contender
 
 
 def agreement(pairs: list, a: np.ndarray, ref: np.ndarray) -> dict[str, float]:
@@ -182,12 +189,21 @@ def teacher_section(ds, qids: list[str], rounds: int, threads: int, variants: Va
     path, ident = str(make_cross_encoder()), torch.nn.Identity()
     ces, failed = build(lambda: CrossEncoder(path), lambda b, v: CrossEncoderTeacher(
         path, max_length=512, dtype="float32", threads=threads, backend=b, variant=v), variants)
-    fns = {k: m.score if k != PLAIN else (lambda ps, m=m: m.predict(
+    try:  # like for like for the bf16 contenders: the plain library with bfloat16 weights
+        ces[PLAIN_BF16] = CrossEncoder(path, model_kwargs={"dtype": torch.bfloat16})
+        ces["rkd torch bfloat16"] = CrossEncoderTeacher(path, max_length=512, dtype="bfloat16", threads=threads)
+    except Exception as e:  # reported in the table
+        failed[PLAIN_BF16] = f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
+    fns = {k: m.score if not k.startswith(PLAIN) else (lambda ps, m=m: m.predict(
         [(p.query, p.passage) for p in ps], activation_fn=ident, show_progress_bar=False))
            for k, m in ces.items()}
     rates, outs = alternate(fns, pairs, rounds)
     for k, r in rates.items():
         r.update(agreement(pairs, outs[k], outs[REF]) if REF in outs else {})
+        same = PLAIN_BF16 if is_bf16(k) and PLAIN_BF16 in rates else PLAIN
+        r["like_for_like"] = same
+        r["x_like_cpu"] = r["per_cpu_s"] / rates[same]["per_cpu_s"]
+        r["x_like_wall"] = r["per_wall_s"] / rates[same]["per_wall_s"]
     res["cross_encoder"] = {"rows": rates, "failed": failed, "model": path,
                             "plain_max_length": ces[PLAIN].max_seq_length}
     del ces, fns, outs
@@ -270,7 +286,8 @@ def table(sec: dict, unit: str, extra: list[tuple[str, Callable[[dict], str]]]) 
     head += [h for h, _ in extra]
     out = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for k, r in sec["rows"].items():
-        cells = [k if k != PLAIN else "plain (ST defaults)", _f(r["per_cpu_s"]), _f(r["per_wall_s"]),
+        name = {PLAIN: "plain (ST defaults)", PLAIN_BF16: "plain bf16 (ST, bfloat16 weights)"}.get(k, k)
+        cells = [name, _f(r["per_cpu_s"]), _f(r["per_wall_s"]),
                  f"{r['x_plain_cpu']:.2f}", f"{r['x_plain_wall']:.2f}"] + [fn(r) for _, fn in extra]
         out.append("| " + " | ".join(cells) + " |")
     return out + [f"| {k} | failed: {msg} |" + " |" * (len(head) - 2) for k, msg in sec["failed"].items()]
@@ -285,6 +302,9 @@ def markdown(res: dict) -> str:
     quality = [(f"nDCG@10{sub}", lambda r: f"{r['ndcg@10']:.4f}"),
                ("Δ vs torch fp32", has("within_tol", lambda r: f"{r['delta_vs_torch_fp32']:+.4f}")),
                (f"within {TOL}", has("within_tol", lambda r: "yes" if r["within_tol"] else "**no**"))]
+    like = [("x like for like (CPU)", has("x_like_cpu", lambda r: f"**{r['x_like_cpu']:.2f}** vs "
+                                          + ("plain bf16" if r["like_for_like"] == PLAIN_BF16 else "plain"))),
+            ("x like for like (wall)", has("x_like_wall", lambda r: f"{r['x_like_wall']:.2f}"))]
     agree = [("max abs diff", has("spearman", lambda r: f"{r['max_abs_diff']:.1e}")),
              ("Spearman/query", has("spearman", lambda r: f"{r['spearman']:.4f}")),
              ("identical top-20 orders", has("spearman", lambda r: f"{r['identical_orderings']:.0%}"))]
@@ -310,8 +330,11 @@ def markdown(res: dict) -> str:
              "**Stand-in for speed only**: minilm-l6 body + seeded random 1-logit head (no cross-encoder "
              "weights offline), so no nDCG: only agreement with `rkd torch float32`. Plain: "
              f"`CrossEncoder.predict` at defaults (batch 32, max_length {ce['plain_max_length']}), identity "
-             "activation (logits); ours: `CrossEncoderTeacher(dtype='float32', max_length=512)`.", "",
-             *table(ce, "pairs", agree), "",
+             "activation (logits); ours: `CrossEncoderTeacher(dtype='float32', max_length=512)` on each "
+             "backend. Like for like = the same precision: a bf16 contender against `plain bf16` "
+             "(`CrossEncoder(..., model_kwargs={'dtype': torch.bfloat16}).predict`), an fp32 one against "
+             "plain.", "",
+             *table(ce, "pairs", like + agree), "",
              f"## 2b. Bi-encoder teacher (minilm-l6) scoring the same {t['pairs']} pairs", "",
              "Plain: per query `encode([query])`, `encode(passages)`, `util.cos_sim`; ours: "
              "`BiEncoderTeacher.score` (each distinct text encoded once per call; its cross-call cache is "
