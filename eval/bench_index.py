@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval_kd.data.runfiles import RUN_FILE
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "eval" / "results"
@@ -238,7 +240,7 @@ def bench_scifact(args) -> dict:
         rkd("index", family, "-d", "scifact", "-o", str(idx), *build, *extra)
         rkd("search", str(idx), "-d", "scifact", "-s", "test", "-o", str(run), "-k", "100", *search)
         im, rm = read(idx), read(run)
-        trec = load_trec_run(run / "run.trec")
+        trec = load_trec_run(run / RUN_FILE)
         m = evaluate_run(ds.qrels, trec, ["ndcg@10", "recall@100"])
         if name == "flat":
             exact = top10(trec)

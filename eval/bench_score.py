@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval_kd.data.runfiles import RUN_FILE
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "eval" / "results"
 WORK = ROOT / "runs" / "bench-score"
@@ -37,7 +39,7 @@ def bm25_run(split: str = "test"):
     from retrieval_kd.retrieve.stage import bm25_stage
 
     out = WORK / f"bm25-{split}"
-    if not (out / "run.trec").is_file():
+    if not (out / RUN_FILE).is_file():
         bm25_stage("scifact", split, out, BM25Params(), k=1000)
     return out
 
@@ -68,7 +70,7 @@ def throughput(n_queries: int | None, depth: int, repeats: int, batch_size: int)
     from retrieval_kd.teachers.cross_encoder import CrossEncoderTeacher
 
     ds = load_dataset("scifact", "test")
-    run = load_trec_run(bm25_run() / "run.trec")
+    run = load_trec_run(bm25_run() / RUN_FILE)
     qids = ds.queries.ids()[:n_queries] if n_queries else ds.queries.ids()
     pairs = [Pair(q, d, ds.queries.texts[q], ds.corpus.docs[d].joined())
              for q in qids for d, _ in sorted_hits(run[q])[:depth]]
@@ -131,10 +133,10 @@ def rerank_quality(specs: dict[str, dict], depth: int, n_queries: int | None) ->
 
         keep = set(ds.queries.ids()[:n_queries])
         sub = WORK / f"bm25-test-first{n_queries}"
-        if not (sub / "run.trec").is_file():
+        if not (sub / RUN_FILE).is_file():
             sub.mkdir(parents=True, exist_ok=True)
-            run = load_trec_run(run_dir / "run.trec")
-            write_trec_run({q: h for q, h in run.items() if q in keep}, sub / "run.trec", "bm25")
+            run = load_trec_run(run_dir / RUN_FILE)
+            write_trec_run({q: h for q, h in run.items() if q in keep}, sub / RUN_FILE, "bm25")
         run_dir = sub
     qrels = {q: r for q, r in ds.qrels.items() if not n_queries or q in set(ds.queries.ids()[:n_queries])}
     out = {}
@@ -159,7 +161,7 @@ def rerank_quality(specs: dict[str, dict], depth: int, n_queries: int | None) ->
 def _run(run_dir: Path):
     from retrieval_kd.data.trec import load_trec_run
 
-    return load_trec_run(run_dir / "run.trec")
+    return load_trec_run(run_dir / RUN_FILE)
 
 
 ENCODERS = {

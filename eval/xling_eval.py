@@ -39,7 +39,8 @@ from retrieval_kd.data.types import Dataset, Run
 from retrieval_kd.eval.metrics import evaluate_run
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.retrieve.bm25 import BM25Index, BM25Params
-from retrieval_kd.retrieve.dense import DenseParams, encode_texts, load_encoder, topk_run
+from retrieval_kd.retrieve.dense import DenseParams, encode_texts, load_encoder
+from retrieval_kd.retrieve.topk import topk_run
 from retrieval_kd.xling.xquad_r import XQUAD_R_LANGS
 
 K = 100

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 MANIFEST = "manifest.json"
 _TRACKED_LIBRARIES = (
@@ -61,13 +61,15 @@ def _tmp_sibling(path: Path) -> Path:
     return Path(name)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
+    """A binary file that replaces ``path`` (flushed, fsynced, renamed) only once the ``with``
+    block completes; on any exception the temporary file is removed and ``path`` left as it was."""
     path = Path(path)
     tmp = _tmp_sibling(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -76,9 +78,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    with atomic_open(path) as f:
+        f.write(data)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Text variant of :func:`atomic_write_bytes` (UTF-8)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a directory's entries (a rename into it) to disk; a no-op where the filesystem
+    cannot open or sync directories."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def save_arrays(folder: str | Path, arrays: dict[str, Any]) -> None:
@@ -100,6 +119,16 @@ def write_json(path: str | Path, obj: Any) -> None:
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON object file's content; ``{}`` where the file is missing, unreadable, not JSON or
+    not an object (for records that are only a cache, rewritten whole on the next write)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 @contextlib.contextmanager

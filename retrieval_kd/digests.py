@@ -15,14 +15,13 @@ for the sha256 the record asks for, so it can never vouch for a changed file or 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from retrieval_kd.artifacts import MANIFEST, sha256_file, write_json
+from retrieval_kd.artifacts import MANIFEST, read_json_object, sha256_file, write_json
 from retrieval_kd.errors import IntegrityError
 
 FILES = "files"
@@ -95,23 +94,15 @@ def _stat_key(st: os.stat_result) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
 
 
-def _read_obj(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _load_cache(path: Path) -> dict[str, dict[str, Any]]:
-    stamps = _read_obj(path).get(STAMPS)
+    stamps = read_json_object(path).get(STAMPS)
     return stamps if isinstance(stamps, dict) else {}
 
 
 def _save_cache(path: Path, entries: dict[str, dict[str, Any]]) -> None:
     """Store the stamps under ``path``'s ``verified`` key (the file's other keys are kept)."""
     try:
-        write_json(path, {**_read_obj(path), STAMPS: entries})
+        write_json(path, {**read_json_object(path), STAMPS: entries})
     except OSError:  # a read-only artifact is still checked, just hashed again next time
         pass
 

@@ -3,7 +3,7 @@
 # pip (not uv/poetry) keeps torch on the local CPU wheel: see ../shared/install-notes.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${RKD_EXTRAS:-cpu,llm,dev}"
+extras="${RKD_EXTRAS:-cpu,llm,dev,openvino}"  # openvino: the default backend on bf16 CPUs
 if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi

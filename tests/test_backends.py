@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from retrieval_kd.errors import RkdError
 from retrieval_kd.models import backends as B
 from retrieval_kd.teachers.base import Pair
-from tests.test_index_tiny import _tokenizer, tiny_multi_vector, tiny_splade, tiny_st, write_beir
+from tests.beir import random_beir
+from tests.test_index_tiny import _tokenizer, tiny_multi_vector, tiny_splade, tiny_st
 from tests.tiny_models import WORDS
 
 ONNX_VARIANTS = ["fp32", "O1", "O2", "O3", "int8"]
@@ -44,7 +46,7 @@ def tiny(tmp_path_factory):
         mp.setenv("RKD_CACHE", str(root / "cache"))  # exports go here, never into ~/.cache
         yield {"root": root, "st": tiny_st(root / "st"), "splade": tiny_splade(root / "splade"),
                "ce": tiny_cross_encoder(root / "ce"), "mve": tiny_multi_vector(root / "mve"),
-               "ds": write_beir(root / "ds", n_docs=60, n_queries=6)}
+               "ds": random_beir(root / "ds", n_docs=60, n_queries=6)}
 
 
 def _pairs(n: int = 40) -> list[Pair]:
@@ -70,6 +72,7 @@ def _close(ref: np.ndarray, got: np.ndarray, variant: str) -> None:
         np.testing.assert_allclose(got, ref, atol=tol * max(1.0, np.abs(ref).max()), rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bi-encoder", "splade", "cross-encoder"])
 def test_teacher_variants_score_like_torch(tiny, kind):
     from retrieval_kd.teachers.spec import build_teacher, parse_teacher
@@ -91,6 +94,7 @@ def test_teacher_variants_score_like_torch(tiny, kind):
         _close(ref, t.score(pairs), variant)
 
 
+@pytest.mark.slow
 def test_index_encoders_on_onnx(tiny):
     from retrieval_kd.index.encoders import ColbertParams, SpladeParams, make_encoder
     from retrieval_kd.retrieve.dense import DenseParams
@@ -112,6 +116,7 @@ def test_index_encoders_on_onnx(tiny):
         assert {k: v for k, v in oi.items() if k not in ("backend", "variant")} == ti
 
 
+@pytest.mark.slow
 def test_identity_and_keys(tiny):
     from retrieval_kd.pipeline.schema import DenseRetrieve
     from retrieval_kd.retrieve.dense import DenseParams
@@ -141,12 +146,14 @@ def test_identity_and_keys(tiny):
     assert "variant" not in DenseRetrieve(**entry).model_dump()
     assert DenseRetrieve(**entry, backend="onnx", variant="int8").model_dump()["variant"] == "int8"
     # combinations that cannot run are one clear error
-    for bad in ({"variant": "int8"}, {"backend": "onnx", "variant": "O4"}, {"backend": "onnx", "dtype": "bfloat16"},
-                {"backend": "onnx", "variant": "bf16"}, {"variant": "bf16"}, {"backend": "openvino", "variant": "int8"}):
+    for bad in ({"backend": "torch", "variant": "int8"}, {"backend": "onnx", "variant": "O4"},
+                {"backend": "onnx", "dtype": "bfloat16"}, {"backend": "onnx", "variant": "bf16"},
+                {"backend": "torch", "variant": "bf16"}, {"backend": "openvino", "variant": "int8"}):
         with pytest.raises(Exception, match="variant|O4|dtype"):
             parse_teacher({"kind": "cross-encoder", "model": "x", **bad})
 
 
+@pytest.mark.slow
 def test_export_cache_made_once_checked_and_rebuilt(tiny, monkeypatch):
     from sentence_transformers import SentenceTransformer
 
@@ -183,6 +190,7 @@ def test_export_cache_made_once_checked_and_rebuilt(tiny, monkeypatch):
     np.testing.assert_allclose(a, SentenceTransformer(str(tiny["st"]), device="cpu").encode(texts), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_backend_onnx_end_to_end(tiny, tmp_path):
     from retrieval_kd.cli.main import app
 
@@ -265,6 +273,7 @@ def _plan(folder: Path, **opts: str) -> dict[str, str]:
     return {s.id: s.key for s in plan(load_pipeline(folder / "p.yaml"))}
 
 
+@pytest.mark.slow
 def test_pipeline_backend_per_member_and_index(tiny, tmp_path):
     from retrieval_kd.pipeline.load import load_pipeline
     from retrieval_kd.pipeline.runner import run_stages
@@ -284,3 +293,45 @@ def test_pipeline_backend_per_member_and_index(tiny, tmp_path):
     assert stage["result"]["backend"] == f"onnx {B.resolve_variant('int8')}"
     md = write_report(tmp_path / "c" / "runs")["markdown"].read_text()
     assert "| backend |" in md and f"onnx {B.resolve_variant('int8')}" in md
+
+
+def test_auto_backend_is_openvino_bf16_only_where_it_runs_natively(monkeypatch):
+    """``auto`` (every default): OpenVINO bf16 on a native-bf16 CPU with openvino and no CUDA GPU,
+    torch fp32 elsewhere or when a device / dtype asks for torch; resolved when params are built,
+    so dumps and pipeline keys hold what runs; RKD_BACKEND overrides it; a variant alone picks
+    the backend that runs it."""
+    import importlib.util
+
+    from retrieval_kd.retrieve.dense import DenseParams
+    from retrieval_kd.teachers.spec import parse_teacher
+
+    monkeypatch.delenv("RKD_BACKEND", raising=False)
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(B, "has_cuda", lambda: False)
+    monkeypatch.setattr(B.importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "openvino" else real_find(name, *a))
+    monkeypatch.setattr(B, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert B.preferred() == ("openvino", "bf16")
+    assert DenseParams().model_dump()["backend"] == "openvino"
+    assert DenseParams(backend="torch").model_dump().get("backend") is None  # explicit wins, old key
+    assert B.preferred(device="cuda") == B.DEFAULT and B.preferred(dtype="bfloat16") == B.DEFAULT
+    ce = parse_teacher({"kind": "cross-encoder", "model": "x", "dtype": "bfloat16"})
+    assert (ce.backend, ce.variant) == ("torch", "fp32")  # a torch dtype keeps torch
+    assert parse_teacher({"kind": "bi-encoder", "model": "x"}).model_dump()["variant"] == "bf16"
+    assert B.keyed_params({"max_seq_length": 128}) == {"max_seq_length": 128, "backend": "openvino",
+                                                        "variant": "bf16"}
+    assert B.keyed_params({"backend": "onnx"}) == {"backend": "onnx"}
+    assert B.resolve_auto("auto", "int8") == ("onnx", "int8")
+    assert B.resolve_auto(None, "bf16") == ("openvino", "bf16")
+    assert B.resolve_auto("onnx", "auto") == ("onnx", "fp32")
+    monkeypatch.setenv("RKD_BACKEND", "torch:fp32")
+    assert B.preferred() == B.DEFAULT and B.keyed_params({"k": 1}) == {"k": 1}
+    monkeypatch.setenv("RKD_BACKEND", "onnx:nope")
+    with pytest.raises(RkdError, match="RKD_BACKEND"):
+        B.preferred()
+    monkeypatch.delenv("RKD_BACKEND")
+    for flags, cuda in (({"avx512f"}, False), ({"amx_bf16"}, True)):  # no native bf16 / a GPU
+        monkeypatch.setattr(B, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(B, "has_cuda", lambda cuda=cuda: cuda)
+        assert B.preferred() == B.DEFAULT
+        assert "backend" not in DenseParams().model_dump()

@@ -9,30 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.beir import tiny_beir
+
 RKD = [sys.executable, "-m", "retrieval_kd.cli.main"]
-
-
-def write_beir(root: Path, corpus_lines: list[str] | None = None) -> Path:
-    (root / "qrels").mkdir(parents=True)
-    docs = corpus_lines or [
-        json.dumps({"_id": "d1", "title": "Tumor", "text": "tumor cells grow fast"}),
-        json.dumps({"_id": "d2", "title": "Blood", "text": "blood pressure drug trial"}),
-        json.dumps({"_id": "d3", "title": "", "text": "virus immune response"}),
-    ]
-    (root / "corpus.jsonl").write_text("\n".join(docs) + "\n")
-    (root / "queries.jsonl").write_text(
-        json.dumps({"_id": "q1", "text": "tumor growth"}) + "\n"
-        + json.dumps({"_id": "q2", "text": "blood pressure"}) + "\n")
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
-    return root
 
 
 def rkd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*RKD, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_bm25_then_eval_writes_run_manifest_and_results(tmp_path):
-    ds = write_beir(tmp_path / "tiny")
+@pytest.mark.slow
+def test_bm25_then_eval_writes_run_manifest_and_results(tmp_path, tiny_ds):
+    ds = tiny_ds
     r = rkd("retrieve", "bm25", "-d", str(ds), "-o", "runs/bm25", "--k1", "1.2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     man = json.loads((tmp_path / "runs/bm25/manifest.json").read_text())
@@ -51,7 +39,7 @@ def test_bm25_then_eval_writes_run_manifest_and_results(tmp_path):
 
 
 def test_malformed_corpus_is_one_line_error_and_no_artifact(tmp_path):
-    ds = write_beir(tmp_path / "bad", [json.dumps({"_id": "d1", "text": "ok"}), "{not json"])
+    ds = tiny_beir(tmp_path / "bad", corpus=[{"_id": "d1", "text": "ok"}, "{not json"])
     r = rkd("retrieve", "bm25", "-d", str(ds), "-o", "runs/bm25", cwd=tmp_path)
     assert r.returncode == 2
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -63,13 +51,14 @@ def test_malformed_corpus_is_one_line_error_and_no_artifact(tmp_path):
     (["data", "validate", "no-such-dataset"], "unknown dataset 'no-such-dataset'"),
     (["models", "fetch", "no-such-model"], "unknown model 'no-such-model'"),
 ])
+@pytest.mark.slow
 def test_unknown_names_are_clear_errors(tmp_path, args, needle):
     r = rkd(*args, cwd=tmp_path)
     assert r.returncode == 2 and needle in r.stderr
 
 
-def test_validate_reports_missing_qrels_ids(tmp_path):
-    ds = write_beir(tmp_path / "tiny")
+def test_validate_reports_missing_qrels_ids(tmp_path, tiny_ds):
+    ds = tiny_ds
     with open(ds / "qrels" / "test.tsv", "a") as f:
         f.write("q1\tmissing-doc\t1\n")
     r = rkd("data", "validate", str(ds), "-s", "test", cwd=tmp_path)
@@ -81,6 +70,7 @@ def test_validate_reports_missing_qrels_ids(tmp_path):
     (["train", "--positive-floor", "abc"], "Invalid value for '--positive-floor'"),
     (["retrieve", "bm25", "-d", "x", "-k", "3"], "No such option: -k"),
 ])
+@pytest.mark.slow
 def test_bad_options_are_usage_errors_without_traceback(tmp_path, args, needle):
     r = rkd(*args, cwd=tmp_path)
     assert r.returncode == 2 and needle in r.stderr

@@ -13,7 +13,6 @@ import pytest
 
 from retrieval_kd.scores.stage import score_stage
 from retrieval_kd.teachers.spec import parse_teacher
-from tests.test_cli import write_beir
 
 RKD = [sys.executable, "-m", "retrieval_kd.cli.main"]
 
@@ -33,9 +32,9 @@ def one_error(r: subprocess.CompletedProcess, needle: str) -> None:
 
 
 @pytest.fixture
-def tiny(tmp_path: Path) -> tuple[Path, Path]:
+def tiny(tmp_path: Path, tiny_ds: Path) -> tuple[Path, Path]:
     """A tiny BEIR folder and a TREC run over its test queries."""
-    ds = write_beir(tmp_path / "tiny")
+    ds = tiny_ds
     run = tmp_path / "cand.trec"
     run.write_text("q1 Q0 d1 1 3.0 x\nq1 Q0 d2 2 2.0 x\nq2 Q0 d2 1 3.0 x\nq2 Q0 d3 2 1.0 x\n")
     return ds, run
@@ -46,6 +45,7 @@ def bm25_store(ds: Path, run: Path, root: Path):
     return score_stage(str(ds), "test", run, spec, root=root, top_k=2, progress=False)
 
 
+@pytest.mark.slow
 def test_verify_exits_1_on_a_mismatch(tiny, tmp_path):
     ds, run = tiny
     store = bm25_store(ds, run, tmp_path / "scores")
@@ -56,6 +56,7 @@ def test_verify_exits_1_on_a_mismatch(tiny, tmp_path):
     assert r.returncode == 1 and "mismatch" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_teacher_that_cannot_load_is_one_line_and_leaves_no_store(tiny, tmp_path):
     ds, run = tiny
     r = rkd("score", "-d", str(ds), "-c", str(run), "--teacher", "bi-encoder", "-m",
@@ -80,6 +81,7 @@ def test_export_refuses_an_unfinished_store(tiny, tmp_path):
     assert not (tmp_path / "out.trec").exists()
 
 
+@pytest.mark.slow
 def test_eval_mistakes_are_one_line(tiny, tmp_path):
     ds, run = tiny
     other = tmp_path / "other.trec"
@@ -89,6 +91,7 @@ def test_eval_mistakes_are_one_line(tiny, tmp_path):
               "Metric bogus not supported")
 
 
+@pytest.mark.slow
 def test_eval_tells_apart_runs_of_the_same_name(tiny, tmp_path):
     ds, run = tiny
     for d in ("a", "b"):

@@ -238,6 +238,7 @@ def _stored(run_root: Path, st: dict, sid: str):
     return store, t.column("qid").to_pylist(), t.column("docid").to_pylist(), np.array(t.column("score").to_pylist())
 
 
+@pytest.mark.slow
 def test_train_store_is_scored_out_of_fold_and_test_by_the_full_model(env, run_root):
     from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.models.resolve import resolve_model
@@ -278,6 +279,7 @@ def test_train_store_is_scored_out_of_fold_and_test_by_the_full_model(env, run_r
             assert member["model"]["sha256"] == resolve_model(str(models[""])).sha256
 
 
+@pytest.mark.slow
 def test_a_second_run_is_fully_cached(env, run_root):
     from retrieval_kd.pipeline.load import load_pipeline
     from retrieval_kd.pipeline.runner import run_stages

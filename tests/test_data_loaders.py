@@ -50,6 +50,8 @@ from retrieval_kd.data.types import (
     qrels_fingerprint,
 )
 from retrieval_kd.errors import DataError, IntegrityError, NotFoundError, RkdError
+from tests.beir import TINY_DOCS as DOCS
+from tests.beir import tiny_beir
 
 # --------------------------------------------------------------------------- helpers
 
@@ -63,27 +65,6 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-DOCS = [
-    {"_id": "d1", "title": "Tumor", "text": "tumor cells grow fast"},
-    {"_id": "d2", "title": "Blood", "text": "blood pressure drug trial"},
-    {"_id": "d3", "title": "", "text": "virus immune response"},
-]
-QUERIES = [
-    {"_id": "q1", "text": "tumor growth"},
-    {"_id": "q2", "text": "blood pressure"},
-    {"_id": "q3", "text": "unjudged query"},
-]
-
-
-def make_beir(root: Path, *, qrels: dict[str, str] | None = None) -> Path:
-    write(root / "corpus.jsonl", jl(*DOCS))
-    write(root / "queries.jsonl", jl(*QUERIES))
-    qrels = qrels or {"test": "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t2\n"}
-    for split, text in qrels.items():
-        write(root / "qrels" / f"{split}.tsv", text)
-    return root
 
 
 def make_trec(root: Path) -> Path:
@@ -306,8 +287,8 @@ def test_load_qrels_tsv_empty(tmp_path, text):
 # --------------------------------------------------------------------------- BEIR dataset
 
 
-def test_load_beir_restricts_queries_to_judged_and_records_sources(tmp_path):
-    root = make_beir(tmp_path / "tiny")
+def test_load_beir_restricts_queries_to_judged_and_records_sources(tiny_ds):
+    root = tiny_ds
     ds = load_beir(root, "test")
     assert isinstance(ds, Dataset)
     assert (ds.name, ds.split) == ("tiny", "test")
@@ -324,7 +305,7 @@ def test_load_beir_restricts_queries_to_judged_and_records_sources(tmp_path):
 
 
 def test_load_beir_missing_split_lists_available_splits(tmp_path):
-    root = make_beir(tmp_path / "tiny", qrels={"test": "q1\td1\t1\n", "dev": "q2\td2\t1\n"})
+    root = tiny_beir(tmp_path / "tiny", qrels={"test": "q1\td1\t1\n", "dev": "q2\td2\t1\n"})
     assert beir_splits(root) == ["dev", "test"]
     with pytest.raises(NotFoundError) as ei:
         load_beir(root, "train")
@@ -340,8 +321,8 @@ def test_load_beir_missing_split_without_qrels_dir(tmp_path):
         load_beir(tmp_path / "x", "test")
 
 
-def test_load_beir_missing_corpus_file(tmp_path):
-    root = make_beir(tmp_path / "tiny")
+def test_load_beir_missing_corpus_file(tiny_ds):
+    root = tiny_ds
     (root / "corpus.jsonl").unlink()
     with pytest.raises(NotFoundError, match="corpus.jsonl: file not found"):
         load_beir(root, "test")
@@ -349,7 +330,7 @@ def test_load_beir_missing_corpus_file(tmp_path):
 
 def test_load_beir_reports_qrels_ids_absent_from_corpus_and_queries(tmp_path):
     qrels = ("q1\td1\t1\nq1\tdX\t1\nq2\tdY\t0\nq9\td2\t1\nq8\tdZ\t1\n")
-    root = make_beir(tmp_path / "tiny", qrels={"test": qrels})
+    root = tiny_beir(tmp_path / "tiny", qrels={"test": qrels})
     ds = load_beir(root, "test")  # not an error
     rep = ds.report
     assert not rep.ok
@@ -406,8 +387,8 @@ def test_queries_and_qrels_fingerprints():
     assert qrels_fingerprint({"q1": {"a": 1}}) != qrels_fingerprint({"q1": {"a": 2}})
 
 
-def test_dataset_protocol_keys_and_values(tmp_path):
-    ds = load_beir(make_beir(tmp_path / "tiny"), "test")
+def test_dataset_protocol_keys_and_values(tiny_ds):
+    ds = load_beir(tiny_ds, "test")
     p = ds.protocol()
     assert set(p) == {
         "dataset", "split", "sources", "n_docs", "n_queries", "n_judgements",
@@ -421,8 +402,8 @@ def test_dataset_protocol_keys_and_values(tmp_path):
 
 
 def test_protocol_changes_when_a_document_changes(tmp_path):
-    a = load_beir(make_beir(tmp_path / "a"), "test").protocol()
-    root = make_beir(tmp_path / "b")
+    a = load_beir(tiny_beir(tmp_path / "a"), "test").protocol()
+    root = tiny_beir(tmp_path / "b")
     docs = [dict(d) for d in DOCS]
     docs[2]["text"] = "virus immune responses"
     write(root / "corpus.jsonl", jl(*docs))
@@ -658,7 +639,7 @@ def test_registry_entries_parse():
 
 
 def test_load_dataset_from_beir_directory(tmp_path, no_net):
-    root = make_beir(tmp_path / "mybeir", qrels={"dev": "q1\td1\t1\n"})
+    root = tiny_beir(tmp_path / "mybeir", qrels={"dev": "q1\td1\t1\n"})
     ds = load_dataset(str(root), "dev")
     assert (ds.name, ds.split, len(ds.corpus), ds.queries.ids()) == ("mybeir", "dev", 3, ["q1"])
     with pytest.raises(NotFoundError, match="splits here: dev"):
@@ -680,7 +661,7 @@ def test_load_dataset_directory_of_unknown_layout(tmp_path, no_net):
 
 def test_load_dataset_registered_name_from_data_home(tmp_path, no_net):
     home = tmp_path / "home"
-    make_beir(home / "scifact", qrels={"test": "q1\td1\t1\n", "train": "q2\td2\t1\nq1\td3\t0\n"})
+    tiny_beir(home / "scifact", qrels={"test": "q1\td1\t1\n", "train": "q2\td2\t1\nq1\td3\t0\n"})
     no_net.setenv("RKD_DATA_HOME", str(home))
     ds = load_dataset("scifact", "test")
     assert (ds.name, ds.split, ds.queries.ids()) == ("scifact", "test", ["q1"])
@@ -757,7 +738,7 @@ def test_load_dataset_unknown_split(tmp_path, no_net):
 
 
 def _beir_zip(tmp_path: Path) -> Path:
-    src = make_beir(tmp_path / "src" / "scifact")
+    src = tiny_beir(tmp_path / "src" / "scifact")
     archive = tmp_path / "scifact.zip"
     with zipfile.ZipFile(archive, "w") as z:
         for f in src.rglob("*"):
@@ -792,14 +773,15 @@ def test_download_beir_zip_bad_md5_leaves_nothing(tmp_path):
 
 
 @pytest.fixture()
-def scifact_home(shared_data, monkeypatch):
-    assert (shared_data / "scifact" / "corpus.jsonl").is_file(), (
-        f"no SciFact copy under {shared_data}; set RKD_DATA_HOME to a folder holding scifact/")
+def scifact_home(scifact_dir, monkeypatch):
+    """The data home holding the real SciFact copy (a skip naming what is missing when it is not here)."""
+    shared_data = scifact_dir.parent
     monkeypatch.setenv("RKD_DATA_HOME", str(shared_data))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return shared_data
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("split, n_q, n_j", [("test", 300, 339), ("train", 809, 919)])
 def test_real_scifact_loads(scifact_home, split, n_q, n_j):
     ds = load_dataset("scifact", split)

@@ -8,7 +8,8 @@ import pytest
 from retrieval_kd.data.types import Corpus, Document, Queries
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.retrieve.bm25 import BM25Params, bm25_search
-from retrieval_kd.retrieve.dense import DenseParams, dense_search, flat_search, load_encoder
+from retrieval_kd.retrieve.dense import DenseParams, dense_search, load_encoder
+from retrieval_kd.retrieve.topk import flat_search
 from tests.tiny_models import build_tiny_st
 
 CORPUS = Corpus({

@@ -16,7 +16,8 @@ import pytest
 
 from retrieval_kd.storage import StorageError, describe, writing
 from tests import small_disk
-from tests.test_index_tiny import tiny_st, write_beir
+from tests.beir import random_beir
+from tests.test_index_tiny import tiny_st
 from tests.test_train_support import train_env  # noqa: F401 - fixture
 
 RKD = [sys.executable, "-m", "retrieval_kd.cli.main"]
@@ -51,7 +52,7 @@ def files_of(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("disk-full")
-    ds = write_beir(root / "ds")
+    ds = random_beir(root / "ds")
     run = root / "cand.trec"
     lines = [f"q{q} Q0 d{(q * 7 + r) % 120} {r + 1} {100 - r} x" for q in range(12) for r in range(30)]
     run.write_text("\n".join(lines) + "\n")
@@ -73,6 +74,7 @@ def reference_then_full(args: list[str], out: str, tmp_path: Path, *, free: int,
     return ref, t
 
 
+@pytest.mark.slow
 def test_index_on_a_full_disk_is_one_line_and_the_rerun_completes(tiny, tmp_path):
     args = ["index", "dense", "-m", str(tiny["st"]), "-d", str(tiny["ds"]), "--chunk-size", "10",
             "--index", "hnsw", "--hnsw-m", "8"]
@@ -84,6 +86,7 @@ def test_index_on_a_full_disk_is_one_line_and_the_rerun_completes(tiny, tmp_path
     assert not (t.disk / ".idx.work").exists() and not list(t.disk.glob(".idx.tmp-*"))
 
 
+@pytest.mark.slow
 def test_train_on_a_full_disk_is_one_line_and_the_rerun_completes(train_env, tmp_path):  # noqa: F811
     args = ["train", "-f", "bi-encoder", "-m", str(train_env["bi-encoder"]), "--scores", str(train_env["store"]),
             "-d", str(train_env["dataset"]), "-s", "train", "--loss", "kl", "--kl-passages", "4",
@@ -99,6 +102,7 @@ def test_train_on_a_full_disk_is_one_line_and_the_rerun_completes(train_env, tmp
     assert not (t.disk / ".m.work").exists()
 
 
+@pytest.mark.slow
 def test_score_on_a_full_disk_is_one_line_and_the_rerun_completes(tiny, tmp_path):
     from retrieval_kd.scores.store import ScoreStore
 

@@ -15,7 +15,8 @@ import pytest
 from retrieval_kd.artifacts import read_json, read_manifest
 from retrieval_kd.embcache import EmbeddingCache, doc_identity, open_cache
 from retrieval_kd.teachers.base import Pair
-from tests.test_index_tiny import tiny_splade, tiny_st, write_beir
+from tests.beir import random_beir
+from tests.test_index_tiny import tiny_splade, tiny_st
 
 N_DOCS = 30
 
@@ -23,7 +24,7 @@ N_DOCS = 30
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("embcache")
-    return {"ds": write_beir(root / "ds", n_docs=N_DOCS, n_queries=4), "st": tiny_st(root / "st"),
+    return {"ds": random_beir(root / "ds", n_docs=N_DOCS, n_queries=4), "st": tiny_st(root / "st"),
             "splade": tiny_splade(root / "splade")}
 
 
@@ -85,6 +86,7 @@ def test_second_dense_build_encodes_nothing_and_equals_an_uncached_build(tiny, t
     assert len(list(cache.iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_splade_builds_and_teacher_share_the_cache(tiny, tmp_path, monkeypatch):
     from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.teachers.encoders import SpladeTeacher
@@ -250,6 +252,7 @@ indexes:
 """
 
 
+@pytest.mark.slow
 def test_a_pipeline_encodes_its_corpus_once(tmp_path):
     from tests.tiny_pipeline import make_env, run_quietly
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 
 from retrieval_kd.artifacts import MANIFEST, sha256_file, write_json
+from retrieval_kd.data.runfiles import RUN_FILE, locate_run
 from retrieval_kd.data.trec import write_trec_run
 from retrieval_kd.data.types import Corpus, Dataset, Document, Queries
 from retrieval_kd.eval.metrics import drop_identical_ids
 from retrieval_kd.eval.results import (
-    RUN_FILE,
     load_run_with_provenance,
-    locate_run,
     markdown_table,
     result_record,
     system_name,

@@ -65,14 +65,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.beir import random_beir
 from tests.test_disk_full import files_of, one_line
-from tests.test_index_tiny import tiny_st, write_beir
+from tests.test_index_tiny import tiny_st
 from tests.test_train_support import train_env  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 TIMEOUT = 300
+
+pytestmark = pytest.mark.slow  # every test reads the trials fixture: a few minutes of killed and rerun lanes
 
 SCORE = ["score", "-d", "{ds}", "-c", "{cand}", "--top-k", "30", "--teacher", "bm25", "--chunk-size", "30",
          "--root", "scores"]
@@ -278,7 +281,7 @@ def trials(tmp_path_factory, train_env) -> Trials:  # noqa: F811
     from tests.test_pipeline import write_corpus
 
     root = tmp_path_factory.mktemp("faults")
-    ds = write_beir(root / "ds")
+    ds = random_beir(root / "ds")
     cand = root / "cand.trec"
     cand.write_text("".join(f"q{q} Q0 d{(q * 7 + r) % 120} {r + 1} {100 - r} x\n"
                             for q in range(12) for r in range(30)))

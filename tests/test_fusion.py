@@ -36,6 +36,7 @@ def runs(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("params", [FusionParams(), FusionParams(method="wsum", norm="zmuv",
                                                                  weights=[0.3, 0.7])])
+@pytest.mark.slow
 def test_fused_run_is_ranx_fuse_cut_at_k(runs, tmp_path, params):
     from ranx import Run, fuse
 
@@ -55,6 +56,7 @@ def test_fused_run_is_ranx_fuse_cut_at_k(runs, tmp_path, params):
         read_json(runs / x / "manifest.json")["outputs"]["run.trec"]["sha256"] for x in "ab"]
 
 
+@pytest.mark.slow
 def test_cli_refuses_other_splits_and_malformed_runs_leaving_nothing(runs, tmp_path):
     r = rkd("retrieve", "fuse", str(runs / "a"), str(runs / "train"), "-o", "out", cwd=tmp_path)
     one_error(r, "cannot fuse runs of different datasets or splits")
@@ -97,6 +99,7 @@ teachers:
 """
 
 
+@pytest.mark.slow
 def test_pipeline_fusion_references_are_checked_at_load_time(tmp_path):
     p = setup(tmp_path, FUSION.replace("[bm25, bm25-r]", "[bm25, nope]"))
     with pytest.raises(PipelineError) as e:
@@ -116,6 +119,7 @@ def test_pipeline_fusion_references_are_checked_at_load_time(tmp_path):
     assert row.split()[1] == "retrieve.fusion" and "retrieve:bm25@test, retrieve:bm25-r@test" in row
 
 
+@pytest.mark.slow
 def test_pipeline_fusion_runs_caches_and_reruns_when_an_input_changes(tmp_path):
     p = setup(tmp_path, FUSION)
     root = tmp_path / "runs"

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from retrieval_kd.cli.main import app
 from retrieval_kd.data.trec import load_trec_run
-from tests.test_index_tiny import tiny_multi_vector, tiny_splade, tiny_st, write_beir
+from tests.beir import random_beir
+from tests.test_index_tiny import tiny_multi_vector, tiny_splade, tiny_st
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {"root": root, "ds": write_beir(root / "ds"), "st": tiny_st(root / "st"),
+    return {"root": root, "ds": random_beir(root / "ds"), "st": tiny_st(root / "st"),
             "splade": tiny_splade(root / "splade"), "mve": tiny_multi_vector(root / "mve")}
 
 
@@ -43,6 +44,7 @@ def invoke(*args: str):
     ("colbert", "mve", ["--cand-index", "flat"]),
     ("colbert", "st", ["--nlist", "8", "--pq-m", "8", "--pq-nbits", "4"]),
 ])
+@pytest.mark.slow
 def test_index_then_search_round_trip(tiny, tmp_path, family, model, extra):
     idx, run = tmp_path / "indexes" / "x", tmp_path / "runs" / "x"
     invoke("index", family, "-m", str(tiny[model]), "-d", str(tiny["ds"]), "-o", str(idx),
@@ -78,7 +80,7 @@ def test_index_then_search_round_trip(tiny, tmp_path, family, model, extra):
 def test_search_rejects_another_corpus(tiny, tmp_path):
     idx = tmp_path / "idx"
     invoke("index", "dense", "-m", str(tiny["st"]), "-d", str(tiny["ds"]), "-o", str(idx))
-    other = write_beir(tmp_path / "other", seed=1)
+    other = random_beir(tmp_path / "other", seed=1)
     r = CliRunner().invoke(app, ["search", str(idx), "-d", str(other), "-o", str(tmp_path / "r")])
     assert r.exit_code != 0 and "is not the one" in str(r.exception)
     assert not (tmp_path / "r").exists()
@@ -98,6 +100,7 @@ KILLED_BUILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkilled_encode_resumes_to_an_identical_index(tiny, tmp_path):
     ds, model = str(tiny["ds"]), str(tiny["st"])
     out = tmp_path / "indexes" / "resumed"

@@ -68,6 +68,7 @@ def test_hnsw_deterministic_build_is_reproducible(tmp_path):
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
 
 
+@pytest.mark.slow
 def test_ivfpq_recall_grows_with_nprobe_and_build_is_reproducible(tmp_path):
     p = FaissParams(index="ivfpq", nlist=32, pq_m=8, pq_nbits=6, nprobe=32)
     index, rp = build_faiss(blocks_of(X, 900), len(X), 32, p)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from retrieval_kd.index.faiss_index import FaissParams, build_faiss
-from retrieval_kd.index.late import LateIndex, maxsim, token_rows, tokens_to_docs, top_k
+from retrieval_kd.index.late import LateIndex, maxsim, token_rows, tokens_to_docs
+from retrieval_kd.retrieve.topk import top_k
 from tests.test_index_tiny import tiny_bert, tiny_multi_vector, tiny_st
 
 DIM = 16

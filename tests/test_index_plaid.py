@@ -18,8 +18,9 @@ from retrieval_kd.errors import RkdError
 from retrieval_kd.index.faiss_index import FaissParams, IndexParamError, build_faiss
 from retrieval_kd.index.late import maxsim
 from retrieval_kd.index.plaid import PlaidParams, PlaidSearch, plaid_nlist, resolve_plaid
+from tests.beir import random_beir
 from tests.test_index_late import DOCS, OFFSETS, TOKENS, brute_maxsim, query
-from tests.test_index_tiny import tiny_multi_vector, write_beir
+from tests.test_index_tiny import tiny_multi_vector
 
 IVFPQ = FaissParams(index="ivfpq", pq_m=4, pq_nbits=4)
 
@@ -35,6 +36,7 @@ def engine(ivf, **kw) -> PlaidSearch:
     return PlaidSearch(TOKENS, OFFSETS, ivf[0], resolve_plaid(PlaidParams(**kw), len(DOCS)).model_dump())
 
 
+@pytest.mark.slow
 def test_generous_budget_is_the_exact_ranking(ivf):
     every = ivf[1].nlist
     plaid = engine(ivf, nprobe=every, k_token=len(TOKENS), nfull=len(DOCS))
@@ -48,6 +50,7 @@ def test_generous_budget_is_the_exact_ranking(ivf):
         assert counts["candidates"] == len(DOCS) - 1  # doc 5 has no tokens
 
 
+@pytest.mark.slow
 def test_default_budget_scores_survivors_exactly_then_ranks_the_rest_below(ivf):
     plaid = engine(ivf, nfull=12)
     for s in range(4):
@@ -60,6 +63,7 @@ def test_default_budget_scores_survivors_exactly_then_ranks_the_rest_below(ivf):
         assert list(docs[:10]) == list(plaid.search(q, 10)[0])
 
 
+@pytest.mark.slow
 def test_pruning_threshold_and_empty_queries(ivf):
     q = query(0)
     assert len(engine(ivf, centroid_score_threshold=2.0).search(q, 10)[0]) == 0  # every centroid pruned
@@ -88,7 +92,7 @@ def tiny(tmp_path_factory):
     from retrieval_kd.index.build import build_index
 
     root = tmp_path_factory.mktemp("plaid")
-    ds, mve = write_beir(root / "ds"), tiny_multi_vector(root / "mve")
+    ds, mve = random_beir(root / "ds"), tiny_multi_vector(root / "mve")
     work = root / "work"  # encoded once, both indexes built from it
     exact = build_index("colbert", str(ds), root / "exact", str(mve), faiss_params=FaissParams(index="flat"),
                         chunk_size=40, work_dir=work, keep_work=True)
@@ -111,6 +115,7 @@ def _all_results(index, ds, overrides, k=10):
     return s, [s.search(r, k) for r in reps]
 
 
+@pytest.mark.slow
 def test_manifest_records_engine_and_resolved_parameters(tiny):
     m, e = _manifest(tiny["plaid"]), _manifest(tiny["exact"])
     assert m["params"]["engine"] == "plaid" and e["params"]["engine"] == "exact"
@@ -121,6 +126,7 @@ def test_manifest_records_engine_and_resolved_parameters(tiny):
     assert {"tokens.npy", "doc_offsets.npy", "candidates.faiss", "doc_ids.json"} <= set(m["files"])
 
 
+@pytest.mark.slow
 def test_generous_plaid_search_equals_exact_on_a_tiny_colbert(tiny):
     n_tok = _manifest(tiny["plaid"])["stats"]["n_tokens"]
     nlist = _manifest(tiny["plaid"])["params"]["faiss"]["nlist"]
@@ -140,6 +146,7 @@ def test_generous_plaid_search_equals_exact_on_a_tiny_colbert(tiny):
                 assert s == pytest.approx(same[d], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_search_follows_the_manifest_and_checks_overrides(tiny, tmp_path):
     from retrieval_kd.index.search import Searcher, search_stage
 
@@ -160,6 +167,7 @@ def test_search_follows_the_manifest_and_checks_overrides(tiny, tmp_path):
         Searcher(tiny["plaid"], {"engine": "fast"})
 
 
+@pytest.mark.slow
 def test_plaid_engine_needs_ivfpq_and_colbert_before_encoding(tiny):
     from retrieval_kd.index.build import build_index
 
@@ -170,6 +178,7 @@ def test_plaid_engine_needs_ivfpq_and_colbert_before_encoding(tiny):
         assert not out.exists() and not (tiny["root"] / f".bad-{family}.work").exists()
 
 
+@pytest.mark.slow
 def test_killed_plaid_build_resumes_and_a_failed_assembly_leaves_no_index(tiny, monkeypatch):
     from retrieval_kd.index import build
     from retrieval_kd.index.build import build_index
@@ -200,6 +209,7 @@ def test_killed_plaid_build_resumes_and_a_failed_assembly_leaves_no_index(tiny, 
     assert not work.exists()
 
 
+@pytest.mark.slow
 def test_cli_engine_option_round_trip(tiny, tmp_path):
     runner = CliRunner()
     idx, run = tmp_path / "idx", tmp_path / "run"

@@ -8,8 +8,6 @@ different vectors: the index tests need rankings that are not all ties.
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 from tests.tiny_models import WORDS
@@ -70,20 +68,6 @@ def tiny_multi_vector(folder: Path, seed: int = 0, dim: int = 16) -> Path:
             MultiVectorMask(), Normalize(module_input_name="token_embeddings")]
     MultiVectorEncoder(modules=mods, device="cpu").save(str(folder))
     return folder
-
-
-def write_beir(root: Path, n_docs: int = 120, n_queries: int = 12, seed: int = 0) -> Path:
-    """A small BEIR folder of random word sequences; query i is judged relevant to doc i."""
-    rng = random.Random(seed)
-    (root / "qrels").mkdir(parents=True, exist_ok=True)
-    docs = [" ".join(rng.choices(WORDS, k=rng.randint(6, 40))) for _ in range(n_docs)]
-    (root / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in enumerate(docs)))
-    (root / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": f"q{i}", "text": " ".join(docs[i].split()[:4])}) + "\n" for i in range(n_queries)))
-    (root / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(n_queries)))
-    return root
 
 
 def test_tiny_tokenizer_knows_the_words(tmp_path):

@@ -258,7 +258,7 @@ def test_interrupted_export_leaves_no_file(tmp_path, monkeypatch, fmt, name):
     def boom(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(interop.os, "fsync", boom)
+    monkeypatch.setattr(os, "fsync", boom)  # the writer is artifacts.atomic_open
     with pytest.raises(KeyboardInterrupt):
         export_scores(table(), fmt, tmp_path / name, dataset=dataset())
     assert list(tmp_path.iterdir()) == []

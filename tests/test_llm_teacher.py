@@ -134,10 +134,13 @@ def test_tiny_llm_identity_and_truncation(tiny_llama):
         LLMTeacher(str(tiny_llama), template="no fields here")
 
 
-def test_smollm2_gguf_converted_cache(tmp_path, monkeypatch):
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_smollm2_gguf_converted_cache(tmp_path, monkeypatch, fetched_model):
     from retrieval_kd.models.resolve import resolve_model
     from retrieval_kd.teachers.llm import LLMTeacher, converted_dir
 
+    fetched_model("smollm2-135m")
     ref = resolve_model("smollm2-135m")  # the real GGUF, fetched into the user cache
     monkeypatch.setenv("RKD_CACHE", str(tmp_path / "cache"))  # converted copy goes here
     conv = converted_dir(ref.sha256, "float32")
@@ -172,8 +175,9 @@ def _get_json(url: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
+def llama_server(tmp_path_factory, fetched_model):
     """A real llama.cpp server (llama-cpp-python) serving the SmolLM2 GGUF on 127.0.0.1."""
+    fetched_model("smollm2-135m")
     try:
         found = importlib.util.find_spec("llama_cpp") is not None
     except (ImportError, ValueError):
@@ -213,6 +217,9 @@ def llama_server(tmp_path_factory):
             proc.wait()
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.llm_server
 @pytest.mark.parametrize("chat", [False, True])
 def test_openai_teacher_real_llama_cpp_server(llama_server, chat):
     from retrieval_kd.teachers.openai_server import OpenAITeacher
@@ -302,12 +309,11 @@ def test_openai_unreachable_url_fails_once_after_bounded_retries(monkeypatch):
     assert "3 attempts" in str(err.value)
 
 
-def test_store_records_what_the_loaded_llm_resolved(tiny_llama, tmp_path):
+def test_store_records_what_the_loaded_llm_resolved(tiny_llama, tmp_path, tiny_ds):
     from retrieval_kd.scores.stage import score_stage
     from retrieval_kd.teachers.spec import parse_teacher
-    from tests.test_cli import write_beir
 
-    ds = write_beir(tmp_path / "tiny")
+    ds = tiny_ds
     run = tmp_path / "cand.trec"
     run.write_text("q1 Q0 d1 1 3.0 x\nq2 Q0 d2 1 3.0 x\n")
     spec = parse_teacher({"kind": "llm", "model": str(tiny_llama), "max_length": 40})
@@ -317,6 +323,7 @@ def test_store_records_what_the_loaded_llm_resolved(tiny_llama, tmp_path):
     assert m["teacher_loaded"]["chat"] is True and m["teacher_loaded"]["yes"]["id"] is not None
 
 
+@pytest.mark.slow
 def test_pipeline_llm_teacher_on_two_splits_runs_first_time(tiny_llama, tmp_path, monkeypatch):
     """Regression: a pipeline scoring two splits with one LLM teacher spec failed on its first
     run (the second split's stage got the kept teacher after the first store had closed it, so

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from retrieval_kd.locks import LockedError, hold, lock_file_for, read_holder
+from tests.beir import random_beir
 from tests.test_disk_full import one_line
-from tests.test_index_tiny import tiny_st, write_beir
+from tests.test_index_tiny import tiny_st
 from tests.test_train_support import tiny_config, train_env  # noqa: F401 - fixture
 
 PY = sys.executable
@@ -156,7 +157,7 @@ def test_a_forked_child_of_a_dead_holder_still_holds_the_lock_and_is_named(tmp_p
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("locks")
-    return {"ds": write_beir(root / "ds"), "st": tiny_st(root / "st")}
+    return {"ds": random_beir(root / "ds"), "st": tiny_st(root / "st")}
 
 
 SLOW_INDEX = """
@@ -174,6 +175,7 @@ SLOW_INDEX = """
 """
 
 
+@pytest.mark.slow
 def test_two_index_builds_on_one_output(tiny, tmp_path):
     out, release = tmp_path / "idx" / "x", tmp_path / "go"
     args = ["index", "dense", "-m", str(tiny["st"]), "-d", str(tiny["ds"]), "--chunk-size", "10", "-o", str(out)]
@@ -195,6 +197,7 @@ def test_two_index_builds_on_one_output(tiny, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["x"]  # no lock, work or temp left
 
 
+@pytest.mark.slow
 def test_a_killed_build_leaves_a_stale_lock_the_rerun_takes_over_and_resumes(tiny, tmp_path):
     out = tmp_path / "idx" / "x"
     a = start(SLOW_INDEX, str(tiny["ds"]), str(out), str(tiny["st"]), str(tmp_path / "never"), cwd=tmp_path)
@@ -230,6 +233,7 @@ SLOW_TRAIN = """
 """
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_output(train_env, tmp_path):  # noqa: F811
     out, release = tmp_path / "models" / "m", tmp_path / "go"
     cfg = tiny_config(train_env, "bi-encoder", out, max_steps=4, save_steps=2)
@@ -273,6 +277,7 @@ SLOW_SCORE = """
 """
 
 
+@pytest.mark.slow
 def test_two_scorings_of_one_request(tiny, tmp_path):
     from retrieval_kd.scores.store import ScoreStore
 
@@ -317,6 +322,7 @@ HOLD_RUN = """
 """
 
 
+@pytest.mark.slow
 def test_two_runners_on_one_run_root(tmp_path):
     from tests.test_pipeline_runner import setup
 

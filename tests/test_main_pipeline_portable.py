@@ -8,11 +8,14 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 import yaml
 
+from retrieval_kd.models.registry import model_registry
 from retrieval_kd.pipeline.load import load_pipeline
 from retrieval_kd.pipeline.runner import run_stages
 from retrieval_kd.report.render import write_report
+from tests.beir import write_beir
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = {
@@ -25,7 +28,7 @@ TOPICS = {
 }
 
 
-def write_beir(root: Path, seed: int = 0) -> Path:
+def topic_beir(root: Path, seed: int = 0) -> Path:
     """Six topics x 10 abstracts; train and test queries each judged relevant to one abstract."""
     rng = random.Random(seed)
     filler = "study results patients analysis effect data significant level group".split()
@@ -42,18 +45,24 @@ def write_beir(root: Path, seed: int = 0) -> Path:
                     qid = f"{split}-{did}"
                     queries.append({"_id": qid, "text": " ".join(rng.sample(w, 3) + [f"marker{t}{j}"])})
                     qrels[split].append((qid, did))
-    (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    for split, rows in qrels.items():
-        (root / "qrels" / f"{split}.tsv").write_text(
-            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in rows))
-    return root
+    return write_beir(root, docs, queries, {split: [(q, d, 1) for q, d in rows] for split, rows in qrels.items()})
 
 
-def test_main_pipeline_runs_on_another_beir_folder(tmp_path):
-    data = write_beir(tmp_path / "mini-beir")
+def _strings(node) -> set[str]:
+    if isinstance(node, dict):
+        return set().union(*map(_strings, node.values())) if node else set()
+    if isinstance(node, list):
+        return set().union(*map(_strings, node)) if node else set()
+    return {node} if isinstance(node, str) else set()
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_main_pipeline_runs_on_another_beir_folder(tmp_path, fetched_model):
+    data = topic_beir(tmp_path / "mini-beir")
     spec = yaml.safe_load((ROOT / "pipelines" / "scifact.yaml").read_text())
+    for name in sorted(_strings(spec) & set(model_registry())):  # the real models it names
+        fetched_model(name)
     spec["datasets"]["scifact"]["source"] = str(data)  # the only change
     spec["root"] = str(tmp_path / "run")
     path = tmp_path / "pipeline.yaml"

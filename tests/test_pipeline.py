@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import textwrap
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from retrieval_kd.errors import DataError
 from retrieval_kd.pipeline.load import PipelineError, load_pipeline
 from retrieval_kd.pipeline.plan import plan
+from tests.beir import write_beir
 
 WORDS = ["tumor", "cell", "protein", "gene", "cancer", "risk", "blood", "brain", "study", "effect",
          "patients", "treatment", "disease", "virus", "immune", "dna", "rna", "mouse", "human", "level",
@@ -22,23 +22,17 @@ WORDS = ["tumor", "cell", "protein", "gene", "cancer", "risk", "blood", "brain",
 
 def write_corpus(root: Path, n_docs: int = 60, n_queries: int = 24, seed: int = 0,
                  words: list[str] | tuple[str, ...] = tuple(WORDS)) -> Path:
-    """A small BEIR folder of random but reproducible texts, with train and test qrels."""
+    """A small BEIR folder of random but reproducible texts, with train and test qrels: query q is
+    3 words of a random document, judged in train (odd q) or test (even q)."""
     rng = random.Random(seed)
-    (root / "qrels").mkdir(parents=True)
     docs = [" ".join(rng.choice(words) for _ in range(rng.randint(8, 20))) for _ in range(n_docs)]
-    with open(root / "corpus.jsonl", "w") as f:
-        f.writelines(json.dumps({"_id": f"d{i}", "title": t.split()[0], "text": t}) + "\n"
-                     for i, t in enumerate(docs))
-    qrels: dict[str, list[str]] = {"train": [], "test": []}
-    with open(root / "queries.jsonl", "w") as f:
-        for q in range(n_queries):
-            target = rng.randrange(n_docs)
-            words = docs[target].split()
-            f.write(json.dumps({"_id": f"q{q}", "text": " ".join(rng.sample(words, 3))}) + "\n")
-            qrels["train" if q % 2 else "test"].append(f"q{q}\td{target}\t1")
-    for split, rows in qrels.items():
-        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
-    return root
+    queries, qrels = [], {"train": [], "test": []}
+    for q in range(n_queries):
+        target = rng.randrange(n_docs)
+        queries.append({"_id": f"q{q}", "text": " ".join(rng.sample(docs[target].split(), 3))})
+        qrels["train" if q % 2 else "test"].append((f"q{q}", f"d{target}", 1))
+    return write_beir(root, ({"_id": f"d{i}", "title": t.split()[0], "text": t} for i, t in enumerate(docs)),
+                      queries, qrels)
 
 
 BASE = """\

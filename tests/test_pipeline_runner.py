@@ -77,6 +77,7 @@ def outputs(root: Path) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.slow
 def test_second_run_is_all_cached_and_record_is_complete(tmp_path):
     p = setup(tmp_path)
     root = tmp_path / "runs"
@@ -99,6 +100,7 @@ def test_second_run_is_all_cached_and_record_is_complete(tmp_path):
     assert (root / "pipeline.yaml").read_text() == p.read_text()
 
 
+@pytest.mark.slow
 def test_changing_one_parameter_reruns_that_stage_and_its_dependents_only(tmp_path):
     p = setup(tmp_path)
     root = tmp_path / "runs"
@@ -127,6 +129,7 @@ def test_changing_one_parameter_reruns_that_stage_and_its_dependents_only(tmp_pa
     assert outputs(root) == before
 
 
+@pytest.mark.slow
 def test_runtime_knobs_and_display_only_changes(tmp_path):
     p = setup(tmp_path)
     root = tmp_path / "runs"
@@ -137,6 +140,7 @@ def test_runtime_knobs_and_display_only_changes(tmp_path):
     assert [k for k, v in statuses(run(p, root)).items() if v == "ran"] == ["eval:test"]
 
 
+@pytest.mark.slow
 def test_changed_dataset_file_reruns_every_stage_that_reads_it(tmp_path):
     p = setup(tmp_path)
     root = tmp_path / "runs"
@@ -219,6 +223,7 @@ def kill_when(cmd: list[str], cwd: Path, ready, timeout: float = 300) -> bool:
 BIG = PIPE.replace("top_k: 10", "top_k: 25").replace("chunk_size: 20", "chunk_size: 25")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["between stages", "inside the score stage"])
 def test_kill_9_then_rerun_skips_finished_stages_and_matches_an_uninterrupted_run(tmp_path, where):
     p = setup(tmp_path, BIG, n_docs=400, n_queries=240)
@@ -249,6 +254,7 @@ def test_kill_9_then_rerun_skips_finished_stages_and_matches_an_uninterrupted_ru
     assert not [q for q in root.iterdir() if ".tmp-" in q.name]
 
 
+@pytest.mark.slow
 def test_cli_dry_run_prints_the_plan_with_cached_stages(tmp_path):
     p = setup(tmp_path)
     r = rkd("run", str(p), "--root", "r", "--only", "retrieve:bm25", "--no-report", cwd=tmp_path)
@@ -269,6 +275,7 @@ def test_cli_reports_pipeline_errors_with_file_and_line(tmp_path):
     assert f"{p}:{line}: teachers.bm25t.top_k" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_score_stages_with_one_teacher_spec_load_it_once(tmp_path, monkeypatch):
     import retrieval_kd.teachers.spec as spec_mod
     from retrieval_kd.pipeline import adapters
@@ -303,6 +310,7 @@ def test_score_stages_with_one_teacher_spec_load_it_once(tmp_path, monkeypatch):
         assert all(abs(got[k] - want[k]) < 1e-9 for k in got)
 
 
+@pytest.mark.slow
 def test_cli_says_when_an_only_run_leaves_the_report_as_it_was(tmp_path):
     p = setup(tmp_path)
     r = rkd("run", str(p), "--root", "r", cwd=tmp_path)

@@ -115,6 +115,7 @@ def test_seeded_students_plan_one_stage_per_seed(env):
         "search:kd@test#s1", "search:kd@test#s2"]
 
 
+@pytest.mark.slow
 def test_seeded_run_evaluates_every_seed_and_caches(env, run_root):
     rec = read_json(run_root / "run.json")
     st = _stages(rec)
@@ -173,6 +174,7 @@ def test_seeded_run_evaluates_every_seed_and_caches(env, run_root):
     assert {s["status"] for s in again["stages"]} == {"cached"}
 
 
+@pytest.mark.slow
 def test_report_shows_seeds_and_the_family_table(run_root):
     paths = write_report(run_root)
     md = paths["markdown"].read_text()

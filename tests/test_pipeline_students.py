@@ -68,6 +68,7 @@ def statuses(rec: dict) -> dict[str, str]:
     return {s["id"]: s["status"] for s in rec["stages"]}
 
 
+@pytest.mark.slow
 def test_students_train_index_search_and_evaluate(env):
     root = env / "runs"
     rec = run_stages(load_pipeline(env / "p.yaml"), root, echo=lambda _m: None)

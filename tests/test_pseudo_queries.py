@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research" / "disti
 import pseudo_queries as pq  # noqa: E402
 
 from retrieval_kd.data.registry import load_dataset  # noqa: E402
+from tests.beir import write_beir  # noqa: E402
 
 
 @pytest.mark.parametrize("raw, want", [
@@ -26,13 +27,9 @@ def test_clean(raw, want):
 
 
 def beir(root: Path) -> Path:
-    (root / "qrels").mkdir(parents=True)
     docs = [{"_id": f"d{i}", "title": f"T{i}", "text": f"text {i}"} for i in range(3)]
-    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "claim one"}\n{"_id": "q2", "text": "claim two"}\n')
-    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\n")
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq2\td1\t1\n")
-    return root
+    queries = [{"_id": "q1", "text": "claim one"}, {"_id": "q2", "text": "claim two"}]
+    return write_beir(root, docs, queries, {"train": [("q1", "d0", 1)], "test": [("q2", "d1", 1)]})
 
 
 def test_dataset_adds_generated_queries_with_their_source_as_positive(tmp_path):

@@ -17,6 +17,7 @@ from retrieval_kd.data.registry import load_dataset
 from retrieval_kd.errors import RkdError
 from retrieval_kd.queries.clean import CleanRules, Deduper, clean_query
 from retrieval_kd.queries.params import QueryGenParams
+from tests.beir import write_beir
 from tests.test_llm_teacher import llama_server  # noqa: F401 - the real llama.cpp server fixture
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,18 +95,13 @@ PARAMS = {"model": "smollm2-135m", "count": N_PASSAGES, "seed": 7, "max_new_toke
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory, shared_data) -> Path:
+def source(tmp_path_factory, scifact_dir) -> Path:
     """A BEIR folder of 12 real SciFact passages (strictly loadable)."""
-    ds = load_dataset(str(shared_data / "scifact"), "test")
-    root = tmp_path_factory.mktemp("src") / "sci12"
-    (root / "qrels").mkdir(parents=True)
+    ds = load_dataset(str(scifact_dir), "test")
     docs = list(ds.corpus.docs.items())[:12]
-    with open(root / "corpus.jsonl", "w") as f:
-        for did, d in docs:
-            f.write(json.dumps({"_id": did, "title": d.title, "text": d.text}) + "\n")
-    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "a human query"}\n')
-    (root / "qrels" / "test.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\t{docs[0][0]}\t1\n")
-    return root
+    return write_beir(tmp_path_factory.mktemp("src") / "sci12",
+                      [{"_id": did, "title": d.title, "text": d.text} for did, d in docs],
+                      [{"_id": "q1", "text": "a human query"}], {"test": [("q1", docs[0][0], 1)]})
 
 
 class Counting:
@@ -127,8 +123,10 @@ class Counting:
 
 
 @pytest.fixture(scope="module")
-def smollm2():
+def smollm2(fetched_model):
     from retrieval_kd.queries.backends import LlamaCppBackend
+
+    fetched_model("smollm2-135m")
 
     b = LlamaCppBackend(QueryGenParams(**PARAMS))
     yield b
@@ -145,6 +143,8 @@ def generated(source, smollm2, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_real_generation_is_a_strict_beir_folder_pointing_at_its_passages(source, generated):
     from retrieval_kd.models.resolve import resolve_model
 
@@ -179,6 +179,8 @@ def test_real_generation_is_a_strict_beir_folder_pointing_at_its_passages(source
     print("smollm2 queries:", [r["query"] or f"<{r['rejected']}> {r['raw']!r}" for r in rows])
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_killed_run_resumes_without_losing_or_repeating_a_query(source, generated, smollm2, tmp_path):
     from retrieval_kd.queries.generate import generate_queries
 
@@ -213,6 +215,9 @@ def test_killed_run_resumes_without_losing_or_repeating_a_query(source, generate
     assert "stale x y" not in (tmp_path / "gq2" / "generated.jsonl").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.llm_server
 def test_real_llama_cpp_server_backend(source, llama_server, tmp_path):  # noqa: F811
     from retrieval_kd.queries.generate import generate_queries
 
@@ -244,17 +249,16 @@ def one_error(r: subprocess.CompletedProcess, needle: str) -> None:
     assert needle in " ".join(lines[0].split()), r.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_cli_bad_input_is_one_line_and_leaves_nothing(source, tmp_path):
     before = set(tmp_path.iterdir())
     one_error(rkd("queries", "generate", "-d", str(source), "--model", "no-such-model", "--count", "2",
                   "-o", "out", cwd=tmp_path), "model 'no-such-model': not a registered generator")
     one_error(rkd("queries", "generate", "-d", str(source), "--model", "minilm-l6", "--count", "2",
                   "-o", "out", cwd=tmp_path), "is a sentence-transformer, not a generator")
-    bad = tmp_path / "bad"
-    (bad / "qrels").mkdir(parents=True)
-    (bad / "corpus.jsonl").write_text('{"_id": "d1", "text": "fine"}\n{oops\n')
-    (bad / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
-    (bad / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    bad = write_beir(tmp_path / "bad", [{"_id": "d1", "text": "fine"}, "{oops"], [{"_id": "q1", "text": "x"}],
+                     {"test": "q1\td1\t1\n"})
     one_error(rkd("queries", "generate", "-d", str(bad), "--model", "smollm2-135m", "--count", "1",
                   "-o", "out", cwd=tmp_path), "corpus.jsonl:2")
     one_error(rkd("queries", "generate", "-d", str(source), "--model", "smollm2-135m", "-o", "out",
@@ -404,13 +408,9 @@ def test_filter_keeps_queries_whose_passage_the_run_ranks_high(tmp_path):
     from retrieval_kd.queries.filter import filter_queries, source_rank
 
     assert source_rank({"a": 1.0, "b": 3.0, "c": 3.0}, "c") == 2 and source_rank({"a": 1.0}, "z") is None
-    src = tmp_path / "gq"
-    (src / "qrels").mkdir(parents=True)
-    (src / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": f"text {i}"}) + "\n"
-                                              for i in range(4)))
-    (src / "queries.jsonl").write_text("".join(json.dumps({"_id": f"gq-d{i}", "text": f"query {i}"}) + "\n"
-                                               for i in range(4)))
-    (src / "qrels" / "train.tsv").write_text("".join(f"gq-d{i}\td{i}\t1\n" for i in range(4)))
+    src = write_beir(tmp_path / "gq", [{"_id": f"d{i}", "text": f"text {i}"} for i in range(4)],
+                     [{"_id": f"gq-d{i}", "text": f"query {i}"} for i in range(4)],
+                     {"train": "".join(f"gq-d{i}\td{i}\t1\n" for i in range(4))})  # no header line
     run = tmp_path / "run.trec"
     run.write_text("gq-d0 Q0 d0 1 9 t\ngq-d0 Q0 d1 2 5 t\n"     # rank 1: kept
                    "gq-d1 Q0 d0 1 9 t\ngq-d1 Q0 d1 2 5 t\n"     # rank 2: kept with top_k 2
@@ -431,6 +431,7 @@ def test_filter_keeps_queries_whose_passage_the_run_ranks_high(tmp_path):
     assert not (tmp_path / "f0").exists()
 
 
+@pytest.mark.slow
 def test_pipeline_filtered_dataset_plans_and_runs(tmp_path, monkeypatch):
     from retrieval_kd.pipeline.load import PipelineError, load_pipeline
     from retrieval_kd.pipeline.plan import plan

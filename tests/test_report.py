@@ -29,6 +29,7 @@ def run_root(tmp_path_factory) -> Path:
     return d / "runs"
 
 
+@pytest.mark.slow
 def test_report_numbers_equal_evaluate_run_on_the_run_files(run_root):
     paths = write_report(run_root)
     md = paths["markdown"].read_text()
@@ -52,6 +53,7 @@ def test_report_numbers_equal_evaluate_run_on_the_run_files(run_root):
     assert verify(collect(run_root)) == 9
 
 
+@pytest.mark.slow
 def test_report_figures_and_cli(run_root):
     r = rkd("report", str(run_root), "--check", cwd=run_root.parent)
     assert r.returncode == 0, r.stderr
@@ -61,6 +63,7 @@ def test_report_figures_and_cli(run_root):
     assert "quality_latency-test.png" in (run_root / "report" / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_significance_is_ranx_paired_t_test_against_the_baseline(run_root):
     from scipy.stats import ttest_rel
 
@@ -87,6 +90,7 @@ def test_significance_is_ranx_paired_t_test_against_the_baseline(run_root):
             assert sig["significant"] == (sig["p_value"] < 0.05)
 
 
+@pytest.mark.slow
 def test_verify_catches_a_tampered_result(run_root, tmp_path):
     import shutil
 

@@ -23,27 +23,19 @@ from retrieval_kd.teachers.ensemble import EnsembleTeacher, normalize, per_query
 from retrieval_kd.teachers.identity import spec_identity
 from retrieval_kd.teachers.spec import parse_teacher
 from tests import store_worker
+from tests.beir import write_beir
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["protein", "cell", "gene", "tumor", "virus", "immune", "blood", "drug", "brain", "heart", "lung", "liver", "kidney", "bone", "skin", "muscle", "nerve", "insulin", "glucose", "cancer", "therapy", "vaccine", "antibody", "receptor", "enzyme"]
 
 
 def make_beir(root: Path, n_docs: int = 12, n_queries: int = 9, seed: int = 0) -> Path:
+    """Documents of 12 and queries of 3 random ``WORDS`` (numpy's generator); query i is judged
+    relevant to document ``i % n_docs``."""
     rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "corpus.jsonl", "w") as f:
-        for i in range(n_docs):
-            text = " ".join(rng.choice(WORDS, 12))
-            f.write(json.dumps({"_id": f"d{i}", "title": f"T{i}", "text": text}) + "\n")
-    with open(root / "queries.jsonl", "w") as f:
-        for i in range(n_queries):
-            f.write(json.dumps({"_id": f"q{i}", "text": " ".join(rng.choice(WORDS, 3))}) + "\n")
-    (root / "qrels").mkdir(exist_ok=True)
-    with open(root / "qrels" / "test.tsv", "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for i in range(n_queries):
-            f.write(f"q{i}\td{i % n_docs}\t1\n")
-    return root
+    docs = [{"_id": f"d{i}", "title": f"T{i}", "text": " ".join(rng.choice(WORDS, 12))} for i in range(n_docs)]
+    queries = [{"_id": f"q{i}", "text": " ".join(rng.choice(WORDS, 3))} for i in range(n_queries)]
+    return write_beir(root, docs, queries, {"test": [(f"q{i}", f"d{i % n_docs}", 1) for i in range(n_queries)]})
 
 
 def rows(store: ScoreStore) -> dict[tuple[str, str], tuple[float, int | None, int | None]]:
@@ -72,6 +64,7 @@ def tiny(tmp_path) -> Path:
     return make_beir(tmp_path / "tiny")
 
 
+@pytest.mark.slow
 def test_kill9_at_several_points_then_resume_equals_uninterrupted(tiny, tmp_path):
     reference = store_worker.run(str(tiny), str(tmp_path / "ref"), 0.0)
     assert reference.complete and len(rows(reference)) == 9 * 12

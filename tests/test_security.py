@@ -146,6 +146,7 @@ def test_client_sends_credentials_but_never_shows_them(server, monkeypatch):
     assert "http://***@127.0.0.1:9/v1/models" in str(err.value) and URL_KEY not in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_error_lines_carry_no_key(server, tmp_path):
     """The reported case: `rkd score` (and `rkd queries generate`) against a URL with user:key@."""
     from tests.test_pipeline import write_corpus
@@ -194,6 +195,7 @@ teachers:
 """
 
 
+@pytest.mark.slow
 def test_run_records_hold_no_api_key(server, tmp_path, monkeypatch):
     """A pipeline whose servers take a key from the URL and from the environment: every file the
     run writes (run.json, stage.json, manifests, stores, the pipeline copy) is free of them, and
@@ -429,21 +431,18 @@ EVIL_IDS = ("../../../escape-q", "/tmp/escape-abs", "..\\..\\escape-win", "a/../
 
 
 def _evil_beir(root: Path) -> Path:
-    (root / "qrels").mkdir(parents=True)
+    from tests.beir import write_beir
+
     words = "cell gene protein tumor blood virus drug dose".split()
     docs = {f"{e}-d{i}": " ".join(words[(i + j) % 8] for j in range(6)) for i in range(6) for e in EVIL_IDS}
-    with open(root / "corpus.jsonl", "w") as f:
-        f.writelines(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in docs.items())
     qs = {f"{e}-q{i}": " ".join(words[i:i + 3]) for i in range(3) for e in EVIL_IDS}
-    with open(root / "queries.jsonl", "w") as f:
-        f.writelines(json.dumps({"_id": q, "text": t}) + "\n" for q, t in qs.items())
     dids = list(docs)
-    rows = [f"{q}\t{dids[i % len(dids)]}\t1" for i, q in enumerate(qs)]
-    for split in ("train", "test"):
-        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
-    return root
+    rows = [(q, dids[i % len(dids)], 1) for i, q in enumerate(qs)]
+    return write_beir(root, ({"_id": d, "title": "", "text": t} for d, t in docs.items()),
+                      ({"_id": q, "text": t} for q, t in qs.items()), {"train": rows, "test": rows})
 
 
+@pytest.mark.slow
 def test_path_like_ids_never_become_paths(tmp_path):
     """Query and document ids that read as paths go through retrieval, scoring (a store) and
     evaluation as plain strings: nothing is written outside the run root, no file takes an id's name."""

@@ -19,6 +19,7 @@ RKD = [sys.executable, "-m", "retrieval_kd.cli.main"]
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_label_only_baseline_from_store_ranks_and_from_a_run(train_env, tmp_path):  # noqa: F811
     from retrieval_kd.train.stage import train_stage
 
@@ -35,6 +36,7 @@ def test_label_only_baseline_from_store_ranks_and_from_a_run(train_env, tmp_path
     assert man2["examples"]["fingerprint"] == man["examples"]["fingerprint"]
 
 
+@pytest.mark.slow
 def test_finished_run_is_reused_and_a_changed_run_is_refused(train_env, tmp_path):  # noqa: F811
     from retrieval_kd.train.stage import train_stage, work_dir
 
@@ -57,9 +59,10 @@ def test_finished_run_is_reused_and_a_changed_run_is_refused(train_env, tmp_path
 
 def test_store_of_another_dataset_is_an_error(train_env, tmp_path):  # noqa: F811
     from retrieval_kd.train.stage import load_inputs
-    from tests.test_train_support import write_beir
+    from tests.beir import random_beir
+    from tests.test_train_support import TRAIN_BEIR
 
-    other = write_beir(tmp_path / "tinyds", seed=1)  # same name and ids, different texts
+    other = random_beir(tmp_path / "tinyds", seed=1, **TRAIN_BEIR)  # same name and ids, different texts
     cfg = tiny_config(train_env, "bi-encoder", tmp_path / "x", dataset=str(other))
     with pytest.raises(RkdError, match="does not match"):
         load_inputs(cfg)
@@ -80,6 +83,7 @@ train_stage(cfg, progress=False, callbacks=[Slow()])
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(train_env, tmp_path):  # noqa: F811
     from transformers import TrainerCallback
 
@@ -137,6 +141,7 @@ def rkd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           check=False)
 
 
+@pytest.mark.slow
 def test_cli_trains_from_yaml_with_flag_overrides_and_reports_errors_in_one_line(train_env, tmp_path):  # noqa: F811
     (tmp_path / "train.yaml").write_text(
         f"family: colbert\ninit: {train_env['colbert']}\nscores: [{train_env['store']}]\n"

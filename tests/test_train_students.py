@@ -44,6 +44,7 @@ def fixed_batch_losses(cfg, tmp_path, steps: int = 8) -> list[float]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("loss", LOSSES)
 def test_loss_decreases_on_a_fixed_batch(train_env, tmp_path, family, loss):  # noqa: F811
@@ -67,6 +68,7 @@ def test_weighted_loss_reports_each_component(train_env, tmp_path):  # noqa: F81
     assert (splade.query_regularizer_weight, splade.document_regularizer_weight) == (0.1, 0.2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_trained_student_reloads_with_the_plain_class(train_env, tmp_path, family):  # noqa: F811
     import sentence_transformers as st

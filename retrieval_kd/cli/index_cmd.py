@@ -24,10 +24,11 @@ EmbCache = Annotated[Path | None, typer.Option(help="Folder of cached document v
                                                     "runs and teachers of the same model and settings: "
                                                     "documents already there are not encoded again.")]
 FaissDevice = Annotated[str, typer.Option(help="auto (GPU when faiss-gpu sees one) | cpu | gpu.")]
-BackendOpt = Annotated[str, typer.Option(help="Inference backend: torch | onnx | openvino (onnx/openvino: the "
-                                              "model's transformer exported once, cached under $RKD_CACHE).")]
-VariantOpt = Annotated[str, typer.Option(help="With --backend onnx: fp32 | O1 | O2 | O3 | int8 (this CPU's "
-                                              "config; or int8-avx2, int8-avx512, int8-avx512_vnni, int8-arm64).")]
+BackendOpt = Annotated[str, typer.Option(help="Inference backend: auto | torch | onnx | openvino (onnx/openvino: "
+                                              "the model's transformer exported once, cached under $RKD_CACHE). "
+                                              "auto: openvino bf16 on a CPU with native bf16, else torch.")]
+VariantOpt = Annotated[str, typer.Option(help="fp32 | bf16 (openvino) | O1 | O2 | O3 | int8 (onnx; this CPU's "
+                                              "config, or int8-avx2, int8-avx512, int8-avx512_vnni, int8-arm64).")]
 Opt = typer.Option
 MaybeInt = int | None
 
@@ -38,8 +39,9 @@ def _default_out(dataset: str, model: str, suffix: str) -> Path:
 
 def _backend(backend: str, variant: str) -> dict[str, str]:
     """``backend`` / ``variant`` encoder params (checked first: one clear line for a bad pair)."""
-    from retrieval_kd.models.backends import check
+    from retrieval_kd.models.backends import check, resolve_auto
 
+    backend, variant = resolve_auto(backend, variant)
     check(backend, variant)
     return {"backend": backend, "variant": variant}
 
@@ -106,8 +108,8 @@ def dense(
     keep_embeddings: Keep = False,
     work_dir: WorkDir = None,
     keep_work: KeepWork = False,
-    backend: BackendOpt = "torch",
-    variant: VariantOpt = "fp32",
+    backend: BackendOpt = "auto",
+    variant: VariantOpt = "auto",
     embedding_cache: EmbCache = None,
 ) -> None:
     """Dense index: FAISS flat (exact), HNSW or IVF-PQ over inner product of normalised embeddings."""
@@ -137,8 +139,8 @@ def splade(
     keep_embeddings: Keep = False,
     work_dir: WorkDir = None,
     keep_work: KeepWork = False,
-    backend: BackendOpt = "torch",
-    variant: VariantOpt = "fp32",
+    backend: BackendOpt = "auto",
+    variant: VariantOpt = "auto",
     embedding_cache: EmbCache = None,
 ) -> None:
     """SPLADE inverted index (posting lists over the vocabulary; sparse dot-product search)."""
@@ -189,8 +191,8 @@ def colbert(
     keep_embeddings: Keep = False,
     work_dir: WorkDir = None,
     keep_work: KeepWork = False,
-    backend: BackendOpt = "torch",
-    variant: VariantOpt = "fp32",
+    backend: BackendOpt = "auto",
+    variant: VariantOpt = "auto",
 ) -> None:
     """ColBERT late-interaction index: float16 token vectors + FAISS token index; MaxSim at search."""
     from retrieval_kd.index.build import build_index

@@ -53,16 +53,18 @@ def dense(
     max_seq_length: int = typer.Option(None, help="Override the model's maximum length."),
     query_prompt: str = typer.Option("", help="Text prepended to each query."),
     doc_prompt: str = typer.Option("", help="Text prepended to each document."),
-    backend: str = typer.Option("torch", help="Inference backend: torch | onnx | openvino."),
-    variant: str = typer.Option("fp32", help="With --backend onnx: fp32 | O1 | O2 | O3 | int8."),
+    backend: str = typer.Option("auto", help="Inference backend: auto | torch | onnx | openvino (auto: "
+                                            "openvino bf16 on a CPU with native bf16, else torch)."),
+    variant: str = typer.Option("auto", help="fp32 | bf16 (openvino) | O1 | O2 | O3 | int8 (onnx)."),
     embedding_cache: Path = typer.Option(None, help="Folder of cached document vectors (shared with index "
                                                     "builds and teachers): documents there are not encoded "
                                                     "again."),
 ) -> None:
     """Exact dense retrieval (FAISS flat, inner product over normalised embeddings)."""
-    from retrieval_kd.models.backends import check
+    from retrieval_kd.models.backends import check, resolve_auto
     from retrieval_kd.retrieve.stage import dense_stage
 
+    backend, variant = resolve_auto(backend, variant)
     check(backend, variant)
     params = DenseParams(batch_size=batch_size, max_seq_length=max_seq_length,
                          query_prompt=query_prompt, doc_prompt=doc_prompt, backend=backend, variant=variant)

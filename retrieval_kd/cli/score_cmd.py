@@ -126,8 +126,9 @@ def score(
     base_url: str = typer.Option(None, help="OpenAI-compatible server (LLM teacher)."),
     batch_size: int = typer.Option(None),
     backend: str = typer.Option(None, help="Inference backend of the cross-encoder / bi-encoder / SPLADE "
-                                           "teacher (ensemble members too): torch | onnx | openvino; "
-                                           "default: the spec's (torch)."),
+                                           "teacher (ensemble members too): auto | torch | onnx | openvino; "
+                                           "default: the spec's (auto: openvino bf16 on a CPU with "
+                                           "native bf16, else torch)."),
     variant: str = typer.Option(None, help="onnx variant: fp32 | O1 | O2 | O3 | int8 (this CPU's int8 "
                                            "config, or int8-avx2 / int8-avx512 / int8-avx512_vnni / "
                                            "int8-arm64); the export is cached under $RKD_CACHE."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from retrieval_kd.data.readers import add_judgement, read_jsonl, read_tsv, require_str
-from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, cross_check
+from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries
 from retrieval_kd.errors import DataError, NotFoundError
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
@@ -78,18 +78,8 @@ def load_beir(root: str | Path, split: str, name: str | None = None) -> Dataset:
     corpus = load_corpus_jsonl(root / "corpus.jsonl")
     all_queries = load_queries_jsonl(root / "queries.jsonl")
     qrels = load_qrels_tsv(qrels_path)
-    report = cross_check(corpus, all_queries, qrels)
-    queries = Queries({q: all_queries.texts[q] for q in qrels if q in all_queries.texts})
-    return Dataset(
-        name=name or root.name,
-        split=split,
-        corpus=corpus,
-        queries=queries,
-        qrels=qrels,
-        sources={
-            "corpus": str(root / "corpus.jsonl"),
-            "queries": str(root / "queries.jsonl"),
-            "qrels": str(qrels_path),
-        },
-        report=report,
-    )
+    return Dataset.judged(name or root.name, split, corpus, all_queries, qrels, sources={
+        "corpus": str(root / "corpus.jsonl"),
+        "queries": str(root / "queries.jsonl"),
+        "qrels": str(qrels_path),
+    })

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, cross_check
+from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries
 
 
 def load_ir_datasets(dataset_id: str, name: str | None = None, split: str = "test") -> Dataset:
@@ -18,14 +18,5 @@ def load_ir_datasets(dataset_id: str, name: str | None = None, split: str = "tes
     qrels: Qrels = {}
     for r in ds.qrels_iter():
         qrels.setdefault(r.query_id, {})[r.doc_id] = int(r.relevance)
-    corpus, queries = Corpus(docs), Queries(all_q)
-    report = cross_check(corpus, queries, qrels)
-    return Dataset(
-        name=name or dataset_id,
-        split=split,
-        corpus=corpus,
-        queries=Queries({q: all_q[q] for q in qrels if q in all_q}),
-        qrels=qrels,
-        sources={"ir_datasets": dataset_id},
-        report=report,
-    )
+    return Dataset.judged(name or dataset_id, split, Corpus(docs), Queries(all_q), qrels,
+                          sources={"ir_datasets": dataset_id})

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from retrieval_kd.artifacts import atomic_write_text
 from retrieval_kd.data.readers import add_judgement, read_tsv
-from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, Run, cross_check
+from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, Run
 from retrieval_kd.errors import DataError, NotFoundError
 
 _TOP = re.compile(r"<top>(.*?)</top>", re.S | re.I)
@@ -102,12 +103,16 @@ def sorted_hits(hits: dict[str, float]) -> list[tuple[str, float]]:
     return sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+def trec_lines(run: Run, tag: str) -> Iterator[str]:
+    """The lines (without newline) of a TREC run: ``qid Q0 docid rank score tag``, queries in
+    ``run``'s order, each query's hits ranked by :func:`sorted_hits`, scores as ``repr(float)``."""
+    for qid, hits in run.items():
+        for rank, (did, score) in enumerate(sorted_hits(hits), 1):
+            yield f"{qid} Q0 {did} {rank} {float(score)!r} {tag}"
+
+
 def format_trec_run(run: Run, tag: str) -> str:
-    lines = []
-    for qid in run:
-        for rank, (did, score) in enumerate(sorted_hits(run[qid]), 1):
-            lines.append(f"{qid} Q0 {did} {rank} {float(score)!r} {tag}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(trec_lines(run, tag)) + "\n"
 
 
 def write_trec_run(run: Run, path: str | Path, tag: str = "rkd") -> None:
@@ -121,18 +126,8 @@ def load_trec_dir(root: str | Path, name: str | None = None, split: str = "test"
     corpus = load_corpus_tsv(root / "corpus.tsv")
     all_queries = load_topics(root / "queries.tsv")
     qrels = load_trec_qrels(root / "qrels.txt")
-    report = cross_check(corpus, all_queries, qrels)
-    queries = Queries({q: all_queries.texts[q] for q in qrels if q in all_queries.texts})
-    return Dataset(
-        name=name or root.name,
-        split=split,
-        corpus=corpus,
-        queries=queries,
-        qrels=qrels,
-        sources={
-            "corpus": str(root / "corpus.tsv"),
-            "queries": str(root / "queries.tsv"),
-            "qrels": str(root / "qrels.txt"),
-        },
-        report=report,
-    )
+    return Dataset.judged(name or root.name, split, corpus, all_queries, qrels, sources={
+        "corpus": str(root / "corpus.tsv"),
+        "queries": str(root / "queries.tsv"),
+        "qrels": str(root / "qrels.txt"),
+    })

@@ -109,6 +109,21 @@ class Dataset:
     """Which files (or ids) each part was read from."""
     report: ValidationReport = field(default_factory=ValidationReport)
 
+    @classmethod
+    def judged(cls, name: str, split: str, corpus: Corpus, all_queries: Queries, qrels: Qrels,
+               sources: dict[str, str]) -> Dataset:
+        """A split from files read whole: its queries are those ``qrels`` judge (in qrels order),
+        with the qrels checked against the corpus and every query read."""
+        return cls(
+            name=name,
+            split=split,
+            corpus=corpus,
+            queries=Queries({q: all_queries.texts[q] for q in qrels if q in all_queries.texts}),
+            qrels=qrels,
+            sources=sources,
+            report=cross_check(corpus, all_queries, qrels),
+        )
+
     def protocol(self) -> dict[str, object]:
         """What identifies this split's content, for manifests and result records."""
         return {

@@ -1,5 +1,6 @@
-"""Systems trained with several seeds, paired tests between them, and a student's share of the
-init-to-teacher gap.
+"""Systems against a baseline: ranx's paired test per query (:func:`significance`, what ``rkd
+eval --baseline`` and an unseeded pipeline eval report), systems trained with several seeds and
+paired tests between them, and a student's share of the init-to-teacher gap.
 
 A seeded system is the list of its per-seed runs. Its metric is the mean over seeds (with the
 sample standard deviation and each seed's value); two systems are compared by a paired t-test
@@ -11,6 +12,17 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+from retrieval_kd.data.types import Qrels, Run
+
+STAT_TEST, ALPHA = "student", 0.05
+"""The default test of :func:`significance` (ranx's paired Student's t-test) and its level: what
+a pipeline eval uses unless it sets ``stat_test`` / ``alpha``, and what ``rkd eval --baseline``
+runs."""
+
+STAT_TESTS = {"student": "paired Student's t-test", "fisher": "Fisher's randomisation test",
+              "tukey": "Tukey's HSD test"}
+"""ranx's ``stat_test`` names, in words."""
 
 PAIRED_TEST = "paired t-test over queries on seed-averaged scores"
 """How :func:`paired_test` on :func:`per_query` scores is named in results and reports."""
@@ -43,3 +55,41 @@ def gap_closed(init: float | None, student: float, teacher: float | None) -> flo
     if init is None or teacher is None or teacher <= init:
         return None
     return (student - init) / (teacher - init)
+
+
+def significance(qrels: Qrels, runs: dict[str, Run], baseline: str, metrics: list[str], *,
+                 stat_test: str = STAT_TEST, alpha: float = ALPHA, ignore_identical_ids: bool = True
+                 ) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each system against ``baseline`` with ranx's ``compare`` (paired test per query, on the
+    same judged-query view ``evaluate_run`` scores): {system: {metric: {p_value, significant,
+    delta}}}."""
+    import warnings
+
+    from ranx import Qrels as RQrels
+    from ranx import Run as RRun
+    from ranx import compare
+
+    from retrieval_kd.eval.metrics import drop_identical_ids
+
+    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
+    rq = RQrels(judged)
+    rruns = []
+    for name, run in runs.items():
+        if ignore_identical_ids:
+            run = drop_identical_ids(run)
+        rruns.append(RRun({q: dict(run.get(q, {})) for q in judged}, name=name))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unsafe cast.*")
+        rep = compare(rq, rruns, list(metrics), stat_test=stat_test, max_p=alpha, make_comparable=True)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in runs:
+        if name == baseline:
+            continue
+        out[name] = {}
+        for m in metrics:
+            c = rep.comparisons[name, baseline][m]
+            pv = float(c["p_value"])
+            pv = None if math.isnan(pv) else pv  # identical per-query scores: no test (NaN)
+            out[name][m] = {"p_value": pv, "significant": bool(c["significant"]) and pv is not None,
+                            "delta": float(rep.results[name][m] - rep.results[baseline][m])}
+    return out

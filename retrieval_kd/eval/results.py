@@ -5,25 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from retrieval_kd.artifacts import (
-    atomic_write_text,
-    now_iso,
-    read_manifest,
-    sha256_file,
-    write_json,
-)
+from retrieval_kd.artifacts import atomic_write_text, now_iso, sha256_file, write_json
+from retrieval_kd.data.runfiles import RUN_FILE, locate_run
 from retrieval_kd.data.trec import load_trec_run
 from retrieval_kd.data.types import Dataset, Run
-
-RUN_FILE = "run.trec"
-
-
-def locate_run(path: str | Path) -> tuple[Path, dict[str, Any] | None]:
-    """Accept a run directory (``run.trec`` + ``manifest.json``) or a bare TREC run file."""
-    p = Path(path)
-    if p.is_dir():
-        return p / RUN_FILE, read_manifest(p)
-    return p, read_manifest(p.parent)
+from retrieval_kd.eval.compare import ALPHA, STAT_TEST, STAT_TESTS
 
 
 def system_name(run_file: Path, manifest: dict[str, Any] | None) -> str:
@@ -105,11 +91,54 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
 
 def write_results(records: list[dict[str, Any]], out: str | Path) -> tuple[Path, Path]:
     """Write ``<out>.json`` (records with protocol) and ``<out>.md`` (table)."""
+    js, md = _beside(out, ".json"), _beside(out, ".md")
+    write_json(js, {"results": records})
+    atomic_write_text(md, markdown_table(records))
+    return js, md
+
+
+def significance_record(baseline: str | None, systems: dict[str, Any], *, stat_test: str = STAT_TEST,
+                        alpha: float = ALPHA, test: str | None = None) -> dict[str, Any]:
+    """A pipeline eval's ``significance.json`` (and ``rkd eval --baseline``'s): the baseline, the
+    test and, per system, {metric: {p_value, significant, delta, ...}}
+    (:func:`retrieval_kd.eval.compare.significance`); ``test`` names a test that is not ranx's
+    ``stat_test`` (seeded systems)."""
+    return {"baseline": baseline, "stat_test": stat_test, "alpha": alpha,
+            **({"test": test} if test else {}), "systems": systems}
+
+
+def p_value_text(s: dict[str, Any]) -> str:
+    """A test's p-value as tables show it: ``0.0123``, starred when significant; ``n/a`` where
+    the two systems score every query alike (no test)."""
+    if s.get("p_value") is None:
+        return "n/a"
+    return f"{s['p_value']:.3g}" + ("*" if s.get("significant") else "")
+
+
+def significance_table(sig: dict[str, Any], metrics: list[str]) -> str:
+    """A :func:`significance_record` as Markdown: each system's difference from the baseline
+    and its p-value, per metric."""
+    test = STAT_TESTS.get(sig["stat_test"], sig["stat_test"])
+    head = (f"Against **{sig['baseline']}** ({test} over the judged queries via ranx compare): "
+            f"delta (p-value, * p < {sig['alpha']})\n\n")
+    lines = ["| system | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for name, per_metric in sig["systems"].items():
+        cells = (f"{per_metric[m]['delta']:+.4f} ({p_value_text(per_metric[m])})" for m in metrics)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def write_significance(sig: dict[str, Any], out: str | Path) -> Path:
+    """Write ``<out>.significance.json`` beside :func:`write_results`' files."""
+    path = _beside(out, ".significance.json")
+    write_json(path, sig)
+    return path
+
+
+def _beside(out: str | Path, ending: str) -> Path:
+    """``<out><ending>``, ``out`` given with or without ``.json`` / ``.md``."""
     out = Path(out)
     if out.suffix in (".json", ".md"):
         out = out.with_suffix("")
     # with_name, not with_suffix: names such as "scifact-test.v2" keep their dots
-    js, md = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
-    write_json(js, {"results": records})
-    atomic_write_text(md, markdown_table(records))
-    return js, md
+    return out.with_name(out.name + ending)

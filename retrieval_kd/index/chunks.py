@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kd.artifacts import read_json, save_arrays, sha256_json, write_json
+from retrieval_kd.artifacts import fsync_dir, read_json, save_arrays, sha256_json, write_json
 from retrieval_kd.digests import FILES, file_digests, verify_files
 from retrieval_kd.progress import console
 from retrieval_kd.workdirs import MARKER, claim, clear, only_names
@@ -41,19 +41,6 @@ _LEGACY = re.compile(r"^(state\.json|chunk-\d{6}|\.chunk-.*|\.state\.json\.tmp-.
 def _legacy_work(path: Path) -> bool:
     """A chunk folder written before work folders were marked: state.json and chunks only."""
     return (path / STATE).is_file() and only_names(path, lambda n: bool(_LEGACY.match(n)))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some filesystems cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class ChunkStore:
@@ -116,9 +103,9 @@ class ChunkStore:
         try:
             save_arrays(tmp, arrays)
             write_json(tmp / CHUNK_FILES, {FILES: file_digests(tmp, remember=False)})
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.replace(tmp, self.chunk_dir(i))
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -227,6 +227,8 @@ class TokenEncoder:
                                          device=self.params.device, what="the ColBERT encoder")
         else:
             check(self.params.backend, self.params.variant, what="the ColBERT encoder")
+            if self.params._auto:  # no export without weights on disk: the default is torch here
+                self.params = self.params.model_copy(update={"backend": "torch", "variant": "fp32"})
             if self.params.backend != "torch":
                 raise RkdError(f"the ColBERT encoder: backend {self.params.backend} needs a model on disk "
                                "(the export is keyed by its weights), not a model object")

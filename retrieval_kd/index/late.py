@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval_kd.retrieve.topk import top_k
+
 
 def token_rows(offsets: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row numbers of the given documents' tokens, concatenated, and each document's count."""
@@ -67,12 +69,6 @@ def tokens_to_docs(offsets: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
     """Document numbers owning the given token rows (``-1`` rows, FAISS's 'none', dropped)."""
     t = token_ids[token_ids >= 0]
     return np.searchsorted(offsets, t, side="right") - 1
-
-
-def top_k(docs: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` by score, ties broken by document number."""
-    order = np.lexsort((docs, -scores))[:k]
-    return docs[order], scores[order]
 
 
 class LateIndex:

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval_kd.index.faiss_index import auto_nlist
 from retrieval_kd.index.late import token_rows
+from retrieval_kd.retrieve.topk import ranked
 
 Engine = Literal["exact", "plaid"]
 ENGINES: tuple[str, ...] = ("exact", "plaid")
@@ -105,11 +106,6 @@ def maxsim_torch(q, tokens_t, offsets: np.ndarray, docs: np.ndarray) -> np.ndarr
     s = (q @ d.T).numpy()  # (query tokens, rows)
     out[nz] = np.maximum.reduceat(s, (np.cumsum(lens) - lens)[nz], axis=1).sum(axis=0)
     return out
-
-
-def ranked(docs: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Order of ``docs`` by descending score, ties by document number."""
-    return np.lexsort((docs, -scores))
 
 
 class PlaidSearch:

@@ -16,11 +16,11 @@ import numpy as np
 
 from retrieval_kd.artifacts import MANIFEST, atomic_dir, manifest, read_json, sha256_file, write_json
 from retrieval_kd.data.registry import load_dataset
+from retrieval_kd.data.runfiles import RUN_FILE
 from retrieval_kd.data.trec import write_trec_run
 from retrieval_kd.data.types import Run
 from retrieval_kd.digests import check_files, file_digests, recorded_files
 from retrieval_kd.errors import IntegrityError, NotFoundError
-from retrieval_kd.eval.results import RUN_FILE
 from retrieval_kd.index.build import DOC_IDS, KINDS
 from retrieval_kd.index.encoders import ColbertParams, SpladeParams, make_encoder
 from retrieval_kd.index.faiss_index import FaissParams, prepare_search, read_index

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval_kd.retrieve.topk import top_k
+
 POSTING_FILES = ("indptr.npy", "indices.npy", "data.npy")
 
 
@@ -135,13 +137,8 @@ class InvertedIndex:
         """
         s, touched = self.scores(q_terms, q_weights)
         hit = np.flatnonzero(s > 0)
-        if len(hit) > k:
-            part = np.argpartition(-s[hit], k - 1)[:k]
-            kth = s[hit[part]].min()
-            hit = hit[s[hit] >= kth]  # keep ties at the boundary, then cut after sorting
-        order = np.lexsort((hit, -s[hit]))[:k]
-        top = hit[order]
-        return top, s[top], touched
+        top, scores = top_k(hit, s[hit], k)
+        return top, scores, touched
 
 
 def flops(doc_df: np.ndarray, n_docs: int, query_terms: list[np.ndarray], vocab: int) -> float:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from retrieval_kd.artifacts import read_json, read_manifest, write_json
+from retrieval_kd.data.runfiles import RUN_FILE
 from retrieval_kd.errors import RkdError
-from retrieval_kd.eval.results import RUN_FILE
 from retrieval_kd.pipeline.registry import register
 from retrieval_kd.redact import redact_obj
 

@@ -9,15 +9,14 @@ scores averaged over each system's seeds (eval/compare.py), and says so (``test`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from retrieval_kd.artifacts import atomic_dir, write_json
-from retrieval_kd.data.types import Qrels, Run
-from retrieval_kd.eval.compare import PAIRED_TEST, gap_closed, paired_test, seed_summary
+from retrieval_kd.data.types import Run
+from retrieval_kd.eval.compare import PAIRED_TEST, gap_closed, paired_test, seed_summary, significance
 from retrieval_kd.pipeline.adapters import run_file_of, stage_result
 from retrieval_kd.pipeline.plan import seed_input
 from retrieval_kd.pipeline.schema import ROLES
@@ -60,44 +59,6 @@ def system_costs(dirs: list[Path]) -> dict[str, Any]:
     lat = [r.get("latency_ms_per_query") for r in results]
     return {"latency_ms_per_query": round(sum(lat) / len(lat), 3) if lat and None not in lat else None,
             "parameters": results[0].get("parameters") if results else None}
-
-
-def significance(qrels: Qrels, runs: dict[str, Run], baseline: str, metrics: list[str], *,
-                 stat_test: str = "student", alpha: float = 0.05, ignore_identical_ids: bool = True
-                 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Each system against ``baseline`` with ranx's ``compare`` (paired test per query, on the
-    same judged-query view ``evaluate_run`` scores): {system: {metric: {p_value, significant,
-    delta}}}."""
-    import warnings
-
-    from ranx import Qrels as RQrels
-    from ranx import Run as RRun
-    from ranx import compare
-
-    from retrieval_kd.eval.metrics import drop_identical_ids
-
-    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
-    rq = RQrels(judged)
-    rruns = []
-    for name, run in runs.items():
-        if ignore_identical_ids:
-            run = drop_identical_ids(run)
-        rruns.append(RRun({q: dict(run.get(q, {})) for q in judged}, name=name))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*unsafe cast.*")
-        rep = compare(rq, rruns, list(metrics), stat_test=stat_test, max_p=alpha, make_comparable=True)
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for name in runs:
-        if name == baseline:
-            continue
-        out[name] = {}
-        for m in metrics:
-            c = rep.comparisons[name, baseline][m]
-            pv = float(c["p_value"])
-            pv = None if math.isnan(pv) else pv  # identical per-query scores: no test (NaN)
-            out[name][m] = {"p_value": pv, "significant": bool(c["significant"]) and pv is not None,
-                            "delta": float(rep.results[name][m] - rep.results[baseline][m])}
-    return out
 
 
 PerQuery = Callable[[str, str], dict[str, float]]
@@ -153,7 +114,12 @@ def evaluate_stage(config: dict[str, Any], inputs: dict[str, Path], out: Path) -
     """Evaluate every system of an eval stage into ``out`` (results, significance, families)."""
     from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.eval.metrics import evaluate_run
-    from retrieval_kd.eval.results import load_run_with_provenance, result_record, write_results
+    from retrieval_kd.eval.results import (
+        load_run_with_provenance,
+        result_record,
+        significance_record,
+        write_results,
+    )
 
     ds = load_dataset(config["dataset"], config["split"])
     metrics, iii = list(config["metrics"]), bool(config["ignore_identical_ids"])
@@ -181,8 +147,8 @@ def evaluate_stage(config: dict[str, Any], inputs: dict[str, Path], out: Path) -
     elif base and len(systems) > 1:
         sig = significance(ds.qrels, {n: s.runs[0] for n, s in systems.items()}, base, metrics,
                            stat_test=config["stat_test"], alpha=config["alpha"], ignore_identical_ids=iii)
-    sig_file = {"baseline": base, "stat_test": config["stat_test"], "alpha": config["alpha"],
-                **({"test": PAIRED_TEST} if seeded else {}), "systems": sig or {}}
+    sig_file = significance_record(base, sig or {}, stat_test=config["stat_test"], alpha=config["alpha"],
+                                   test=PAIRED_TEST if seeded else None)
     families = None
     if config.get("families"):
         costs = {n: system_costs(s.dirs) for n, s in systems.items()}

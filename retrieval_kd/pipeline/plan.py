@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval_kd.artifacts import sha256_file, sha256_json, sha256_records
+from retrieval_kd.models.backends import keyed_params
 from retrieval_kd.pipeline.load import LoadedPipeline, PipelineError, _dataset_source
 from retrieval_kd.pipeline.registry import stage_kind
 from retrieval_kd.pipeline.schema import (
@@ -176,7 +177,7 @@ def build_stages(lp: LoadedPipeline) -> list[Stage]:
             inputs = {"student": _sid("student", ix.student, seed=seed)} if ix.student else {}
             cfg = {"name": name, "dataset": ds[ix.dataset], "family": ix.family,
                    "model": _abs_model(ix.model, base) if ix.model else None,
-                   "kind": ix.kind, "params": ix.params}
+                   "kind": ix.kind, "params": keyed_params(ix.params)}
             out.append(Stage(_sid("index", name, seed=seed), "index", cfg, inputs, ds[ix.dataset],
                              ("indexes", name)))
             for split in ix.search.splits:

@@ -16,7 +16,6 @@ parameter back finds its outputs again.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
@@ -28,6 +27,7 @@ from typing import Any
 from retrieval_kd.artifacts import (
     atomic_write_bytes,
     exclusive_lock,
+    fsync_dir,
     now_iso,
     read_json,
     sha256_file,
@@ -94,15 +94,6 @@ def describe_plan(stages: list[Stage], root: Path) -> list[dict[str, Any]]:
 def run_lock(root: Path):
     """One runner per run root at a time."""
     return exclusive_lock(root, f"{root}: another 'rkd run' is using this run root")
-
-
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _clean_leftovers(stages_dir: Path, keep: set[str]) -> None:
@@ -236,6 +227,6 @@ def _run_one(s: Stage, root: Path, by_id: dict[str, Stage]) -> tuple[float, floa
     if final.exists():  # a directory without stage.json is not a finished stage
         shutil.rmtree(final)
     os.replace(work, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return wall, cpu, result
 

@@ -70,6 +70,7 @@ from pydantic import (
     model_validator,
 )
 
+from retrieval_kd.eval.compare import ALPHA, STAT_TEST
 from retrieval_kd.queries.params import QueriesEntry, QueryFilter
 from retrieval_kd.retrieve.bm25 import BM25Params
 from retrieval_kd.retrieve.dense import DenseParams
@@ -247,8 +248,8 @@ class EvalEntry(_Strict):
     """The system the others are tested against (a display name in ``systems``)."""
     metrics: list[str] = ["ndcg@10", "mrr@10", "recall@100"]
     ignore_identical_ids: bool = True
-    stat_test: Literal["student", "fisher", "tukey"] = "student"
-    alpha: float = Field(0.05, gt=0, lt=1)
+    stat_test: Literal["student", "fisher", "tukey"] = STAT_TEST
+    alpha: float = Field(ALPHA, gt=0, lt=1)
     families: dict[str, FamilyEntry] = {}
     """Family label -> its systems: distilled vs twin, and the share of the init-to-teacher gap."""
 

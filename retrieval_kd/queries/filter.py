@@ -31,11 +31,9 @@ def source_rank(run: dict[str, float], docid: str) -> int | None:
 
 
 def run_file(path: str | Path) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        from retrieval_kd.eval.results import RUN_FILE
+    from retrieval_kd.data.runfiles import run_path
 
-        p = p / RUN_FILE
+    p = run_path(path)
     if not p.is_file():
         raise RkdError(f"{path}: no run file there")
     return p

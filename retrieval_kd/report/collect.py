@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval_kd.artifacts import read_json
+from retrieval_kd.data.runfiles import RUN_FILE
 from retrieval_kd.errors import NotFoundError, RkdError
 
 RUN_RECORD = "run.json"
@@ -108,7 +109,7 @@ def _eval_table(root: Path, entry: dict[str, Any], sf: dict[str, Any], dirs: dic
         res = stage_result(up_dirs[0]) if up_dirs else {}
         costs = system_costs(up_dirs) if up_dirs else {}
         system = rec["protocol"]["system"]
-        runs = [str(u / stage_result(u).get("run", "run.trec")) for u in up_dirs] if up_dirs else \
+        runs = [str(u / stage_result(u).get("run", RUN_FILE)) for u in up_dirs] if up_dirs else \
             [r["run_file"] for r in system.get("runs", [])] or [system.get("run_file")]
         rows.append(SystemRow(
             name=name, ref=cfg["refs"][name], stage_id=up_ids[0].split("#")[0], metrics=rec["metrics"],

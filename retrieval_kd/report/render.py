@@ -13,7 +13,8 @@ from typing import Any
 
 from retrieval_kd.artifacts import atomic_dir, atomic_write_text, read_json
 from retrieval_kd.errors import IntegrityError
-from retrieval_kd.eval.results import mean_sd_text
+from retrieval_kd.eval.compare import STAT_TESTS
+from retrieval_kd.eval.results import mean_sd_text, p_value_text
 from retrieval_kd.report.collect import EvalTable, RunReport, SystemRow, collect
 from retrieval_kd.report.plots import loss_curves, quality_latency
 
@@ -21,8 +22,6 @@ REPORT_DIR = "report"
 STAGE_HEAD = ["stage", "kind", "status", "wall s", "cpu s", "throughput", "backend", "key"]
 _LABELS = {"ndcg": "nDCG", "mrr": "MRR", "recall": "R", "precision": "P", "map": "MAP",
            "hit_rate": "Hit", "r-precision": "R-Prec"}
-_STAT = {"student": "paired Student's t-test", "fisher": "Fisher's randomisation test",
-         "tukey": "Tukey's HSD test"}
 
 
 def metric_label(m: str) -> str:
@@ -42,9 +41,7 @@ def _p(row: SystemRow, metric: str) -> str:
     s = row.significance.get(metric)
     if not s:
         return "–"
-    if s.get("p_value") is None:
-        return "n/a"
-    return f"{s['p_value']:.3g}" + ("*" if s.get("significant") else "")
+    return p_value_text(s)
 
 
 def _num(v: Any, fmt: str = ".1f") -> str:
@@ -102,7 +99,7 @@ def _family_rows(t: EvalTable) -> list[list[str]]:
             return mean_sd_text(s["mean"], s["sd"], s["n_seeds"]) if r.get("seeds") else f"{s['mean']:.4f}"
 
         d, g = f["distilled_vs_twin"][m], f["gap_closed"][m]
-        p = "n/a" if d["p_value"] is None else f"{d['p_value']:.3g}" + ("*" if d["significant"] else "")
+        p = p_value_text(d)
         dist, teach = roles["distilled"], roles.get("teacher", {})
         rows.append([name, f["regime"] or "–", val("init"), val("twin"), val("distilled"), val("teacher"),
                      f"{d['delta']:+.4f} (p {p})", "–" if g is None else f"{100 * g:.1f}%",
@@ -132,7 +129,7 @@ def _eval_caption(t: EvalTable) -> str:
 def _sig_note(t: EvalTable) -> str:
     if not t.baseline:
         return ""
-    test = t.test or f"{_STAT.get(t.stat_test, t.stat_test)} via ranx compare"
+    test = t.test or f"{STAT_TESTS.get(t.stat_test, t.stat_test)} via ranx compare"
     return f"▲ / ▼: significantly better / worse than **{t.baseline}** ({test}, p < {t.alpha:g})."
 
 

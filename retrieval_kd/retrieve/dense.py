@@ -12,6 +12,7 @@ from retrieval_kd.data.types import Corpus, Queries, Run
 from retrieval_kd.models.backends import BackendParams
 from retrieval_kd.models.load import load_st_model
 from retrieval_kd.models.resolve import ModelRef
+from retrieval_kd.retrieve.topk import topk_run
 
 
 class DenseParams(BackendParams):
@@ -70,25 +71,6 @@ def encode_texts(st, texts: list[str], params: DenseParams, prompt: str = "",
     if not parts:
         return np.zeros((0, st.get_sentence_embedding_dimension()), dtype=np.float32)
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
-
-
-def flat_search(doc_emb: np.ndarray, query_emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k with FAISS (IndexFlatIP); GPU when faiss-gpu sees one."""
-    import faiss
-
-    index = faiss.IndexFlatIP(doc_emb.shape[1])
-    if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
-        index = faiss.index_cpu_to_all_gpus(index)
-    index.add(doc_emb)
-    scores, idx = index.search(query_emb, min(k, doc_emb.shape[0]))
-    return scores, idx
-
-
-def topk_run(doc_ids: list[str], doc_emb: np.ndarray, qids: list[str], q_emb: np.ndarray,
-             k: int) -> Run:
-    scores, idx = flat_search(doc_emb, q_emb, k)
-    return {qid: {doc_ids[j]: float(s) for j, s in zip(idx[i], scores[i]) if j >= 0}
-            for i, qid in enumerate(qids)}
 
 
 def dense_search(st, corpus: Corpus, queries: Queries, params: DenseParams | None = None,

@@ -95,8 +95,8 @@ def load_input(path: str | Path) -> FusionInput:
     """A run directory (``run.trec`` + ``manifest.json``) or a bare TREC run file."""
     import json
 
+    from retrieval_kd.data.runfiles import RUN_FILE, locate_run
     from retrieval_kd.data.trec import load_trec_run
-    from retrieval_kd.eval.results import RUN_FILE, locate_run
 
     try:
         run_file, man = locate_run(path)

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from retrieval_kd.artifacts import MANIFEST, atomic_dir, manifest, sha256_file, write_json
 from retrieval_kd.data.registry import load_dataset
+from retrieval_kd.data.runfiles import RUN_FILE
 from retrieval_kd.data.trec import write_trec_run
 from retrieval_kd.data.types import Run
 from retrieval_kd.digests import file_digests
-from retrieval_kd.eval.results import RUN_FILE
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.progress import Timer, make_progress
 from retrieval_kd.retrieve.bm25 import BM25Params, bm25_search
-from retrieval_kd.retrieve.dense import DenseParams, dense_doc_cache, encode_texts, load_encoder, topk_run
+from retrieval_kd.retrieve.dense import DenseParams, dense_doc_cache, encode_texts, load_encoder
 from retrieval_kd.retrieve.fusion import (
     FusionParams,
     check_arity,
@@ -22,6 +22,7 @@ from retrieval_kd.retrieve.fusion import (
     load_input,
     warm_up,
 )
+from retrieval_kd.retrieve.topk import topk_run
 
 
 def _write(out: Path, run: Run, dataset: dict | None, kind: str, name: str, params: dict, timer: Timer,

@@ -24,19 +24,18 @@ import json
 import logging
 import math
 import numbers
-import os
 import pickle
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from retrieval_kd.artifacts import _tmp_sibling
+from retrieval_kd.artifacts import atomic_open
 from retrieval_kd.data.readers import read_jsonl, read_tsv, require_str
-from retrieval_kd.data.trec import load_trec_run
+from retrieval_kd.data.trec import load_trec_run, trec_lines
 from retrieval_kd.data.types import Dataset
 from retrieval_kd.errors import DataError, NotFoundError, RkdError
 from retrieval_kd.scores.schema import make_table
@@ -145,28 +144,9 @@ def _warn_skipped(fmt: str, skipped: int, total: int) -> None:
         log.warning("%s: skipped %d of %d queries without a positive (label > 0)", fmt, skipped, total)
 
 
-@contextlib.contextmanager
-def _atomic_open(path: Path, gz: bool = False) -> Iterator[IO[bytes]]:
-    """A binary file that replaces ``path`` only once the block completes (else it is removed)."""
-    tmp = _tmp_sibling(path)
-    try:
-        with open(tmp, "wb") as raw:
-            if gz:
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
-                    yield f
-            else:
-                yield raw
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_lines(path: Path, lines: Iterable[str], chunk: int = 8192) -> int:
     n, buf = 0, []
-    with _atomic_open(path) as f:
+    with atomic_open(path) as f:
         for line in lines:
             buf.append(line)
             n += 1
@@ -253,8 +233,11 @@ def _export_st_pickle(groups: Groups, path: Path) -> int:
     ids = [q for q in groups] + [h[0] for hits in groups.values() for h in hits]
     key = int if all(_CANONICAL_INT.fullmatch(i) for i in ids) else str
     data = {key(q): {key(d): s for d, s, _ in hits} for q, hits in groups.items()}
-    with _atomic_open(path, gz=path.name.endswith(".gz")) as f:
-        pickle.dump(data, f, protocol=4)
+    gz = path.name.endswith(".gz")
+    with atomic_open(path) as raw:
+        out = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if gz else contextlib.nullcontext(raw)
+        with out as f:
+            pickle.dump(data, f, protocol=4)
     return sum(len(v) for v in data.values())
 
 
@@ -408,7 +391,7 @@ def _export_pylate_parquet(groups: Groups, path: Path) -> int:
     schema = pa.schema([("query_id", pa.string()), ("document_ids", pa.list_(pa.string())),
                         ("scores", pa.list_(pa.float64()))])
     table = pa.Table.from_pylist(list(_pylate_rows(groups)), schema=schema)
-    with _atomic_open(path) as f:
+    with atomic_open(path) as f:
         pq.write_table(table, f)
     return table.num_rows
 
@@ -444,7 +427,4 @@ def _import_pylate(path: Path) -> _Rows:
 def _trec_lines(groups: Groups, tag: str) -> Iterator[str]:
     ws = re.compile(r"\s")
     _plain_ids([tag, *groups, *(h[0] for hits in groups.values() for h in hits)], "trec", ws)
-    for qid, hits in groups.items():
-        ranked = sorted(hits, key=lambda h: (-h[1], h[0]))
-        for rank, (did, score, _) in enumerate(ranked, 1):
-            yield f"{qid} Q0 {did} {rank} {score!r} {tag}"
+    yield from trec_lines({qid: {did: score for did, score, _ in hits} for qid, hits in groups.items()}, tag)

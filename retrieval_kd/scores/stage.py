@@ -7,8 +7,8 @@ from pathlib import Path
 
 from retrieval_kd.artifacts import sha256_file
 from retrieval_kd.data.registry import load_dataset
+from retrieval_kd.data.runfiles import locate_run
 from retrieval_kd.data.trec import load_trec_run
-from retrieval_kd.eval.results import locate_run
 from retrieval_kd.progress import make_progress
 from retrieval_kd.redact import redact_obj
 from retrieval_kd.scores.candidates import build_candidates, select_shard

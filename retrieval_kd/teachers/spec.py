@@ -37,13 +37,17 @@ class _BackendSpec(_Spec):
     ``openvino``. Part of the identity when not ``torch`` / ``fp32`` (left out of dumps at the
     default, so older specs keep their store ids and stage keys)."""
 
-    backend: Backend = "torch"
-    variant: Variant = "fp32"
+    backend: Backend | Literal["auto"] = "auto"
+    variant: Variant | Literal["auto"] = "auto"
+    """``auto`` (the default): this machine's preferred backend (models/backends.py
+    ``preferred``), resolved when the spec is built; torch where ``dtype`` asks for bf16/fp16."""
 
     @model_validator(mode="after")
     def _runnable(self):
-        from retrieval_kd.models.backends import check
+        from retrieval_kd.models.backends import check, resolve_auto
 
+        self.backend, self.variant = resolve_auto(self.backend, self.variant, dtype=getattr(self, "dtype", None),
+                                                  device=getattr(self, "device", None))
         try:
             check(self.backend, self.variant, dtype=getattr(self, "dtype", None))
         except RkdError as e:

@@ -107,8 +107,8 @@ def load_inputs(cfg: TrainConfig) -> TrainInputs:
     if stores:
         table = pa.concat_tables([s.table() for s in stores])
         return TrainInputs(ds, groups_from_table(table, with_scores=not cfg.label_only), records)
+    from retrieval_kd.data.runfiles import locate_run
     from retrieval_kd.data.trec import load_trec_run
-    from retrieval_kd.eval.results import locate_run
 
     run_file, run_manifest = locate_run(cfg.candidates)
     if not run_file.is_file():
