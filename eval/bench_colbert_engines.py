@@ -12,7 +12,7 @@ alike, and neither runs in the other's cache, as per-query alternation would do)
 per CPU-second (process time, what other jobs on a shared machine do not change) and per
 wall-clock second; quality is nDCG@10 and recall@100 of each engine's run at ``-k``.
 
-    python eval/bench_colbert_engines.py            # -> eval/results/bench-colbert-engines.{json,md}
+    python -m eval.bench_colbert_engines            # -> eval/results/bench-colbert-engines.{json,md}
 """
 
 from __future__ import annotations

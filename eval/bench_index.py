@@ -21,8 +21,8 @@ ColBERT exists yet: the ColBERT row uses all-MiniLM-L6-v2's normalised *token* v
 (not trained for late interaction), so its quality is a plumbing check, not a ColBERT
 result; its latency and size are representative of a 384-d token index.
 
-    python eval/bench_index.py                       # both parts -> eval/results/bench-index.{json,md}
-    python eval/bench_index.py --part synthetic --n 200000
+    python -m eval.bench_index                       # both parts -> eval/results/bench-index.{json,md}
+    python -m eval.bench_index --part synthetic --n 200000
 """
 
 from __future__ import annotations

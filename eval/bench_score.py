@@ -11,8 +11,8 @@ Part 2 (quality): each offline teacher reranks SciFact test BM25 top-100 through
 score store (`score_stage`), and the rerank nDCG@10 is computed with ranx. LLM teachers run
 on a subset (``--llm-queries`` queries x top-``--llm-depth``), stated in the table.
 
-    python eval/bench_score.py                      # both parts, writes eval/results/bench-score.*
-    python eval/bench_score.py --part throughput --queries 100
+    python -m eval.bench_score                      # both parts, writes eval/results/bench-score.*
+    python -m eval.bench_score --part throughput --queries 100
 """
 
 from __future__ import annotations

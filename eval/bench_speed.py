@@ -23,9 +23,9 @@ plain from this one run. torch, ONNX Runtime and OpenVINO get the same thread co
 default all cores). Loading and ONNX exports (cached in $RKD_CACHE/exports) are not timed. The json
 records the environment (versions, CPU, cores, date, git commit) and every round's seconds.
 
-    python eval/bench_speed.py                        # -> eval/results/bench-speed.{json,md}
-    python eval/bench_speed.py --limit-docs 300 --limit-queries 20 --rounds 1 --out /tmp/bs
-    python eval/bench_speed.py --variants torch:fp32,onnx:O3,onnx:int8
+    python -m eval.bench_speed                        # -> eval/results/bench-speed.{json,md}
+    python -m eval.bench_speed --limit-docs 300 --limit-queries 20 --rounds 1 --out /tmp/bs
+    python -m eval.bench_speed --variants torch:fp32,onnx:O3,onnx:int8
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "eval"))  # sibling benchmarks, reused below
 OUT = ROOT / "eval" / "results"
 TOL, DEPTH, WARM = 0.005, 20, 64
 PLAIN, REF = "plain", "rkd torch float32"
@@ -173,9 +172,9 @@ def agreement(pairs: list, a: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 def teacher_section(ds, qids: list[str], rounds: int, threads: int, variants: Variants) -> dict:
     import torch
-    from bench_score import make_cross_encoder
     from sentence_transformers import CrossEncoder, SentenceTransformer, util
 
+    from eval.bench_score import make_cross_encoder
     from retrieval_kd.eval.metrics import evaluate_run
     from retrieval_kd.models.load import load_st_model
     from retrieval_kd.models.resolve import resolve_model
@@ -237,7 +236,7 @@ def colbert_section(measure: bool, rounds: int) -> dict:
     src = OUT / "bench-colbert-engines.json"
     rel = os.path.relpath(src, ROOT)
     if measure:
-        import bench_colbert_engines as bce
+        from eval import bench_colbert_engines as bce
 
         model = bce.default_model()
         tag = Path(model).parent.name

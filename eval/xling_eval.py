@@ -1,6 +1,6 @@
 """Cross-lingual baselines: BM25 and all-MiniLM-L6-v2 on XQuAD-R X->en and MS MARCO ko-en.
 
-    python eval/xling_eval.py [--out eval/results/xling-baselines] [--model minilm-l6]
+    python -m eval.xling_eval [--out eval/results/xling-baselines] [--model minilm-l6]
 
 Datasets (through the registry, so ``RKD_DATA_HOME`` must hold ``xquad-r/`` and ``msmarco-ko/``):
 
