@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from retrieval_kd.families import BI_ENCODER, COLBERT, SPLADE
 from retrieval_kd.progress import console
 
 app = typer.Typer(no_args_is_help=True, help="Build dense (FAISS), SPLADE (inverted) and ColBERT indexes.")
@@ -83,7 +84,7 @@ def _plaid(engine, nprobe, k_token, nfull, centroid_score_threshold):
     return _params(PlaidParams, {key: v for key, v in {**given, "nprobe": nprobe}.items() if v is not None}, "plaid")
 
 
-@app.command("dense")
+@app.command(BI_ENCODER.index_name)
 def dense(
     dataset: Dataset,
     model: Annotated[str, Opt("--model", "-m", help="SentenceTransformer: short name, HF id or path.")] = "minilm-l6",
@@ -121,13 +122,13 @@ def dense(
     fp = _faiss(index, hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_nbits, nprobe, train_size,
                 deterministic, faiss_device)
     out = out or _default_out(dataset, model, index)
-    build_index("dense", dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
+    build_index(BI_ENCODER.index_name, dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
                 chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
                 embedding_cache=embedding_cache)
     console.print(f"index written to {out}")
 
 
-@app.command("splade")
+@app.command(SPLADE.index_name)
 def splade(
     dataset: Dataset,
     model: Annotated[str, Opt("--model", "-m", help="SparseEncoder: short name, HF id or path.")] = "splade-tiny",
@@ -147,8 +148,8 @@ def splade(
     from retrieval_kd.index.build import build_index
     from retrieval_kd.index.encoders import SpladeParams
 
-    out = out or _default_out(dataset, model, "splade")
-    build_index("splade", dataset, out, model, split=split, chunk_size=chunk_size,
+    out = out or _default_out(dataset, model, SPLADE.index_name)
+    build_index(SPLADE.index_name, dataset, out, model, split=split, chunk_size=chunk_size,
                 encoder_params=SpladeParams(batch_size=batch_size, max_seq_length=max_seq_length,
                                             **_backend(backend, variant)),
                 keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
@@ -156,7 +157,7 @@ def splade(
     console.print(f"index written to {out}")
 
 
-@app.command("colbert")
+@app.command(COLBERT.index_name)
 def colbert(
     dataset: Dataset,
     model: Annotated[str, Opt("--model", "-m", help="MultiVectorEncoder / ColBERT folder, or any HF/ST "
@@ -206,8 +207,8 @@ def colbert(
     if fast_scan or (fast_scan is None and engine == "plaid" and cand_index == "ivfpq" and nbits == 4):
         fp = _params(type(fp), fp.model_dump() | {"fast_scan": True}, "index")
     plaid = _plaid(engine, nprobe, k_token, nfull, centroid_score_threshold)
-    out = out or _default_out(dataset, model, "colbert")
-    build_index("colbert", dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
+    out = out or _default_out(dataset, model, COLBERT.index_name)
+    build_index(COLBERT.index_name, dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
                 chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
                 engine=engine, plaid_params=plaid)
     console.print(f"index written to {out}")

@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 
 from retrieval_kd.errors import DataError, RkdError
+from retrieval_kd.families import TEACHER_KINDS
 from retrieval_kd.progress import console
 
 app = typer.Typer(no_args_is_help=True, help="Teacher-score stores: show, verify, merge, import, export.")
 
-KIND_HELP = "cross-encoder | bi-encoder | splade | bm25 | llm | ensemble"
+KIND_HELP = " | ".join((*TEACHER_KINDS, "bm25", "llm", "ensemble"))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -37,10 +38,6 @@ def parse_member(text: str) -> dict:
         raise RkdError(f"--member '{text}': weight '{weight}' is not a number") from None
 
 
-NEURAL_KINDS = ("cross-encoder", "bi-encoder", "splade")
-"""Teachers whose model runs on an inference backend (``--backend``)."""
-
-
 def with_backend(data: dict, backend: str | None, variant: str | None) -> tuple[dict, int]:
     """``data`` (a teacher spec dict) with ``backend`` / ``variant`` set on every cross-encoder,
     bi-encoder and SPLADE teacher in it (ensemble and cross-fit members too); and how many."""
@@ -55,7 +52,7 @@ def with_backend(data: dict, backend: str | None, variant: str | None) -> tuple[
     if kind == "crossfit":
         folds = [with_backend(f, backend, variant) for f in data.get("folds", [])]
         return {**data, "folds": [f for f, _ in folds]}, sum(k for _, k in folds)
-    if kind in NEURAL_KINDS:
+    if kind in TEACHER_KINDS:  # a family's model, on an inference backend
         opts = {"backend": backend, "variant": variant}
         return {**data, **{k: v for k, v in opts.items() if v is not None}}, 1
     return data, 0
@@ -79,7 +76,7 @@ def teacher_from_flags(teacher_file: Path | None, kind: str | None, model: str |
     data, n = with_backend(spec.model_dump(), backend, variant)
     if n == 0 and (backend or "torch", variant or "fp32") != ("torch", "fp32"):
         raise RkdError(f"--backend {backend}: the {spec.kind} teacher has no model to run on it "
-                       f"({', '.join(NEURAL_KINDS)} teachers have)")
+                       f"({', '.join(TEACHER_KINDS)} teachers have)")
     return parse_teacher(data, "command line")
 
 

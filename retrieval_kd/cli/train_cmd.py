@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from retrieval_kd.errors import RkdError
+from retrieval_kd.families import FAMILIES
 from retrieval_kd.progress import console
 
 
@@ -39,7 +40,7 @@ Opt = typer.Option
 def train(
     config: Annotated[Path | None, Opt("--config", "-c", help="YAML config; flags override it.")] = None,
     family: Annotated[str | None, Opt("--family", "-f",
-                                      help="bi-encoder | splade | colbert | cross-encoder")] = None,
+                                      help=" | ".join(FAMILIES))] = None,
     init: Annotated[str | None, Opt("--init", "-m", help="Initial model: short name, HF id or path.")] = None,
     scores: Annotated[list[Path] | None, Opt("--scores", help="Score store (repeat to join stores).")] = None,
     dataset: Annotated[str | None, Opt("--dataset", "-d", help="Default: the store's dataset.")] = None,

@@ -31,8 +31,8 @@ import numpy as np
 from retrieval_kd.artifacts import MANIFEST, atomic_dir, manifest, write_json
 from retrieval_kd.data.registry import load_dataset
 from retrieval_kd.digests import file_digests
-from retrieval_kd.index.chunks import ChunkStore, concat_to_npy, encode_chunked
-from retrieval_kd.index.encoders import Family, make_encoder
+from retrieval_kd.families import ModelFamily, get, index_kinds
+from retrieval_kd.index.chunks import ChunkStore, encode_chunked
 from retrieval_kd.index.faiss_index import FaissParams, build_faiss, resolve_params, write_index
 from retrieval_kd.index.stats import dir_size, peak_rss_mb
 from retrieval_kd.locks import output_lock
@@ -41,7 +41,8 @@ from retrieval_kd.storage import dir_bytes, writing
 from retrieval_kd.workdirs import clean_stale_temps, link_copy, release, require_replaceable
 
 DOC_IDS = "doc_ids.json"
-KINDS = {"dense": "index.dense", "splade": "index.splade", "colbert": "index.colbert"}
+KINDS = index_kinds()
+"""Every index manifest's ``kind``."""
 
 
 def work_dir_for(out: Path) -> Path:
@@ -75,14 +76,24 @@ def _blocks(arrays: Callable[[], Any], rows: int = 65536):
     return gen
 
 
-def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
+def write_faiss(arrays: Callable[[], Any], n: int, dim: int, fp: FaissParams,
+                path: Path) -> tuple[Any, FaissParams]:
+    """A FAISS index over the row arrays ``arrays()`` yields (``n`` rows of ``dim``), written to
+    ``path``; returns it and its resolved params."""
+    index, fp = build_faiss(_blocks(arrays), n, dim, fp)
+    write_index(index, path)
+    return index, fp
+
+
+def build_index(family: str, dataset: str, out: str | Path, model: Any, *,
                 encoder_params=None, faiss_params: FaissParams | None = None,
                 split: str = "test", chunk_size: int = 8192, title_sep: str = " ",
                 keep_embeddings: bool = False, name: str | None = None,
                 work_dir: str | Path | None = None, keep_work: bool = False,
                 after_chunk: Callable[[int], None] | None = None, engine: str = "exact",
                 plaid_params: Any = None, embedding_cache: str | Path | None = None) -> Path:
-    """Encode the corpus of ``dataset`` with ``model`` and write a ``family`` index to ``out``.
+    """Encode the corpus of ``dataset`` with ``model`` and write a ``family`` index to ``out``
+    (``family``: an indexable family or its index name, ``dense`` | ``splade`` | ``colbert``).
 
     ``engine`` (ColBERT only): ``exact`` (MaxSim over every candidate) or ``plaid`` (centroid
     pruning first, :mod:`retrieval_kd.index.plaid`, with ``plaid_params`` as its search defaults);
@@ -102,21 +113,21 @@ def build_index(family: Family, dataset: str, out: str | Path, model: Any, *,
             output_lock(work, f"{work}: another index build is using this work folder"):
         require_replaceable(out, "the index build", ("index",))
         clean_stale_temps(out)  # a killed build's half-written index takes space; nobody else owns it
-        return _build_index(family, dataset, out, model, encoder_params=encoder_params,
+        return _build_index(get(family), dataset, out, model, encoder_params=encoder_params,
                             faiss_params=faiss_params, split=split, chunk_size=chunk_size,
                             title_sep=title_sep, keep_embeddings=keep_embeddings, name=name, work=work,
                             keep_work=keep_work, after_chunk=after_chunk, engine=engine,
                             plaid_params=plaid_params, embedding_cache=embedding_cache)
 
 
-def _check_engine(family: Family, engine: str, fp: FaissParams | None) -> None:
+def _check_engine(family: ModelFamily, engine: str, fp: FaissParams | None) -> None:
     from retrieval_kd.index.faiss_index import IndexParamError
     from retrieval_kd.index.plaid import ENGINES
 
     if engine not in ENGINES:
         raise IndexParamError(f"unknown search engine '{engine}' (one of: {', '.join(ENGINES)})")
-    if engine != "exact" and family != "colbert":
-        raise IndexParamError(f"the {engine} engine is for ColBERT indexes, not {family}")
+    if engine != "exact" and not family.engines:
+        raise IndexParamError(f"the {engine} engine is for ColBERT indexes, not {family.index_name}")
     if engine == "plaid" and fp is not None and fp.index != "ivfpq":
         raise IndexParamError(f"the plaid engine probes the centroids of an IVF token index: it needs "
                               f"the ivfpq candidate index, not {fp.index}")
@@ -131,16 +142,7 @@ def _encode_need(work: Path, n_items: int, chunk_size: int) -> int | None:
     return sum(dir_bytes(p) for p in done) // len(done) * max(left, 1)
 
 
-def _build_need(family: Family, fp: FaissParams | None, encoded: int) -> int:
-    """Rough bytes an index takes, from the bytes of its encoded chunks (for a full-disk message)."""
-    kind = (fp or (FaissParams(index="ivfpq") if family == "colbert" else FaissParams())).index
-    faiss_share = {"flat": 1.0, "hnsw": 1.2, "ivfpq": 0.1}.get(kind, 1.0)
-    # colbert: the float16 token vectors, then a float32 FAISS index over them
-    return int(encoded * (1 + 2 * faiss_share if family == "colbert" else
-                          faiss_share if family == "dense" else 1.0))
-
-
-def _build_index(family: Family, dataset: str, out: Path, model: Any, *, encoder_params,
+def _build_index(family: ModelFamily, dataset: str, out: Path, model: Any, *, encoder_params,
                  faiss_params: FaissParams | None, split: str, chunk_size: int, title_sep: str,
                  keep_embeddings: bool, name: str | None, work: Path, keep_work: bool,
                  after_chunk: Callable[[int], None] | None, engine: str = "exact",
@@ -150,62 +152,23 @@ def _build_index(family: Family, dataset: str, out: Path, model: Any, *, encoder
     t_start = time.perf_counter()
     with timer("load_s", f"loading {dataset} and {model}"):
         ds = load_dataset(dataset, split)
-        enc = make_encoder(family, model, encoder_params, embedding_cache)
+        enc = family.index_encoder(model, encoder_params, embedding_cache)
     texts = ds.corpus.texts(title_sep)
-    if family in ("dense", "colbert"):  # fail on impossible parameters before encoding anything
+    if family.faiss_file:  # fail on impossible parameters before encoding anything
         resolve_params(faiss_params or FaissParams(), max(len(texts), 1), enc.dim)
     with timer("encode_docs_s"), writing(work, need=lambda: _encode_need(work, len(texts), chunk_size)):
         store, enc_info = _encode_corpus(enc, texts, ds.corpus.fingerprint, work, chunk_size,
                                          title_sep, after_chunk)
     n = len(texts)
-    params: dict[str, Any] = {"name": name or out.name, "family": family, "chunk_size": chunk_size,
-                              "title_sep": title_sep,
+    params: dict[str, Any] = {"name": name or out.name, "family": family.index_name,
+                              "chunk_size": chunk_size, "title_sep": title_sep,
                               "encoder_params": encoder_params.model_dump() if encoder_params else {}}
     stats: dict[str, Any] = {"n_docs": n, "encode": enc_info}
-    console.log(f"building the {family} index")
+    console.log(f"building the {family.index_name} index")
     t_build = time.perf_counter()
-    with writing(out, need=lambda: _build_need(family, faiss_params, dir_bytes(work))), atomic_dir(out) as tmp:
+    with writing(out, need=lambda: family.index_bytes(faiss_params, dir_bytes(work))), atomic_dir(out) as tmp:
         (tmp / DOC_IDS).write_text(json.dumps(ds.corpus.ids()))
-        if family == "dense":
-            fp = faiss_params or FaissParams()
-            index, fp = build_faiss(_blocks(lambda: store.iter_arrays("emb")), n, enc.dim, fp)
-            write_index(index, tmp / "index.faiss")
-            params["faiss"] = fp.model_dump()
-            stats.update(dim=enc.dim, ntotal=int(index.ntotal))
-        elif family == "splade":
-            from retrieval_kd.index.sparse import build_postings
-
-            def chunks():
-                for i in range(store.n_chunks):
-                    yield store.load(i, "indptr"), store.load(i, "indices"), store.load(i, "data")
-            info = build_postings(chunks, n, enc.vocab, tmp)
-            df = np.diff(np.load(tmp / "indptr.npy"))
-            stats.update(info, avg_doc_terms=info["nnz"] / max(n, 1),
-                         max_posting=int(df.max()) if len(df) else 0)
-        elif family == "colbert":
-            lens = np.concatenate(list(store.iter_arrays("lens", mmap=False))) if n else np.zeros(0, np.int64)
-            offsets = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(lens, out=offsets[1:])
-            np.save(tmp / "doc_offsets.npy", offsets)
-            total = int(offsets[-1])
-            concat_to_npy(store.iter_arrays("tokens"), tmp / "tokens.npy", total, enc.dim, np.float16)
-            toks = np.load(tmp / "tokens.npy", mmap_mode="r")
-            fp = faiss_params or FaissParams(index="ivfpq", nprobe=16,
-                                             **({"pq_nbits": 4, "fast_scan": True} if engine == "plaid" else {}))
-            if engine == "plaid":
-                from retrieval_kd.index.plaid import PlaidParams, plaid_nlist, resolve_plaid
-
-                if fp.nlist is None:
-                    fp = fp.model_copy(update={"nlist": plaid_nlist(total)})
-                params["plaid"] = resolve_plaid(plaid_params or PlaidParams(), n).model_dump()
-            index, fp = build_faiss(_blocks(lambda: [toks]), total, enc.dim, fp)
-            write_index(index, tmp / "candidates.faiss")
-            del toks
-            params["faiss"] = fp.model_dump()
-            params["engine"] = engine
-            stats.update(dim=enc.dim, n_tokens=total, avg_doc_tokens=total / max(n, 1))
-        else:
-            raise ValueError(f"unknown index family '{family}'")
+        family.write_index(tmp, store, n, enc, faiss_params, engine, plaid_params, params, stats)
         if keep_embeddings:  # linked, not moved: a failure from here on still leaves the work folder whole
             link_copy(work, tmp / "embeddings")
         timer.timings["build_s"] = time.perf_counter() - t_build
@@ -216,13 +179,13 @@ def _build_index(family: Family, dataset: str, out: Path, model: Any, *, encoder
         encoded = n - enc_info.get("cached_docs", 0)  # documents from the cache took no encoding
         stats["docs_per_s"] = encoded / max(timer.timings.get("encode_docs_s", 0.0), 1e-9) if encoded else None
         write_json(tmp / MANIFEST, manifest(
-            KINDS[family],
+            family.index_kind,
             inputs={"dataset": ds.protocol(), "corpus_sha256": ds.corpus.fingerprint,
                     "encoder": enc.identity()},
             params=params, timings=timer.timings, outputs={"files": len(files)}, stats=stats,
             files=files))
     if not keep_work:
         release(work)
-    console.log(f"{family} index: {n:,} docs, {stats['index_bytes'] / 2**20:,.1f} MiB, "
+    console.log(f"{family.index_name} index: {n:,} docs, {stats['index_bytes'] / 2**20:,.1f} MiB, "
                 f"built in {timer.timings['total_s']:.1f}s, peak RSS {stats['peak_rss_mb']:,.0f} MiB")
     return out

@@ -1,4 +1,4 @@
-"""The three encoder families an index is built from, behind one small interface.
+"""The encoders an index is built from (one per indexable family), behind one small interface.
 
 Each encoder turns a list of document texts into one chunk's named arrays
 (``encode_docs``), encodes queries for search (``encode_queries``), and describes itself
@@ -31,19 +31,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrieval_kd.embcache import doc_identity, open_cache
 from retrieval_kd.errors import RkdError
+from retrieval_kd.families import BI_ENCODER, COLBERT, SPLADE, get
 from retrieval_kd.models.backends import BackendParams, apply_backend, backend_info, check
 from retrieval_kd.models.load import load_st_model
 from retrieval_kd.models.resolve import ModelRef, resolve_model
 from retrieval_kd.retrieve.dense import DenseParams, dense_doc_cache, encode_texts, load_encoder
-
-Family = Literal["dense", "splade", "colbert"]
 
 
 def _quiet_hf() -> None:
@@ -61,7 +59,7 @@ def _device(device: str | None, backend: str = "torch") -> str:
 
 # -- dense --------------------------------------------------------------------------------------
 class DenseEncoder:
-    family: Family = "dense"
+    family = BI_ENCODER.index_name
 
     def __init__(self, model: str | ModelRef, params: DenseParams | None = None,
                  embedding_cache: str | Path | None = None) -> None:
@@ -101,7 +99,7 @@ class SpladeParams(BackendParams):
 
 
 class SpladeEncoder:
-    family: Family = "splade"
+    family = SPLADE.index_name
 
     def __init__(self, model: str | ModelRef, params: SpladeParams | None = None,
                  embedding_cache: str | Path | None = None) -> None:
@@ -117,8 +115,7 @@ class SpladeEncoder:
                                      device=self.params.device, what="the SPLADE encoder")
         # the output width, from a probe: SpladePooling learns it on its first forward pass
         self.vocab = int(self.se.encode_query(["probe"], convert_to_sparse_tensor=True).shape[1])
-        self.cache = open_cache(embedding_cache, doc_identity("splade", self.ref, self.se.max_seq_length,
-                                                              self.backend), "sparse")
+        self.cache = SPLADE.doc_cache(embedding_cache, self.ref, self.se.max_seq_length, self.backend)
 
     def identity(self) -> dict[str, Any]:
         return {"family": self.family, "model": self.ref.provenance(),
@@ -202,7 +199,7 @@ def wrap_transformer_folder(location: str, device: str):
 class TokenEncoder:
     """Per-token embeddings (float32, one ``(n_tokens, dim)`` matrix per text)."""
 
-    family: Family = "colbert"
+    family = COLBERT.index_name
 
     def __init__(self, model: str | ModelRef | Any, params: ColbertParams | None = None) -> None:
         _quiet_hf()
@@ -291,10 +288,8 @@ class TokenEncoder:
         return self._encode(texts, query=True)
 
 
-def make_encoder(family: Family, model: str | ModelRef | Any, params: BaseModel | None = None,
+def make_encoder(family: str, model: str | ModelRef | Any, params: BaseModel | None = None,
                  embedding_cache: str | Path | None = None):
-    """The ``family`` encoder; ``embedding_cache`` is used by dense and SPLADE ones (not ColBERT)."""
-    if family == "colbert":
-        return TokenEncoder(model, params)
-    cls = {"dense": DenseEncoder, "splade": SpladeEncoder}[family]
-    return cls(model, params, embedding_cache)
+    """The index encoder of ``family`` (or its index name); ``embedding_cache`` is used by dense and
+    SPLADE ones (not ColBERT)."""
+    return get(family).index_encoder(model, params, embedding_cache)

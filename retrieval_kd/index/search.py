@@ -21,14 +21,13 @@ from retrieval_kd.data.trec import write_trec_run
 from retrieval_kd.data.types import Run
 from retrieval_kd.digests import check_files, file_digests, recorded_files
 from retrieval_kd.errors import IntegrityError, NotFoundError
+from retrieval_kd.families import get as get_family
 from retrieval_kd.index.build import DOC_IDS, KINDS
-from retrieval_kd.index.encoders import ColbertParams, SpladeParams, make_encoder
-from retrieval_kd.index.faiss_index import FaissParams, prepare_search, read_index
-from retrieval_kd.index.files import expect_count, read_doc_ids
+from retrieval_kd.index.faiss_index import FaissParams, read_index
+from retrieval_kd.index.files import read_doc_ids
 from retrieval_kd.index.stats import latency_stats, limit_threads, peak_rss_mb, round_floats, timed_each
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.progress import Timer, console, make_progress
-from retrieval_kd.retrieve.dense import DenseParams
 
 SEARCH_OVERRIDES = ("ef_search", "nprobe", "k_token", "engine", "nfull", "centroid_score_threshold")
 
@@ -42,15 +41,10 @@ def read_index_manifest(folder: str | Path) -> dict[str, Any]:
         m = read_json(man)
     except (ValueError, OSError) as e:
         raise IntegrityError(f"{man}: not a readable manifest ({e}); the index is damaged: rebuild it") from None
-    if not isinstance(m, dict) or m.get("kind") not in KINDS.values():
+    if not isinstance(m, dict) or m.get("kind") not in KINDS:
         m = m if isinstance(m, dict) else {}
         raise NotFoundError(f"{folder}: manifest kind '{m.get('kind')}' is not an index")
     return m
-
-
-def _encoder_params(family: str, saved: dict[str, Any]):
-    cls = {"dense": DenseParams, "splade": SpladeParams, "colbert": ColbertParams}[family]
-    return cls(**saved)
 
 
 def _recorded_model(recorded: dict[str, Any]) -> str | None:
@@ -68,8 +62,8 @@ def _recorded_model(recorded: dict[str, Any]) -> str | None:
 
 def encoder_for(man: dict[str, Any], model: Any = None):
     """The index's encoder: ``model`` when given, else the recorded model (hash-checked)."""
-    family = man["params"]["family"]
-    params = _encoder_params(family, man["params"].get("encoder_params", {}))
+    family = get_family(man["params"]["family"])
+    params = family.encoder_params(**man["params"].get("encoder_params", {}))
     recorded = man["inputs"]["encoder"].get("model", {})
     if model is None:
         model = _recorded_model(recorded)
@@ -80,16 +74,18 @@ def encoder_for(man: dict[str, Any], model: Any = None):
             raise IntegrityError(f"model '{model}' weights (sha256 {ref.sha256[:12]}) differ from the "
                                  f"ones the index was built with ({recorded['sha256'][:12]})")
         model = ref
-    return make_encoder(family, model, params)
+    return family.index_encoder(model, params)
 
 
 class Searcher:
-    """An opened index: ``search(query_rep, k) -> (doc numbers, scores, extra)``."""
+    """An opened index: ``search(query_rep, k) -> (doc numbers, scores, extra)``; its family
+    (:mod:`retrieval_kd.families`) opens the index files and searches them."""
 
     def __init__(self, folder: str | Path, overrides: dict[str, Any] | None = None) -> None:
         self.folder = Path(folder)
         self.manifest = read_index_manifest(self.folder)
-        self.family = self.manifest["params"]["family"]
+        self.family = self.manifest["params"]["family"]  # its index name
+        self.fam = get_family(self.family)
         # every file's size, and its sha256 once (cached): a damaged index is one error line
         check_files(self.folder, recorded_files(self.manifest), "index", skip=("embeddings/",))
         self.doc_ids: list[str] = read_doc_ids(self.folder / DOC_IDS)
@@ -99,31 +95,16 @@ class Searcher:
             raise ValueError(f"unknown search parameters {sorted(unknown)}")
         self.search_params: dict[str, Any] = {}
         self.engine = self._engine(ov)
-        if self.family in ("dense", "colbert"):
-            fp = FaissParams(**self.manifest["params"]["faiss"])
-            fp = fp.model_copy(update={k: ov[k] for k in ("ef_search", "nprobe") if k in ov})
-            self.search_params.update({"ef_search": fp.ef_search} if fp.index == "hnsw" else {})
-            self.search_params.update({"nprobe": fp.nprobe} if fp.index == "ivfpq" else {})
-            name = "index.faiss" if self.family == "dense" else "candidates.faiss"
-            cpu_index = read_index(self.folder / name)
-            if self.family == "dense":
-                expect_count(self.folder / DOC_IDS, len(self.doc_ids), int(cpu_index.ntotal), "document ids")
-            # the plaid engine drives the CPU IVF itself (coarse step in torch, preassigned lists)
-            self.index = cpu_index if self.engine == "plaid" else prepare_search(cpu_index, fp)
-        if self.family == "splade":
-            from retrieval_kd.index.sparse import InvertedIndex
+        self.fam.open_index(self, ov)
 
-            self.inv = InvertedIndex(self.folder, len(self.doc_ids))
-        elif self.family == "colbert":
-            from retrieval_kd.index.late import LateIndex
-
-            self.late = LateIndex(self.folder, self.index)
-            if self.engine == "plaid":
-                self._open_plaid(ov)
-            else:
-                self.k_token = int(ov.get("k_token", 32))
-                self.search_params["k_token"] = self.k_token
-            self.search_params["engine"] = self.engine
+    def open_faiss(self, ov: dict[str, Any]) -> tuple[Any, FaissParams]:
+        """The index's FAISS file read on the CPU, and its params with the overrides (recorded in
+        ``search_params``); the family prepares it for search."""
+        fp = FaissParams(**self.manifest["params"]["faiss"])
+        fp = fp.model_copy(update={k: ov[k] for k in ("ef_search", "nprobe") if k in ov})
+        self.search_params.update({"ef_search": fp.ef_search} if fp.index == "hnsw" else {})
+        self.search_params.update({"nprobe": fp.nprobe} if fp.index == "ivfpq" else {})
+        return read_index(self.folder / self.fam.faiss_file), fp
 
     def _engine(self, ov: dict[str, Any]) -> str:
         """ColBERT: the engine the index was built for (``exact`` before engines were recorded),
@@ -134,36 +115,15 @@ class Searcher:
         if engine not in ENGINES:
             raise ValueError(f"unknown search engine '{engine}' (one of: {', '.join(ENGINES)})")
         plaid_keys = {"nfull", "centroid_score_threshold"} & set(ov)
-        if self.family != "colbert" and ("engine" in ov or plaid_keys):
+        if not self.fam.engines and ("engine" in ov or plaid_keys):
             raise ValueError(f"{sorted({'engine', *plaid_keys} & set(ov))}: ColBERT search "
                              f"parameters, not for a {self.family} index")
         if engine == "exact" and plaid_keys:
             raise ValueError(f"{sorted(plaid_keys)} apply to the plaid engine; this search uses exact")
         return engine
 
-    def _open_plaid(self, ov: dict[str, Any]) -> None:
-        from retrieval_kd.index.plaid import SEARCH_KEYS, PlaidParams, PlaidSearch, resolve_plaid
-
-        saved = self.manifest["params"].get("plaid") or {}
-        plaid = resolve_plaid(PlaidParams(**saved), self.late.n_docs)  # an exact index searched as plaid
-        plaid = plaid.model_copy(update={k: ov[k] for k in SEARCH_KEYS if k in ov})
-        PlaidParams.model_validate(plaid.model_dump())  # the overrides, checked
-        self.plaid = PlaidSearch(self.late.tokens, self.late.offsets, self.index, plaid.model_dump())
-        self.search_params = {k: getattr(plaid, k) for k in SEARCH_KEYS}
-
     def search(self, q, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-        if self.family == "dense":
-            s, i = self.index.search(np.ascontiguousarray(q[None], dtype=np.float32), min(k, len(self.doc_ids)))
-            keep = i[0] >= 0
-            return i[0][keep], s[0][keep], {}
-        if self.family == "splade":
-            docs, s, touched = self.inv.search(q[0], q[1], k)
-            return docs, s, {"postings": touched, "query_terms": len(q[0])}
-        if self.engine == "plaid":
-            docs, s, counts = self.plaid.search(q, k)
-            return docs, s, {**counts, "query_tokens": len(q)}
-        docs, s, ncand = self.late.search(q, k, self.k_token)
-        return docs, s, {"candidates": ncand, "query_tokens": len(q)}
+        return self.fam.search(self, q, k)
 
     def to_run(self, qids: list[str], results) -> Run:
         return {qid: {self.doc_ids[int(d)]: float(s) for d, s in zip(docs, scores)}
@@ -205,11 +165,7 @@ def search_stage(index: str | Path, dataset: str, split: str, out: str | Path, *
     for key in ("postings", "query_terms", "candidates", "exact_scored", "query_tokens"):
         if extras and key in extras[0]:
             stats[f"avg_{key}"] = float(np.mean([e[key] for e in extras]))
-    if searcher.family == "splade":
-        from retrieval_kd.index.sparse import flops
-
-        stats["flops"] = flops(searcher.inv.df(), len(searcher.doc_ids), [r[0] for r in reps],
-                               searcher.inv.vocab)
+    stats.update(searcher.fam.search_stats(searcher, reps))
     stats["peak_rss_mb"] = peak_rss_mb()
     stats["index"] = {key: man.get("stats", {}).get(key) for key in ("index_bytes", "n_docs", "peak_rss_mb")}
     tag = name or f"{man['params']['name']}"

@@ -222,34 +222,31 @@ def evaluate(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict
 
 # ---------------------------------------------------------------- index / search
 
-INDEX_FAMILY = {"bi-encoder": "dense", "splade": "splade", "colbert": "colbert"}
-"""Student family -> index family of retrieval_kd.index (a cross-encoder is a reranker)."""
-
-
 def _index_params(family: str, kind: str | None, params: dict[str, Any]):
-    """Split an index entry's params into (encoder params, FAISS params, build options)."""
-    from retrieval_kd.index.encoders import ColbertParams, SpladeParams
+    """Split an index entry's params into (encoder params, FAISS params, build options) for an
+    index of ``family`` (a family, or its index name)."""
+    from retrieval_kd.families import get
     from retrieval_kd.index.faiss_index import FaissParams
-    from retrieval_kd.retrieve.dense import DenseParams
 
-    enc_cls = {"dense": DenseParams, "splade": SpladeParams, "colbert": ColbertParams}[family]
+    fam = get(family)
+    enc_cls, name = fam.encoder_params, fam.index_name
     # colbert: engine (exact | plaid) and plaid: {nprobe, k_token, nfull, centroid_score_threshold}
-    build_keys = {"chunk_size", "title_sep"} | ({"engine", "plaid"} if family == "colbert" else set())
-    faiss_keys = set(FaissParams.model_fields) if family != "splade" else set()
+    build_keys = {"chunk_size", "title_sep"} | fam.index_build_keys
+    faiss_keys = set(FaissParams.model_fields) if fam.faiss_file else set()
     unknown = set(params) - set(enc_cls.model_fields) - faiss_keys - build_keys
     if unknown:
-        raise RkdError(f"index params {sorted(unknown)} unknown for a {family} index (encoder: "
+        raise RkdError(f"index params {sorted(unknown)} unknown for a {name} index (encoder: "
                        f"{', '.join(enc_cls.model_fields)}; faiss: {', '.join(sorted(faiss_keys)) or '-'}; "
                        f"build: {', '.join(sorted(build_keys))})")
     enc = enc_cls(**{k: v for k, v in params.items() if k in enc_cls.model_fields})
     fp = None
-    if family != "splade":
+    if fam.faiss_file:
         fkw = {k: v for k, v in params.items() if k in faiss_keys and k not in enc_cls.model_fields}
         if kind:
             fkw["index"] = kind
         fp = FaissParams(**fkw) if fkw else None
     elif kind:
-        raise RkdError(f"a splade index is an inverted index: no 'kind' ({kind})")
+        raise RkdError(f"a {name} index is an inverted index: no 'kind' ({kind})")
     build = {k: v for k, v in params.items() if k in build_keys}
     if "plaid" in build:
         from retrieval_kd.index.plaid import PlaidParams
@@ -266,6 +263,7 @@ def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     documents of a named model (not a run's student) come from, and go to, the run's embedding
     cache."""
     from retrieval_kd.embcache import current_root
+    from retrieval_kd.families import get as get_family
     from retrieval_kd.index.build import build_index
     from retrieval_kd.models.params import model_parameters
 
@@ -274,9 +272,9 @@ def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
         family, model = student["family"], str(model_dir_of(inputs["student"]))
     else:
         family, model = config["family"], config["model"]
-    if family not in INDEX_FAMILY:
+    ifam = get_family(family).index_name
+    if ifam is None:
         raise RkdError(f"index {config['name']}: a {family} is not indexable; score it as a reranker")
-    ifam = INDEX_FAMILY[family]
     enc, fp, build = _index_params(ifam, config.get("kind"), config.get("params") or {})
     # a student trained in this run is encoded by its own index stage only: caching its vectors
     # would store a second copy nothing reads

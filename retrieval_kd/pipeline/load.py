@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import Node
 
 from retrieval_kd.errors import DataError, RkdError
+from retrieval_kd.families import get as get_family
 from retrieval_kd.pipeline.schema import (
     REF_SECTIONS,
     STUDENT_REF,
@@ -354,9 +355,10 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
         check_dataset(loc, i_.dataset, i_.search.splits)
         if i_.student is not None and i_.student not in p.students:
             bad((*loc, "student"), f"no student '{i_.student}' (students: {', '.join(p.students) or 'none'})")
-        elif "cross-encoder" in (i_.family, i_.student and p.students[i_.student].family):
-            bad(loc, "a cross-encoder is not indexable: evaluate it as a reranker "
-                     "(rerankers: {NAME: {..., teacher: {kind: cross-encoder, model: 'student:NAME'}}})")
+        elif reranker := next((f for f in (i_.family, i_.student and p.students[i_.student].family)
+                               if f and not get_family(f).indexable), None):
+            bad(loc, f"a {reranker} is not indexable: evaluate it as a reranker "
+                     f"(rerankers: {{NAME: {{..., teacher: {{kind: {reranker}, model: 'student:NAME'}}}}}})")
         if i_.model is not None:
             check_model((*loc, "model"), i_.model)
         problems.extend(_index_problems(lp, name, i_))
@@ -456,15 +458,15 @@ def _index_problems(lp: LoadedPipeline, name: str, ix: IndexEntry) -> list[tuple
     from pydantic import ValidationError as PydanticError
 
     from retrieval_kd.errors import RkdError
-    from retrieval_kd.pipeline.adapters import INDEX_FAMILY, _index_params
+    from retrieval_kd.pipeline.adapters import _index_params
 
     loc = ("indexes", name)
     student = lp.pipeline.students.get(ix.student) if ix.student else None
     family = student.family if student else ix.family
     out = []
-    if family in INDEX_FAMILY:
+    if family is not None and get_family(family).indexable:
         try:
-            _index_params(INDEX_FAMILY[family], ix.kind, ix.params)
+            _index_params(family, ix.kind, ix.params)
         except (RkdError, PydanticError) as e:
             where = (*loc, "params") if ix.params else loc
             out.append((lp.line(*where), f"{_dotted(where)}: {e}".replace("\n", " ")))

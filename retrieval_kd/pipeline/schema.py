@@ -71,6 +71,7 @@ from pydantic import (
 )
 
 from retrieval_kd.eval.compare import ALPHA, STAT_TEST
+from retrieval_kd.families import FAMILIES, Family
 from retrieval_kd.queries.params import QueriesEntry, QueryFilter
 from retrieval_kd.retrieve.bm25 import BM25Params
 from retrieval_kd.retrieve.dense import DenseParams
@@ -91,10 +92,6 @@ FOLD_MARK = "%f"
 
 def fold_name(name: str, j: int) -> str:
     return f"{name}{FOLD_MARK}{j}"
-
-
-FAMILIES = ("bi-encoder", "splade", "colbert", "cross-encoder")
-Family = Literal["bi-encoder", "splade", "colbert", "cross-encoder"]
 
 
 class _Strict(BaseModel):

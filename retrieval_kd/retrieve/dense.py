@@ -50,12 +50,11 @@ def load_encoder(model: ModelRef, params: DenseParams):
 def dense_doc_cache(root: str | Path | None, model: ModelRef, st, params: DenseParams):
     """The embedding cache of ``st``'s document vectors under ``root`` (None: no cache), shared
     with bi-encoder teachers of the same model and settings (:mod:`retrieval_kd.embcache`)."""
-    from retrieval_kd.embcache import doc_identity, open_cache
+    from retrieval_kd.families import BI_ENCODER
     from retrieval_kd.models.backends import backend_info
 
-    return open_cache(root, doc_identity("dense", model, st.max_seq_length, backend_info(st),
-                                         normalize=params.normalize, doc_prompt=params.doc_prompt,
-                                         dtype="float32"), "dense")
+    return BI_ENCODER.doc_cache(root, model, st.max_seq_length, backend_info(st), normalize=params.normalize,
+                                doc_prompt=params.doc_prompt, dtype="float32")
 
 
 def encode_texts(st, texts: list[str], params: DenseParams, prompt: str = "",

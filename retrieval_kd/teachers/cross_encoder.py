@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from retrieval_kd.families import CROSS_ENCODER
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.teachers.base import Pair, Teacher
 from retrieval_kd.teachers.torch_utils import pick_device, resolve_dtype, set_threads, torch_dtype
@@ -49,7 +50,7 @@ class CrossEncoderTeacher(Teacher):
         self.token_budget = token_budget or batch_size * max_length
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "cross-encoder", "model": self.ref.provenance(),
+        return {"kind": CROSS_ENCODER.name, "model": self.ref.provenance(),
                 "max_length": self.max_length, "dtype": self.dtype,
                 "activation": "none (logits)", **self.backend}
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kd.embcache import doc_identity, open_cache
+from retrieval_kd.families import BI_ENCODER, SPLADE
 from retrieval_kd.models.load import load_st_model
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.teachers.base import Pair, Teacher
@@ -85,12 +85,11 @@ class BiEncoderTeacher(Teacher):
         self.query_prompt = query_prompt or own.get("query", "")
         self.doc_prompt = doc_prompt or own.get("document", "")
         self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
-        self._disk = open_cache(embedding_cache, doc_identity(
-            "dense", self.ref, self.st.max_seq_length, self.backend, normalize=normalize,
-            doc_prompt=self.doc_prompt, dtype=self.dtype), "dense")
+        self._disk = BI_ENCODER.doc_cache(embedding_cache, self.ref, self.st.max_seq_length, self.backend,
+                                          normalize=normalize, doc_prompt=self.doc_prompt, dtype=self.dtype)
 
     def identity(self) -> dict[str, Any]:
-        ident = {"kind": "bi-encoder", "model": self.ref.provenance(),
+        ident = {"kind": BI_ENCODER.name, "model": self.ref.provenance(),
                  "max_length": self.st.max_seq_length, "normalize": self.normalize,
                  "query_prompt": self.query_prompt, "doc_prompt": self.doc_prompt}
         if self.dtype != "float32":  # float32 identities stay as they were before dtype existed
@@ -139,11 +138,10 @@ class SpladeTeacher(Teacher):
                                      what="the SPLADE teacher")
         self.batch_size = batch_size
         self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
-        self._disk = open_cache(embedding_cache, doc_identity("splade", self.ref, self.se.max_seq_length,
-                                                              self.backend), "sparse")
+        self._disk = SPLADE.doc_cache(embedding_cache, self.ref, self.se.max_seq_length, self.backend)
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "splade", "model": self.ref.provenance(), "max_length": self.se.max_seq_length,
+        return {"kind": SPLADE.name, "model": self.ref.provenance(), "max_length": self.se.max_seq_length,
                 **self.backend}
 
     def score(self, pairs: list[Pair]) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from retrieval_kd.families import teacher_family
 from retrieval_kd.models.resolve import resolve_model
 
 RUNTIME_KEYS = frozenset({"batch_size", "threads", "device", "base_url", "concurrency", "timeout",
@@ -47,10 +48,6 @@ def identity_of(spec_dump: dict[str, Any]) -> dict[str, Any]:
         if out.get("backend") == "openai":
             return out  # the served model's name is all we can know
         out.pop("top_logprobs", None)  # only the HTTP backend reads it
-    if kind == "bi-encoder" and out.pop("model_prompts", False):  # the prompt texts used
-        own = _st_prompts(out["model"])
-        out["query_prompt"] = out.get("query_prompt") or own.get("query", "")
-        out["doc_prompt"] = out.get("doc_prompt") or own.get("document", "")
     if "model" in out:
         out["model"] = _model_identity(out["model"])
     on_torch = out.get("backend", "torch") == "torch"
@@ -58,25 +55,14 @@ def identity_of(spec_dump: dict[str, Any]) -> dict[str, Any]:
         from retrieval_kd.teachers.torch_utils import resolve_dtype
 
         out["dtype"] = resolve_dtype("auto", spec_dump.get("device")) if on_torch else "float32"
-        if kind == "bi-encoder" and out["dtype"] == "float32":
-            del out["dtype"]  # as a bi-encoder spec without dtype (float32 is its default)
+    family = teacher_family(kind)
+    if family is not None:  # its own rules (a bi-encoder's prompts and default dtype)
+        out = family.teacher_identity(out, spec_dump)
     if kind != "llm" and ("backend" in out or "variant" in out):  # absent at torch fp32 (dump left them out)
         from retrieval_kd.models.backends import backend_identity
 
         out.update(backend_identity(out.pop("backend", None), out.pop("variant", None)))
     return out
-
-
-def _st_prompts(ref_text: str) -> dict[str, str]:
-    """A sentence-transformers folder's own prompts (config_sentence_transformers.json)."""
-    import json
-    from pathlib import Path
-
-    cfg = Path(resolve_model(ref_text).location) / "config_sentence_transformers.json"
-    try:
-        return dict(json.loads(cfg.read_text(encoding="utf-8")).get("prompts") or {})
-    except (OSError, ValueError):
-        return {}
 
 
 def spec_identity(spec) -> dict[str, Any]:

@@ -3,105 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import Field, ValidationError
 
 from retrieval_kd.errors import DataError, RkdError
-from retrieval_kd.models.backends import Backend, Variant
+from retrieval_kd.families import teacher_family, teacher_specs
 from retrieval_kd.retrieve.bm25 import BM25Params
 from retrieval_kd.teachers.base import Teacher
+from retrieval_kd.teachers.spec_base import Spec
 from retrieval_kd.yamlloc import load_yaml
-
-
-class _Spec(BaseModel):
-    """A teacher spec. Fields named in ``LATER`` were added after stores and stages had been
-    keyed by the spec's dump: at their default they are left out of every dump, so adding them
-    changed no existing store id or stage key."""
-
-    model_config = ConfigDict(extra="forbid")
-    LATER: ClassVar[dict[str, Any]] = {}
-
-    @model_serializer(mode="wrap")
-    def _drop_later_defaults(self, handler):
-        out = handler(self)
-        for k, default in self.LATER.items():
-            if k in out and out[k] == default:
-                del out[k]
-        return out
-
-
-class _BackendSpec(_Spec):
-    """A neural teacher's inference backend (retrieval_kd/models/backends.py): ``torch`` (the
-    weights as loaded, ``dtype`` applies), ``onnx`` (``variant`` fp32, O1-O3 or int8) or
-    ``openvino``. Part of the identity when not ``torch`` / ``fp32`` (left out of dumps at the
-    default, so older specs keep their store ids and stage keys)."""
-
-    backend: Backend | Literal["auto"] = "auto"
-    variant: Variant | Literal["auto"] = "auto"
-    """``auto`` (the default): this machine's preferred backend (models/backends.py
-    ``preferred``), resolved when the spec is built; torch where ``dtype`` asks for bf16/fp16."""
-
-    @model_validator(mode="after")
-    def _runnable(self):
-        from retrieval_kd.models.backends import check, resolve_auto
-
-        self.backend, self.variant = resolve_auto(self.backend, self.variant, dtype=getattr(self, "dtype", None),
-                                                  device=getattr(self, "device", None))
-        try:
-            check(self.backend, self.variant, dtype=getattr(self, "dtype", None))
-        except RkdError as e:
-            raise ValueError(str(e)) from None
-        return self
-
-
-class CrossEncoderSpec(_BackendSpec):
-    kind: Literal["cross-encoder"]
-    model: str
-    max_length: int = 512
-    batch_size: int = 32
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """auto: bfloat16 autocast where the hardware has native bf16, else float32 (recorded resolved)."""
-    threads: int | None = None
-    device: str | None = None
-    LATER: ClassVar[dict[str, Any]] = {"backend": "torch", "variant": "fp32"}
-
-
-class BiEncoderSpec(_BackendSpec):
-    kind: Literal["bi-encoder"]
-    model: str
-    batch_size: int = 64
-    max_length: int | None = None
-    normalize: bool = True
-    query_prompt: str = ""
-    doc_prompt: str = ""
-    model_prompts: bool = False
-    """Use the model's own ``query`` / ``document`` prompts (EmbeddingGemma's ``task: search
-    result | query: `` and ``title: none | text: ``) where ``query_prompt`` / ``doc_prompt``
-    are empty; the texts used enter the identity."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    """Weights' dtype (auto: bfloat16 where the hardware has native bf16); recorded as used."""
-    LATER: ClassVar[dict[str, Any]] = {"model_prompts": False, "dtype": "float32", "backend": "torch",
-                                       "variant": "fp32"}
-    threads: int | None = None
-    device: str | None = None
-
-
-class SpladeSpec(_BackendSpec):
-    kind: Literal["splade"]
-    model: str
-    batch_size: int = 32
-    max_length: int | None = None
-    threads: int | None = None
-    device: str | None = None
-    LATER: ClassVar[dict[str, Any]] = {"backend": "torch", "variant": "fp32"}
 
 
 class BM25Spec(BM25Params):
     kind: Literal["bm25"]
 
 
-class LLMSpec(_Spec):
+class LLMSpec(Spec):
     """A pointwise yes/no LLM judge: local (transformers, GGUF too) or an OpenAI-compatible server."""
 
     kind: Literal["llm"]
@@ -123,19 +41,19 @@ class LLMSpec(_Spec):
     threads: int | None = None
 
 
-class MemberSpec(_Spec):
+class MemberSpec(Spec):
     teacher: TeacherSpec
     weight: float = Field(1.0, gt=0)
     """The member's share of the (normalised) sum; a negative weight would flip the teacher."""
 
 
-class EnsembleSpec(_Spec):
+class EnsembleSpec(Spec):
     kind: Literal["ensemble"]
     members: list[MemberSpec]
     normalization: Literal["none", "minmax", "zscore", "rank"] = "zscore"
 
 
-class CrossFitSpec(_Spec):
+class CrossFitSpec(Spec):
     """Cross-fitted: fold j's teacher scores the queries of fold j (``crc32(qid) % k``, k the
     number of folds); fold j's model was trained without them (see teachers/crossfit.py). A
     pipeline builds this for a member ``student:NAME`` whose student has ``crossfit: K``."""
@@ -145,14 +63,15 @@ class CrossFitSpec(_Spec):
 
 
 TeacherSpec = Annotated[
-    CrossEncoderSpec | BiEncoderSpec | SpladeSpec | BM25Spec | LLMSpec | EnsembleSpec | CrossFitSpec,
+    Union[(*teacher_specs(), BM25Spec, LLMSpec, EnsembleSpec, CrossFitSpec)],  # families' specs first
     Field(discriminator="kind"),
 ]
+"""Any teacher spec: a family's model (each family module holds its spec) or bm25, llm, ensemble, crossfit."""
 MemberSpec.model_rebuild()
 CrossFitSpec.model_rebuild()
 
 
-class _Holder(_Spec):
+class _Holder(Spec):
     teacher: TeacherSpec
 
 
@@ -205,18 +124,9 @@ def build_teacher(spec: TeacherSpec, embedding_cache: str | Path | None = None) 
 
 def _build(spec: TeacherSpec, cache: str | Path | None = None) -> Teacher:
     args = spec.model_dump(exclude={"kind"})
-    if isinstance(spec, CrossEncoderSpec):
-        from retrieval_kd.teachers.cross_encoder import CrossEncoderTeacher
-
-        return CrossEncoderTeacher(**args)
-    if isinstance(spec, BiEncoderSpec):
-        from retrieval_kd.teachers.encoders import BiEncoderTeacher
-
-        return BiEncoderTeacher(**args, embedding_cache=cache)
-    if isinstance(spec, SpladeSpec):
-        from retrieval_kd.teachers.encoders import SpladeTeacher
-
-        return SpladeTeacher(**args, embedding_cache=cache)
+    family = teacher_family(spec.kind)
+    if family is not None:  # a model of a family: cross-encoder, bi-encoder, SPLADE
+        return family.build_teacher(args, cache)
     if isinstance(spec, BM25Spec):
         from retrieval_kd.teachers.bm25 import BM25Teacher
 

@@ -1,6 +1,7 @@
 """Students trained from stored teacher scores (``rkd train``).
 
 ``config`` (TrainConfig), ``examples`` (rows from score stores + candidates + qrels),
-``students`` (the four families), ``losses`` (per-family ST losses, weighted combinations),
-``stage`` (``train_stage(cfg) -> Path``, resumable from checkpoints).
+``students`` (a student of a family, :mod:`retrieval_kd.families`), ``losses`` (weighted
+combinations of the families' losses), ``stage`` (``train_stage(cfg) -> Path``, resumable from
+checkpoints).
 """

@@ -27,10 +27,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retrieval_kd.errors import DataError, RkdError
+from retrieval_kd.families import Family, all_families, get
 
-Family = Literal["bi-encoder", "splade", "colbert", "cross-encoder"]
 LossName = Literal["margin-mse", "kl", "infonce"]
-FAMILIES: tuple[str, ...] = ("bi-encoder", "splade", "colbert", "cross-encoder")
 LOSSES: tuple[str, ...] = ("margin-mse", "kl", "infonce")
 
 
@@ -182,8 +181,9 @@ class TrainConfig(BaseModel):
             j, k = self.query_folds
             if k < 2 or not 0 <= j < k:
                 raise ValueError(f"query_folds {list(self.query_folds)}: need [j, k] with k >= 2 and 0 <= j < k")
-        if self.query_max_length is not None and self.family != "colbert":
-            raise ValueError("query_max_length applies to colbert only (others use max_length)")
+        if self.query_max_length is not None and not get(self.family).separate_query_length:
+            own = ", ".join(f.name for f in all_families() if f.separate_query_length)
+            raise ValueError(f"query_max_length applies to {own} only (others use max_length)")
         return self
 
     @property

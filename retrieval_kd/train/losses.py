@@ -1,16 +1,5 @@
-"""Loss objects per student family, built from Sentence Transformers' own losses.
-
-======================  ==========================  ==============================  ====================================
-loss                    bi-encoder                  splade (inside ``SpladeLoss``)  colbert / cross-encoder
-======================  ==========================  ==============================  ====================================
-``margin-mse``          ``MarginMSELoss``           ``SparseMarginMSELoss``         ``MultiVectorMarginMSELoss`` /
-                                                                                    CE ``MarginMSELoss``
-``kl``                  ``DistillKLDivLoss``        ``SparseDistillKLDivLoss``      ``MultiVectorDistillKLDivLoss`` /
-                                                                                    :class:`CrossEncoderDistillKLDivLoss`
-``infonce``             ``MultipleNegatives-        ``SparseMultipleNegatives-      ``MultiVectorMultipleNegatives-
-                        RankingLoss``               RankingLoss``                   RankingLoss`` / CE ``MultipleNegatives-
-                                                                                    RankingLoss``
-======================  ==========================  ==============================  ====================================
+"""Training losses, built from Sentence Transformers' own: each family's module names its
+``margin-mse``, ``kl`` and ``infonce`` losses (:meth:`~retrieval_kd.families.base.ModelFamily.loss`).
 
 Sentence Transformers has no listwise KL loss for cross-encoders, so
 :class:`CrossEncoderDistillKLDivLoss` is the one loss written here (the same formula as
@@ -34,9 +23,8 @@ class WeightedLoss(nn.Module):
     negative_1, ..., negative_k) with labels [s(q,p), s(q,n_1), ..., s(q,n_k)] serves
     Margin-MSE, KL and InfoNCE together.
 
-    For bi-encoders and SPLADE the columns are embedded once
-    (``compute_loss_from_embeddings``); multi-vector and cross-encoder members each run
-    their own forward.
+    With ``embed_once`` (a family's, the bi-encoder's) the columns are embedded once
+    (``compute_loss_from_embeddings``); otherwise each member runs its own forward.
     """
 
     def __init__(self, model, terms: dict[str, tuple[nn.Module, float]], embed_once: bool = False) -> None:
@@ -122,64 +110,15 @@ class CrossEncoderDistillKLDivLoss(nn.Module):
         return {"temperature": self.temperature}
 
 
-def bi_encoder_similarity(model) -> tuple[Any, Any]:
-    """(pairwise, matrix) similarity functions of a bi-encoder: the model's own
-    (``similarity_fn_name``, cosine unless its config says otherwise), the one its index searches
-    with. Every bi-encoder loss uses it: Sentence Transformers' distillation losses default to
-    the dot product while its InfoNCE defaults to cosine, and a mean-pooled body without a
-    ``Normalize`` module (dot products ~100 for BERT-tiny) would then learn one similarity from
-    the teacher and be searched with another."""
-    from sentence_transformers import util
-
-    name = getattr(model, "similarity_fn_name", None) or "cosine"
-    table = {"cosine": (util.pairwise_cos_sim, util.cos_sim), "dot": (util.pairwise_dot_score, util.dot_score)}
-    if name not in table:
-        raise ValueError(f"bi-encoder similarity '{name}' is not supported for training (cosine or dot)")
-    return table[name]
-
-
-def _member(family: str, name: str, model, cfg) -> nn.Module:
-    scale = {"scale": cfg.infonce_scale} if cfg.infonce_scale else {}
-    if family == "bi-encoder":
-        from sentence_transformers.sentence_transformer import losses as L
-
-        pair, matrix = bi_encoder_similarity(model)
-        return {"margin-mse": lambda: L.MarginMSELoss(model, similarity_fct=pair),
-                "kl": lambda: L.DistillKLDivLoss(model, similarity_fct=pair, temperature=cfg.temperature),
-                "infonce": lambda: L.MultipleNegativesRankingLoss(model, similarity_fct=matrix, **scale)
-                }[name]()
-    if family == "splade":
-        from sentence_transformers.sparse_encoder import losses as L
-
-        return {"margin-mse": lambda: L.SparseMarginMSELoss(model),
-                "kl": lambda: L.SparseDistillKLDivLoss(model, temperature=cfg.temperature),
-                "infonce": lambda: L.SparseMultipleNegativesRankingLoss(model, **scale)}[name]()
-    if family == "colbert":
-        from sentence_transformers.multi_vector_encoder import losses as L
-
-        return {"margin-mse": lambda: L.MultiVectorMarginMSELoss(model),
-                "kl": lambda: L.MultiVectorDistillKLDivLoss(model, temperature=cfg.temperature),
-                "infonce": lambda: L.MultiVectorMultipleNegativesRankingLoss(model, **scale)}[name]()
-    if family == "cross-encoder":
-        from sentence_transformers.cross_encoder import losses as L
-
-        return {"margin-mse": lambda: L.MarginMSELoss(model),
-                "kl": lambda: CrossEncoderDistillKLDivLoss(model, temperature=cfg.temperature),
-                "infonce": lambda: L.MultipleNegativesRankingLoss(model, **scale)}[name]()
-    raise ValueError(f"unknown family {family}")
-
-
 def build_loss(family: str, model, cfg) -> nn.Module:
-    """The training loss for ``cfg.losses`` (weighted when more than one or weight != 1);
-    SPLADE's is wrapped in ``SpladeLoss`` with the configured FLOPS weights."""
-    terms = {t.name: (_member(family, t.name, model, cfg), t.weight) for t in cfg.losses}
+    """The training loss for ``cfg.losses`` (weighted when more than one or weight != 1), in the
+    family's wrapper (SPLADE's ``SpladeLoss`` with the configured FLOPS weights)."""
+    from retrieval_kd.families import get
+
+    fam = get(family)
+    terms = {t.name: (fam.loss(t.name, model, cfg), t.weight) for t in cfg.losses}
     if len(terms) == 1 and next(iter(terms.values()))[1] == 1.0:
         loss = next(iter(terms.values()))[0]
     else:
-        loss = WeightedLoss(model, terms, embed_once=family == "bi-encoder")
-    if family == "splade":
-        from sentence_transformers.sparse_encoder.losses import SpladeLoss
-
-        loss = SpladeLoss(model, loss=loss, document_regularizer_weight=cfg.splade_doc_weight,
-                          query_regularizer_weight=cfg.splade_query_weight)
-    return loss
+        loss = WeightedLoss(model, terms, embed_once=fam.embed_once)
+    return fam.wrap_loss(loss, model, cfg)

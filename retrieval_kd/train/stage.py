@@ -38,6 +38,7 @@ from retrieval_kd.artifacts import (
 from retrieval_kd.data.types import Dataset
 from retrieval_kd.digests import check_files, file_digests, recorded_files
 from retrieval_kd.errors import IntegrityError, NotFoundError, RkdError
+from retrieval_kd.families import get as get_family
 from retrieval_kd.train.config import TrainConfig
 from retrieval_kd.train.examples import ExampleOptions, ExampleStats, Groups, build_examples, outside_fold
 from retrieval_kd.workdirs import claim, clean_stale_temps, clear, only_names, release, require_replaceable
@@ -45,12 +46,6 @@ from retrieval_kd.workdirs import claim, clean_stale_temps, clear, only_names, r
 RUN_STATE = "run.json"
 CHECKPOINTS = "checkpoints"
 
-TRAINERS = {
-    "bi-encoder": ("SentenceTransformerTrainer", "SentenceTransformerTrainingArguments"),
-    "splade": ("SparseEncoderTrainer", "SparseEncoderTrainingArguments"),
-    "colbert": ("MultiVectorEncoderTrainer", "MultiVectorEncoderTrainingArguments"),
-    "cross-encoder": ("CrossEncoderTrainer", "CrossEncoderTrainingArguments"),
-}
 # Settings that do not change the trained weights: a resumed run may change them.
 RUNTIME_KEYS = frozenset({"output", "save_total_limit", "logging_steps"})
 
@@ -145,10 +140,8 @@ def training_args(cfg: TrainConfig, out_dir: Path):
     import torch
     from sentence_transformers.base.sampler import BatchSamplers
 
-    cls = getattr(st, TRAINERS[cfg.family][1])
-    kw: dict[str, Any] = {}
-    if cfg.family == "colbert" and cfg.query_max_length:
-        kw["max_length"] = {"query": cfg.query_max_length, "document": cfg.max_length}
+    family = get_family(cfg.family)
+    cls = getattr(st, family.training_args_class)
     return cls(
         output_dir=str(out_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -171,7 +164,7 @@ def training_args(cfg: TrainConfig, out_dir: Path):
         dataloader_pin_memory=torch.cuda.is_available(),
         batch_sampler=(BatchSamplers.NO_DUPLICATES if "infonce" in cfg.loss_names
                        else BatchSamplers.BATCH_SAMPLER),
-        **kw,
+        **family.training_kwargs(cfg),
     )
 
 
@@ -182,7 +175,7 @@ def make_trainer(cfg: TrainConfig, model, train_dataset, out_dir: Path, callback
 
     from retrieval_kd.train.losses import build_loss
 
-    cls = getattr(st, TRAINERS[cfg.family][0])
+    cls = getattr(st, get_family(cfg.family).trainer_class)
     trainer = cls(model=model, args=training_args(cfg, out_dir), train_dataset=train_dataset,
                   loss=build_loss(cfg.family, model, cfg), callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # logs go to the manifest and the progress bar
@@ -298,7 +291,7 @@ def _train_stage(cfg: TrainConfig, output: Path, *, progress: bool, restart: boo
     from retrieval_kd.models.resolve import resolve_model
     from retrieval_kd.progress import Timer, console, make_progress
     from retrieval_kd.storage import writing
-    from retrieval_kd.train.students import FAMILY_CLASS, build_student
+    from retrieval_kd.train.students import build_student
 
     work = work_dir(output)
     timer = Timer()
@@ -362,7 +355,7 @@ def _train_stage(cfg: TrainConfig, output: Path, *, progress: bool, restart: boo
                     "candidates": inputs.candidates},
             params=cfg.model_dump(mode="json"),
             timings=timer.timings,
-            outputs={"family": cfg.family, "class": FAMILY_CLASS[cfg.family],
+            outputs={"family": cfg.family, "class": get_family(cfg.family).student_class,
                      "global_step": end_step, "epochs": round(float(trainer.state.epoch or 0), 4),
                      "train_loss": round(float(result.training_loss), 6),
                      "examples_per_s": sessions[-1]["examples_per_s"],

@@ -1,19 +1,10 @@
-"""Students: the four model families, initialised from a short name, a Hugging Face id or a path.
-
-==================  ==========================================  ==============================================
-family              class (a saved student loads with it)       built from a plain transformer body as
-==================  ==========================================  ==============================================
-``bi-encoder``      ``SentenceTransformer``                     Transformer + mean pooling (ST's default)
-``splade``          ``SparseEncoder``                           fill-mask Transformer + ``SpladePooling("max")``
-``colbert``         ``MultiVectorEncoder`` (ST 6 multi-vector)  Transformer + token Dense(``colbert_dim``) +
-                                                                ``MultiVectorMask`` + token ``Normalize``
-``cross-encoder``   ``CrossEncoder`` (``num_labels=1``)         sequence-classification head on the body
-==================  ==========================================  ==============================================
+"""Students: a model of one of the families (:mod:`retrieval_kd.families`), initialised from a
+short name, a Hugging Face id or a path.
 
 A checkpoint already of the family's type (its ``config_sentence_transformers.json`` says so)
 is loaded as it is. Any other folder (a plain Hugging Face model, or a Sentence Transformers
 model of another type, e.g. the BERT-tiny body of ``splade-tiny`` for ColBERT) contributes its
-transformer body, around which the family's model is built.
+transformer body, around which the family's model is built (each family module says how).
 """
 
 from __future__ import annotations
@@ -23,24 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from retrieval_kd.errors import NotFoundError, RkdError
+from retrieval_kd.families import FAMILIES, all_families, get
 from retrieval_kd.models.resolve import ModelRef, resolve_model, saved_model_type
 
-FAMILY_CLASS = {
-    "bi-encoder": "SentenceTransformer",
-    "splade": "SparseEncoder",
-    "colbert": "MultiVectorEncoder",
-    "cross-encoder": "CrossEncoder",
-}
+FAMILY_CLASS = {f.name: f.student_class for f in all_families()}
+"""Family -> the Sentence Transformers class its students are."""
 
 
 def model_class(family: str) -> type:
     """The Sentence Transformers class of a family (a trained student loads with it directly)."""
     import sentence_transformers as st
 
-    try:
-        return getattr(st, FAMILY_CLASS[family])
-    except KeyError:
-        raise RkdError(f"unknown student family '{family}' (known: {', '.join(FAMILY_CLASS)})") from None
+    if family not in FAMILIES:
+        raise RkdError(f"unknown student family '{family}' (known: {', '.join(FAMILIES)})")
+    return getattr(st, get(family).student_class)
 
 
 def transformer_body(folder: str | Path) -> str:
@@ -56,8 +43,17 @@ def transformer_body(folder: str | Path) -> str:
     raise NotFoundError(f"{folder}: no transformer inside (no config.json)")
 
 
-def _kwargs(location: str) -> dict[str, Any]:
+def local_only(location: str) -> dict[str, Any]:
+    """Loading keywords for ``location``: a local folder is never looked up on the hub."""
     return {"local_files_only": True} if Path(location).exists() else {}
+
+
+def body_transformer(body: str, max_length: int, **kwargs: Any) -> Any:
+    """Sentence Transformers' ``Transformer`` module over ``body`` (a folder: never the hub)."""
+    from sentence_transformers.base.modules import Transformer
+
+    return Transformer(body, max_seq_length=max_length, model_kwargs=local_only(body),
+                       processor_kwargs=local_only(body), config_kwargs=local_only(body), **kwargs)
 
 
 def build_student(family: str, init: str | ModelRef, *, max_length: int = 256, colbert_dim: int = 128,
@@ -74,57 +70,10 @@ def build_student(family: str, init: str | ModelRef, *, max_length: int = 256, c
         transformers.set_seed(seed)  # new heads (ColBERT projection, CE classifier) start the same
     kind = saved_model_type(loc) if local else None
     try:
-        model = _build(family, loc, kind, local, max_length, colbert_dim)
+        model = get(family).build_student(loc, kind, local, max_length, colbert_dim)
     except (OSError, ValueError) as e:
         raise RkdError(f"cannot build a {family} student from '{ref.ref}' ({loc}): {e}") from None
     return model, ref
-
-
-def _build(family: str, loc: str, kind: str | None, local: bool, max_length: int, colbert_dim: int):
-    from sentence_transformers import CrossEncoder, MultiVectorEncoder, SentenceTransformer, SparseEncoder
-
-    kw = _kwargs(loc)
-    if family == "bi-encoder":
-        model = SentenceTransformer(loc, **kw)
-        model.max_seq_length = max_length
-        return model
-    if family == "cross-encoder":
-        if kind == "CrossEncoder":
-            return CrossEncoder(loc, max_length=max_length, **kw)
-        body = transformer_body(loc) if local else loc
-        return CrossEncoder(body, num_labels=1, max_length=max_length, **_kwargs(body))
-    if family == "splade":
-        if kind == "SparseEncoder":
-            model = SparseEncoder(loc, **kw)
-        else:
-            from sentence_transformers.base.modules import Transformer
-            from sentence_transformers.sparse_encoder.modules import SpladePooling
-
-            body = transformer_body(loc) if local else loc
-            tf = Transformer(body, transformer_task="fill-mask", max_seq_length=max_length,
-                             model_kwargs=_kwargs(body), processor_kwargs=_kwargs(body),
-                             config_kwargs=_kwargs(body))
-            model = SparseEncoder(modules=[tf, SpladePooling(pooling_strategy="max")])
-        model.max_seq_length = max_length
-        return model
-    if family == "colbert":
-        if kind == "MultiVectorEncoder":
-            model = MultiVectorEncoder(loc, **kw)
-        else:
-            from sentence_transformers.base.modules import Dense, Normalize, Transformer
-            from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
-            from torch import nn
-
-            body = transformer_body(loc) if local else loc
-            tf = Transformer(body, max_seq_length=max_length, model_kwargs=_kwargs(body),
-                             processor_kwargs=_kwargs(body), config_kwargs=_kwargs(body))
-            proj = Dense(in_features=tf.get_embedding_dimension(), out_features=colbert_dim, bias=False,
-                         activation_function=nn.Identity(), module_input_name="token_embeddings")
-            model = MultiVectorEncoder(modules=[tf, proj, MultiVectorMask(),
-                                                Normalize(module_input_name="token_embeddings")])
-        model.max_seq_length = max_length
-        return model
-    raise RkdError(f"unknown student family '{family}'")
 
 
 def load_student(family: str, path: str | Path):

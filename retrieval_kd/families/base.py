@@ -1,0 +1,151 @@
+"""What a model family is: the parts every family module fills in (student, losses, index, teacher).
+
+A part a family lacks keeps the default here: a cross-encoder has no index, ColBERT serves as no
+teacher. Family modules import their heavy libraries inside methods, so the registry is cheap to
+import from anywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from retrieval_kd.errors import RkdError
+
+
+def infonce_scale(cfg: Any) -> dict[str, float]:
+    """The InfoNCE ``scale`` keyword a config sets (none: the library's per-family default)."""
+    return {"scale": cfg.infonce_scale} if cfg.infonce_scale else {}
+
+
+class ModelFamily:
+    """One model family; the registry (:mod:`retrieval_kd.families`) holds one instance of each."""
+
+    name: ClassVar[str]
+    """The family's name in configs, pipelines and manifests."""
+    student_class: ClassVar[str]
+    """The Sentence Transformers class a student is built as (a trained one loads with it)."""
+    trainer_class: ClassVar[str]
+    """Its Sentence Transformers trainer (class name)."""
+    training_args_class: ClassVar[str]
+    """The trainer's ``*TrainingArguments`` (class name)."""
+    embed_once: ClassVar[bool] = False
+    """Several weighted losses embed the columns once (``compute_loss_from_embeddings``)."""
+    separate_query_length: ClassVar[bool] = False
+    """Queries have their own token length (``query_max_length``)."""
+
+    index_name: ClassVar[str | None] = None
+    """Its index in ``rkd index``, index and search manifests; None: not indexable (a reranker)."""
+    index_build_keys: ClassVar[frozenset[str]] = frozenset()
+    """Index-entry params of this family's build beyond ``chunk_size`` / ``title_sep``."""
+    faiss_file: ClassVar[str | None] = None
+    """The FAISS index file of its index (None: no FAISS index)."""
+    engines: ClassVar[bool] = False
+    """Its index takes a search engine (``exact`` | ``plaid``)."""
+
+    cache_vectors: ClassVar[str | None] = None
+    """Its document vectors' name in the embedding cache identity (None: not cached)."""
+    cache_kind: ClassVar[str | None] = None
+    """Their storage in the embedding cache (``dense`` rows or ``sparse`` CSR)."""
+    teacher_spec: ClassVar[type | None] = None
+    """The teacher spec of its models (``kind``: the family's name); None: no teacher."""
+
+    def __repr__(self) -> str:
+        return f"<family {self.name}>"
+
+    @property
+    def indexable(self) -> bool:
+        return self.index_name is not None
+
+    @property
+    def index_kind(self) -> str:
+        """The ``kind`` of its index manifests."""
+        return f"index.{self.index_name}"
+
+    # -- student ---------------------------------------------------------------------------------
+    def build_student(self, loc: str, kind: str | None, local: bool, max_length: int,
+                      colbert_dim: int) -> Any:
+        """The student from the model at ``loc`` (``kind``: its saved Sentence Transformers type):
+        loaded as it is when saved as :attr:`student_class`, else built around its transformer
+        body (:meth:`around_body`)."""
+        import sentence_transformers as st
+
+        from retrieval_kd.train.students import local_only, transformer_body
+
+        if kind == self.student_class:
+            model = getattr(st, self.student_class)(loc, **local_only(loc))
+        else:
+            model = self.around_body(transformer_body(loc) if local else loc, max_length, colbert_dim)
+        model.max_seq_length = max_length
+        return model
+
+    def around_body(self, body: str, max_length: int, colbert_dim: int) -> Any:
+        """A new student around the transformer in ``body`` (a folder or a hub id)."""
+        raise NotImplementedError
+
+    def loss(self, name: str, model: Any, cfg: Any) -> Any:
+        """The Sentence Transformers loss ``name`` (margin-mse | kl | infonce) for ``model``."""
+        raise NotImplementedError
+
+    def wrap_loss(self, loss: Any, model: Any, cfg: Any) -> Any:
+        """The training loss around the (weighted) distillation loss."""
+        return loss
+
+    def training_kwargs(self, cfg: Any) -> dict[str, Any]:
+        """Extra ``*TrainingArguments`` of this family."""
+        return {}
+
+    # -- index -------------------------------------------------------------------------------------
+    def _no_index(self) -> RkdError:
+        return RkdError(f"a {self.name} is not indexable; score it as a reranker")
+
+    @property
+    def encoder_params(self) -> type:
+        """The pydantic params of its index encoder."""
+        raise self._no_index()
+
+    def index_encoder(self, model: Any, params: Any = None, embedding_cache: str | Path | None = None) -> Any:
+        """Its index encoder (:mod:`retrieval_kd.index.encoders`) of ``model``."""
+        raise self._no_index()
+
+    def index_bytes(self, faiss_params: Any, encoded: int) -> int:
+        """Rough bytes its index takes, from the bytes of the encoded chunks."""
+        raise self._no_index()
+
+    def write_index(self, tmp: Path, store: Any, n: int, enc: Any, faiss_params: Any, engine: str,
+                    plaid_params: Any, params: dict[str, Any], stats: dict[str, Any]) -> None:
+        """Assemble the index files in ``tmp`` from the encoded chunks in ``store``; record its
+        parameters and figures in ``params`` / ``stats``."""
+        raise self._no_index()
+
+    def open_index(self, searcher: Any, ov: dict[str, Any]) -> None:
+        """Open the index files of a :class:`~retrieval_kd.index.search.Searcher` (``ov``: overrides)."""
+        raise self._no_index()
+
+    def search(self, searcher: Any, q: Any, k: int) -> tuple[Any, Any, dict[str, float]]:
+        """One query's (document numbers, scores, figures)."""
+        raise self._no_index()
+
+    def search_stats(self, searcher: Any, reps: list[Any]) -> dict[str, Any]:
+        """Figures of a whole search beyond latency (the queries' representations ``reps``)."""
+        return {}
+
+    # -- embedding cache -------------------------------------------------------------------------
+    def doc_cache(self, root: str | Path | None, ref: Any, max_length: int | None, backend: dict[str, str],
+                  **settings: Any) -> Any:
+        """The embedding cache of its document vectors under ``root`` (None: no cache)."""
+        from retrieval_kd.embcache import doc_identity, open_cache
+
+        if self.cache_vectors is None:
+            raise RkdError(f"{self.name} document vectors are not cached")
+        return open_cache(root, doc_identity(self.cache_vectors, ref, max_length, backend, **settings),
+                          self.cache_kind)
+
+    # -- teacher ---------------------------------------------------------------------------------
+    def build_teacher(self, args: dict[str, Any], embedding_cache: str | Path | None) -> Any:
+        """The teacher of a spec of this kind (``args``: the spec's fields but ``kind``)."""
+        raise RkdError(f"a {self.name} does not serve as a teacher")
+
+    def teacher_identity(self, out: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+        """Family rules on a teacher identity (``spec``: the dumped spec it is made from)."""
+        return out
