@@ -121,7 +121,7 @@ class BiEncoderTeacher(Teacher):
 class SpladeTeacher(Teacher):
     """Dot product of SPLADE sparse vectors (a SparseEncoder, or any masked-LM checkpoint)."""
 
-    def __init__(self, model: str, batch_size: int = 32, max_length: int | None = None,
+    def __init__(self, model: str, batch_size: int = 8, max_length: int | None = None,
                  threads: int | None = None, device: str | None = None, backend: str = "torch",
                  variant: str = "fp32", embedding_cache: str | Path | None = None) -> None:
         from sentence_transformers import SparseEncoder
