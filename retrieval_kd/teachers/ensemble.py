@@ -17,7 +17,10 @@ Normalization = Literal["none", "minmax", "zscore", "rank"]
 
 def normalize(scores: np.ndarray, how: Normalization) -> np.ndarray:
     """Normalise one query's scores: min-max to [0, 1], z-score, or rank mapped to [0, 1]
-    (best = 1). Constant scores become 0 (minmax, zscore) or 1 (rank)."""
+    (best = 1). Scores with exactly zero spread become 0 (minmax, zscore); equal floats whose
+    computed std is a rounding residue (``[0.1] * 3``: ~1e-17) z-score to -1s, a shift uniform
+    within the query, so orders and margins are unaffected (kept: stored scores depend on it).
+    Rank ties keep input order."""
     s = np.asarray(scores, dtype=np.float64)
     if how == "none" or s.size == 0:
         return s
