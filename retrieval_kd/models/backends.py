@@ -87,7 +87,7 @@ def check(backend: str, variant: str, *, dtype: str | None = None, what: str = "
     """Refuse a combination that cannot run (one clear line naming ``what``)."""
     where = f"{what}: " if what else ""
     if backend not in BACKENDS:
-        raise RkdError(f"{where}backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+        raise RkdError(f"{where}backend must be one of auto, {', '.join(BACKENDS)}, got '{backend}'")
     if variant not in VARIANTS:
         raise RkdError(f"{where}variant must be one of {', '.join(VARIANTS)}, got '{variant}'")
     if backend == "torch" and variant != "fp32":
