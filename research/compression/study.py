@@ -87,6 +87,24 @@ ARMS: dict[str, dict[str, Any]] = {
        for arm, base in (("twin", {"teacher": "none", "losses": "infonce", "negatives": 7}),
                          ("kd-kl+infonce", {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8,
                                             "filter_margin": None, "positive_floor": 1.0}))},
+    # revision 9 (dev only): embedding distillation for the bi-encoder: the twin's rows exactly,
+    # InfoNCE + W x cosine to all-MiniLM-L6-v2's PCA-rotated vectors of the same texts
+    **{f"embed{w}-1ep-lr2e-3": {"teacher": "none", "losses": f"infonce:1.0+embed:{w}", "negatives": 7,
+                                "epochs": 1, "lr": 2e-3,
+                                "embed_teacher": {"kind": "bi-encoder", "model": "minilm-l6", "max_length": 128}}
+       for w in ("1", "10")},
+    # revision 10 (dev only): stage 1, the teacher's vectors of the unlabelled corpus (embed loss
+    # alone, every corpus document, E epochs); stage 2, the twin's recipe from stage 1's weights
+    **{f"corpus{e}-then-twin": {"stage1": {"teacher": "none", "losses": "embed", "embed_on": "corpus",
+                                           "embed_teacher": {"kind": "bi-encoder", "model": "minilm-l6",
+                                                             "max_length": 128},
+                                           "batch_size": 64, "lr": 2e-3, "epochs": e, "warmup": 0.1,
+                                           "max_length": 128, "save_steps": 500, "logging_steps": 10},
+                                "then": "twin-1ep-lr2e-3"}
+       for e in (1, 4)},
+    # revision 11 (dev only): ColBERT around stage 1's body (the bi-encoder's stage 1 itself), then
+    # ColBERT's twin recipe at its best rate
+    "corpus4-then-twin-lr1e-3": {"stage1_of": "dense-tiny--corpus4-then-twin", "then": "twin-1ep-lr1e-3"},
     "twin-noreg": {"teacher": "none", "losses": "infonce", "negatives": 7,
                    "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
     "kd-kl-noreg": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
@@ -107,7 +125,7 @@ def row_train(student: str, arm: str, seed: int) -> dict[str, Any]:
     s = STUDENTS[student]
     arm_cfg = dict(ARMS[arm])
     tr = {**COMMON, **s["train"]}
-    if not arm.startswith("twin"):
+    if not arm.startswith(("twin", "embed")):  # the score-KD arms
         kd = FAMILY_KD[s["family"]]
         tr["temperature"], tr["teacher_scale"] = kd["temperature"], kd["teacher_scale"]
         kl_w, sep, rest = arm_cfg["losses"].partition("+infonce:1.0")
@@ -148,6 +166,15 @@ def train(args: argparse.Namespace) -> int:
         ds = load_dataset(bench.DATASET, "test")
     env = seed_study.environment()
     have = done_rows(dest)
+    from retrieval_kd import embcache
+
+    with embcache.use_root(Path(args.work) / "embeddings"):  # teacher vectors encoded once
+        return _train_rows(args, students, arms, seeds, store, ds, env, have, dest)
+
+
+def _train_rows(args, students, arms, seeds, store, ds, env, have, dest) -> int:
+    from retrieval_kd.scores.store import ScoreStore
+    from retrieval_kd.train.stage import train_stage
 
     def emit(rec: dict) -> None:
         with gzip.open(dest, "at", encoding="utf-8") as f:
@@ -168,16 +195,27 @@ def train(args: argparse.Namespace) -> int:
                 if (student, arm, seed) in have:
                     continue
                 fam = STUDENTS[student]["family"]
-                tr = row_train(student, arm, seed)
                 model_dir = Path(args.work) / args.split / f"{student}--{arm}--s{seed}"
-                cfg = bench.train_config(fam, STUDENTS[student]["init"], store, model_dir, tr)
+                init = STUDENTS[student]["init"]
                 t0 = time.perf_counter()
+                if "then" in ARMS[arm]:  # a bi-encoder first stage without labels, then another arm's recipe
+                    from retrieval_kd.train.config import load_config
+
+                    of = ARMS[arm].get("stage1_of", f"{student}--{arm}")
+                    first = model_dir.parent / f"{of}--s{seed}--stage1"
+                    stage1 = ARMS[of.split("--")[1]]["stage1"]
+                    train_stage(load_config(None, family="bi-encoder", init=init, dataset=bench.DATASET,
+                                            split="train", output=str(first), seed=seed, **stage1), progress=False)
+                    init, tr = str(first), row_train(student, ARMS[arm]["then"], seed)
+                else:
+                    tr = row_train(student, arm, seed)
+                cfg = bench.train_config(fam, init, store, model_dir, tr)
                 train_stage(cfg, progress=False)
                 train_s = time.perf_counter() - t0
                 m = json.loads((model_dir / "manifest.json").read_text())
                 run, info = bench.evaluate_model(fam, str(model_dir), eval_cfg(student), ds)
                 emit({"student": student, "arm": arm, "seed": seed, "split": args.split, "env": env,
-                      "store": ScoreStore(store).manifest["store_id"], "train_settings": tr,
+                      "store": ScoreStore(store).manifest["store_id"], "train_settings": {**tr, **({"stage1": ARMS[arm]} if "then" in ARMS[arm] else {})},
                       "train": {"steps": m["outputs"]["global_step"], "train_loss": m["outputs"]["train_loss"],
                                 "examples": m["examples"], "train_s": round(train_s, 1)},
                       "eval": info, "run": run})
@@ -219,11 +257,12 @@ def evaluate(args: argparse.Namespace) -> int:
             sd = f"{np.std(v, ddof=1):.4f}" if len(v) > 1 else ""
             md.append(f"| {student} | {arm} | {', '.join(str(x['seed']) for x in rs)} | "
                       f"{', '.join(f'{x:.4f}' for x in v)} | {np.mean(v):.4f} | {sd} |")
-        if "twin" in arms:
+        twin = args.twin if args.twin in arms else None
+        if twin:
             for arm, rs in arms.items():
-                if arm in ("twin", "init"):
+                if arm in (twin, "init") or arm.startswith("twin"):
                     continue
-                c = seed_study.seed_comparison({"twin": arms["twin"], arm: rs}, "twin")[0]
+                c = seed_study.seed_comparison({"twin": arms[twin], arm: rs}, "twin")[0]
                 out["students"][student][f"{arm}-vs-twin"] = c
                 comp_lines.append(f"- {student}: {arm} {c['mean']:.4f} vs twin {c['control_mean']:.4f}, "
                                   f"delta {c['delta']:+.4f} (per seed "
@@ -252,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("evaluate")
     e.add_argument("rows", nargs="+")
     e.add_argument("--name", required=True)
+    e.add_argument("--twin", default="twin", help="the arm every other arm is compared with")
     args = ap.parse_args(argv)
     return train(args) if args.cmd == "train" else evaluate(args)
 
