@@ -19,7 +19,7 @@ FAMILIES = list(FAMILY_CLASS)
 LOSSES = ["margin-mse", "kl", "infonce", "kl+infonce:0.5"]
 
 
-def fixed_batch_losses(cfg, tmp_path, steps: int = 8) -> list[float]:
+def fixed_batch_losses(cfg, tmp_path, steps: int = 8, width: int | None = None) -> list[float]:
     """Loss on one fixed batch while an optimiser takes ``steps`` steps on it (the tiny models
     have no dropout, so only the weights change the loss)."""
     import torch
@@ -27,7 +27,7 @@ def fixed_batch_losses(cfg, tmp_path, steps: int = 8) -> list[float]:
     from retrieval_kd.train.stage import load_inputs, make_examples, make_trainer
     from retrieval_kd.train.students import build_student
 
-    data, _ = make_examples(cfg, load_inputs(cfg))
+    data, _ = make_examples(cfg, load_inputs(cfg), width)
     model, _ = build_student(cfg.family, cfg.init, max_length=cfg.max_length, colbert_dim=cfg.colbert_dim,
                              seed=cfg.seed)
     trainer = make_trainer(cfg, model, data, tmp_path / "ckpt")

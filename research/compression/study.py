@@ -257,7 +257,9 @@ def evaluate(args: argparse.Namespace) -> int:
             sd = f"{np.std(v, ddof=1):.4f}" if len(v) > 1 else ""
             md.append(f"| {student} | {arm} | {', '.join(str(x['seed']) for x in rs)} | "
                       f"{', '.join(f'{x:.4f}' for x in v)} | {np.mean(v):.4f} | {sd} |")
-        twin = args.twin if args.twin in arms else None
+        pairs = dict(x.split("=", 1) if "=" in x else ("*", x) for x in args.twin.split(","))
+        twin = pairs.get(student, pairs.get("*"))
+        twin = twin if twin in arms else None
         if twin:
             for arm, rs in arms.items():
                 if arm in (twin, "init") or arm.startswith("twin"):
@@ -291,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("evaluate")
     e.add_argument("rows", nargs="+")
     e.add_argument("--name", required=True)
-    e.add_argument("--twin", default="twin", help="the arm every other arm is compared with")
+    e.add_argument("--twin", default="twin", help="the arm every other arm is compared with, or "
+                   "STUDENT=ARM,... per student")
     args = ap.parse_args(argv)
     return train(args) if args.cmd == "train" else evaluate(args)
 

@@ -45,8 +45,12 @@ def train(
     scores: Annotated[list[Path] | None, Opt("--scores", help="Score store (repeat to join stores).")] = None,
     dataset: Annotated[str | None, Opt("--dataset", "-d", help="Default: the store's dataset.")] = None,
     split: Annotated[str | None, Opt("--split", "-s", help="Default: the store's split.")] = None,
-    loss: Annotated[str | None, Opt("--loss", "-l", help="margin-mse | kl | infonce, or a weighted "
+    loss: Annotated[str | None, Opt("--loss", "-l", help="margin-mse | kl | infonce | embed, or a weighted "
                                     "sum like kl+infonce:0.5")] = None,
+    embed_teacher: Annotated[str | None, Opt(help="Bi-encoder (short name, HF id or path) whose vectors "
+                                             "the embed loss trains towards (YAML: a teacher spec).")] = None,
+    embed_on: Annotated[str | None, Opt(help="rows | corpus: the embed loss on the training rows' texts, "
+                                        "or alone on every corpus document (no labels).")] = None,
     label_only: Annotated[bool | None, Opt("--label-only/--teacher", help="Label-only baseline: InfoNCE "
                                            "on qrels, negatives from the candidate ranks.")] = None,
     candidates: Annotated[Path | None, Opt(help="Run (folder or TREC file) for --label-only "
@@ -96,7 +100,8 @@ def train(
         batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr, warmup=warmup, seed=seed,
         max_length=max_length, query_max_length=query_max_length,
         splade_query_weight=splade_query_weight, splade_doc_weight=splade_doc_weight,
-        save_steps=save_steps, output=output,
+        save_steps=save_steps, output=output, embed_on=embed_on,
+        embed_teacher={"kind": "bi-encoder", "model": embed_teacher} if embed_teacher else None,
     )
     if no_filter:
         cfg = cfg.model_copy(update={"filter_margin": None})

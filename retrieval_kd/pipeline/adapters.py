@@ -328,7 +328,7 @@ this many steps of a training stage (the trainer resumes from the last checkpoin
 
 def train_config_data(config: dict[str, Any], inputs: dict[str, Path] | None, out: Path) -> dict[str, Any]:
     """A student entry as TrainConfig data. Without ``inputs`` (validation before a run),
-    placeholders stand for the upstream stores and runs."""
+    placeholders stand for the upstream stores and runs the entry names."""
     from retrieval_kd.pipeline.schema import STUDENT_REF
 
     init = config["init"]
@@ -342,7 +342,7 @@ def train_config_data(config: dict[str, Any], inputs: dict[str, Path] | None, ou
         data.update(scores=[str(store)], teacher="store")
     else:
         data["teacher"] = "none"
-        if inputs is None or "candidates" in inputs:
+        if "candidates" in (inputs if inputs is not None else config):
             data["candidates"] = str(run_file_of(inputs["candidates"])) if inputs else str(out / "run.trec")
     loss = config.get("loss")
     if loss is not None:

@@ -344,8 +344,9 @@ def _check_references(lp: LoadedPipeline, check_sources: bool) -> list[tuple[int
         if s_.crossfit is not None and s_.seeds is not None:
             bad((*loc, "crossfit"), "give either 'crossfit' or 'seeds', not both (a cross-fitted student "
                                     "is one full model and its fold models, of one seed)")
-        if s_.teacher is None and s_.candidates is None:
-            bad(loc, "a label-only student (no teacher) needs 'candidates' (a retrieve entry for negatives)")
+        if s_.teacher is None and s_.candidates is None and s_.params.get("embed_on") != "corpus":
+            bad(loc, "a label-only student (no teacher) needs 'candidates' (a retrieve entry for negatives); "
+                     "only params.embed_on: corpus trains without them")
         else:
             problems.extend(_train_config_problems(lp, name, s_))
 
@@ -429,7 +430,8 @@ def _train_config_problems(lp: LoadedPipeline, name: str, s: StudentEntry) -> li
     if out:
         return out
     cfg = {"name": name, "family": s.family, "init": s.init, "dataset": lp.datasets.get(s.dataset, s.dataset),
-           "split": s.split, "teacher": s.teacher, "loss": s.loss, "params": s.params}
+           "split": s.split, "teacher": s.teacher, "loss": s.loss, "params": s.params,
+           **({"candidates": s.candidates} if s.candidates else {})}
     try:
         TrainConfig(**train_config_data(cfg, None, Path("/nonexistent")))
     except RkdError as e:  # the loss string's own parser (parse_losses)

@@ -106,6 +106,16 @@ class BiEncoderTeacher(Teacher):
             return self._enc(t, self.doc_prompt)
         return self._disk.encode(texts, enc, self.doc_prompt) if self._disk else enc(texts)
 
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Query vectors, one row per text (repeats encoded once)."""
+        q, pos = self._q.lookup(texts, lambda t: self._enc(t, self.query_prompt))
+        return q[pos]
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        """Document vectors, one row per text (repeats encoded once; cached on disk if set up)."""
+        d, pos = self._d.lookup(texts, self._docs)
+        return d[pos]
+
     def close(self) -> None:
         if self._disk:
             self._disk.close()

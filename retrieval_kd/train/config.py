@@ -29,8 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from retrieval_kd.errors import DataError, RkdError
 from retrieval_kd.families import Family, all_families, get
 
-LossName = Literal["margin-mse", "kl", "infonce"]
-LOSSES: tuple[str, ...] = ("margin-mse", "kl", "infonce")
+LossName = Literal["margin-mse", "kl", "infonce", "embed"]
+LOSSES: tuple[str, ...] = ("margin-mse", "kl", "infonce", "embed")
+SCORE_FREE: frozenset[str] = frozenset({"infonce", "embed"})
+"""Losses that need no teacher scores (a label-only run may combine them)."""
 
 
 class LossTerm(BaseModel):
@@ -86,6 +88,15 @@ class TrainConfig(BaseModel):
     """``[j, k]``: train only on the queries outside fold j of k (fold: ``shard_of(qid, k)``, the
     stable crc32 hash the stores shard by), so fold j's queries can be scored out-of-fold by this
     model (cross-fitting)."""
+
+    embed_teacher: dict[str, Any] | None = None
+    """A bi-encoder teacher spec (``{kind: bi-encoder, model: minilm-l6, max_length: 128}``) whose
+    vectors of every row's texts the ``embed`` loss trains the student's towards
+    (:mod:`retrieval_kd.train.embed`); needs the ``embed`` loss, and the ``embed`` loss needs it."""
+    embed_on: Literal["rows", "corpus"] = "rows"
+    """``corpus``: train on the dataset's corpus documents, one text per row, with the ``embed``
+    loss alone (no query, no label, no candidates): the teacher's view of the unlabelled corpus,
+    e.g. as a first stage before label training (``init: student:NAME`` in a pipeline)."""
 
     # --- examples -----------------------------------------------------------------------------
     losses: list[LossTerm] = [LossTerm(name="kl")]
@@ -164,9 +175,19 @@ class TrainConfig(BaseModel):
         lo, hi = self.rank_window
         if not 1 <= lo <= hi:
             raise ValueError(f"rank_window {list(self.rank_window)}: need 1 <= low <= high")
-        if self.teacher == "none":
-            if names != ["infonce"]:
-                raise ValueError("teacher: none (label-only) trains with loss infonce only")
+        if ("embed" in names) != (self.embed_teacher is not None):
+            raise ValueError("the embed loss and embed_teacher go together: give both or neither")
+        if "embed" in names and not get(self.family).embed_once:
+            own = ", ".join(f.name for f in all_families() if f.embed_once)
+            raise ValueError(f"the embed loss applies to {own} students (one vector per text)")
+        if self.embed_on == "corpus":
+            if names != ["embed"] or self.scores or self.candidates is not None:
+                raise ValueError("embed_on: corpus trains with the embed loss alone, from no scores "
+                                 "or candidates")
+        elif self.teacher == "none":
+            if "infonce" not in names or not set(names) <= SCORE_FREE:
+                raise ValueError("teacher: none (label-only) trains with loss infonce "
+                                 "(optionally + embed with an embed_teacher)")
             if self.positives == "teacher":
                 raise ValueError("teacher: none takes positives from qrels (positives: qrels)")
             if not self.scores and self.candidates is None:
@@ -193,6 +214,11 @@ class TrainConfig(BaseModel):
     @property
     def loss_names(self) -> list[str]:
         return [t.name for t in self.losses]
+
+    @property
+    def score_loss_names(self) -> list[str]:
+        """The losses that read the rows' teacher scores or train on them (all but ``embed``)."""
+        return [n for n in self.loss_names if n != "embed"]
 
 
 # YAML keys named as the ``rkd train`` flags, mapped to the config's fields

@@ -79,7 +79,7 @@ class ExampleOptions:
 
     @classmethod
     def from_config(cls, cfg) -> ExampleOptions:
-        return cls(losses=tuple(cfg.loss_names), kl_passages=cfg.kl_passages, negatives=cfg.negatives,
+        return cls(losses=tuple(cfg.score_loss_names), kl_passages=cfg.kl_passages, negatives=cfg.negatives,
                    rank_window=tuple(cfg.rank_window), filter_margin=cfg.filter_margin,
                    short_lists=cfg.short_lists,
                    positives="qrels" if cfg.label_only else cfg.positives,
@@ -116,6 +116,8 @@ class ExampleStats:
     """Negatives dropped by the teacher filter."""
     corrected_positives: int = 0
     """Rows whose qrels positive was raised in the labels (``positive_floor``)."""
+    embed: dict[str, Any] | None = None
+    """The ``embed`` targets' teacher and size (:func:`retrieval_kd.train.embed.add_targets`)."""
     fingerprint: str = ""
     """sha256 of every row (texts and labels), in order."""
     notes: list[str] = field(default_factory=list)

@@ -36,7 +36,9 @@ class WeightedLoss(nn.Module):
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None
                                      ) -> dict[str, Tensor]:
-        return {name: self.weights[name] * loss.compute_loss_from_embeddings(embeddings, labels)
+        scores, targets = split_labels(labels, embeddings) if "embed" in self.terms else (labels, None)
+        return {name: self.weights[name] * loss.compute_loss_from_embeddings(
+                    embeddings, targets if name == "embed" else scores)
                 for name, loss in self.terms.items()}
 
     def forward(self, features, labels=None, **kwargs: Any) -> dict[str, Tensor]:
@@ -58,6 +60,17 @@ class WeightedLoss(nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"weights": dict(self.weights)}
+
+
+def split_labels(labels: Tensor, embeddings: list[Tensor]) -> tuple[Tensor | None, Tensor]:
+    """A row's label is its teacher scores (if any) followed by the ``embed`` targets of its
+    columns (:mod:`retrieval_kd.train.embed`): (scores or None, targets). One score (a
+    Margin-MSE margin) comes back as a vector, as the loss reads it without targets."""
+    n = len(embeddings) * embeddings[0].shape[-1]
+    scores = labels[:, :-n] if labels.shape[1] > n else None
+    if scores is not None and scores.shape[1] == 1:
+        scores = scores[:, 0]
+    return scores, labels[:, -n:]
 
 
 class CrossEncoderDistillKLDivLoss(nn.Module):
@@ -115,9 +128,12 @@ def build_loss(family: str, model, cfg) -> nn.Module:
     family's wrapper (SPLADE's ``SpladeLoss`` with the configured FLOPS weights)."""
     from retrieval_kd.families import get
 
+    from retrieval_kd.train.embed import EmbedLoss
+
     fam = get(family)
-    terms = {t.name: (fam.loss(t.name, model, cfg), t.weight) for t in cfg.losses}
-    if len(terms) == 1 and next(iter(terms.values()))[1] == 1.0:
+    terms = {t.name: (EmbedLoss(model) if t.name == "embed" else fam.loss(t.name, model, cfg), t.weight)
+             for t in cfg.losses}
+    if len(terms) == 1 and next(iter(terms.values()))[1] == 1.0 and "embed" not in terms:
         loss = next(iter(terms.values()))[0]
     else:
         loss = WeightedLoss(model, terms, embed_once=fam.embed_once)

@@ -40,7 +40,7 @@ from retrieval_kd.digests import check_files, file_digests, recorded_files
 from retrieval_kd.errors import IntegrityError, NotFoundError, RkdError
 from retrieval_kd.families import get as get_family
 from retrieval_kd.train.config import TrainConfig
-from retrieval_kd.train.examples import ExampleOptions, ExampleStats, Groups, build_examples, outside_fold
+from retrieval_kd.train.examples import ExampleOptions, ExampleStats, Groups, build_rows, outside_fold
 from retrieval_kd.workdirs import claim, clean_stale_temps, clear, only_names, release, require_replaceable
 
 RUN_STATE = "run.json"
@@ -99,6 +99,8 @@ def load_inputs(cfg: TrainConfig) -> TrainInputs:
         records.append({"id": m["store_id"], "path": str(s.path.resolve()), "teacher": m.get("teacher"),
                         "inputs": {k: v for k, v in m["inputs"].items() if k != "dataset_protocol"},
                         "n_rows": m.get("n_rows")})
+    if cfg.embed_on == "corpus":  # its rows are the corpus documents (make_examples)
+        return TrainInputs(ds, {})
     if stores:
         table = pa.concat_tables([s.table() for s in stores])
         return TrainInputs(ds, groups_from_table(table, with_scores=not cfg.label_only), records)
@@ -113,11 +115,19 @@ def load_inputs(cfg: TrainConfig) -> TrainInputs:
     return TrainInputs(ds, groups_from_run(ds, load_trec_run(run_file), cfg.candidates_top_k), [], cand)
 
 
-def make_examples(cfg: TrainConfig, inputs: TrainInputs):
+def make_examples(cfg: TrainConfig, inputs: TrainInputs, width: int | None = None):
     """The training rows (a ``datasets.Dataset``) and the builder's stats. With ``query_folds``
-    only the queries outside that fold."""
+    only the queries outside that fold. With ``embed_teacher`` the rows' labels end in their
+    ``embed`` targets, ``width`` (the student's vector size) per text."""
+    from datasets import Dataset as HFDataset
+
     groups = inputs.groups if cfg.query_folds is None else outside_fold(inputs.groups, cfg.query_folds)
-    data, stats = build_examples(inputs.ds, groups, ExampleOptions.from_config(cfg))
+    if cfg.embed_on == "corpus":
+        from retrieval_kd.train.embed import corpus_rows
+
+        cols, stats = corpus_rows(inputs.ds)
+    else:
+        cols, stats = build_rows(inputs.ds, groups, ExampleOptions.from_config(cfg))
     if cfg.query_folds is not None:
         j, k = cfg.query_folds
         stats.notes.append(f"query_folds [{j}, {k}]: {len(inputs.groups) - len(groups)} of "
@@ -127,7 +137,14 @@ def make_examples(cfg: TrainConfig, inputs: TrainInputs):
                        f"{stats.no_positive} queries without a positive, {stats.too_few_negatives} "
                        f"positives with too few negatives in ranks {list(cfg.rank_window)} "
                        f"({stats.filtered_by_teacher} dropped by the teacher filter)")
-    return data, stats
+    if cfg.embed_teacher is not None:
+        from retrieval_kd.train.embed import add_targets
+
+        if width is None:
+            raise RkdError("embed targets need the student's vector size")
+        stats.embed = add_targets(cols, cfg.embed_teacher, width, queries_first=cfg.embed_on == "rows")
+        stats.fingerprint = sha256_json({"rows": stats.fingerprint, "embed": stats.embed})
+    return HFDataset.from_dict(cols), stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +243,8 @@ def _progress_callback(prog, task_id):
 # Stage
 
 
-LATER_FIELDS = {"teacher_scale": 1.0, "short_lists": "drop", "positive_floor": None, "query_folds": None}
+LATER_FIELDS = {"teacher_scale": 1.0, "short_lists": "drop", "positive_floor": None, "query_folds": None,
+                "embed_teacher": None, "embed_on": "rows"}
 """Config fields added after runs were first recorded: left out of the key while at this
 default, so a run made before the field existed keeps its key (and is not retrained)."""
 
@@ -291,15 +309,21 @@ def _train_stage(cfg: TrainConfig, output: Path, *, progress: bool, restart: boo
     from retrieval_kd.models.resolve import resolve_model
     from retrieval_kd.progress import Timer, console, make_progress
     from retrieval_kd.storage import writing
-    from retrieval_kd.train.students import build_student
 
     work = work_dir(output)
     timer = Timer()
     with timer("load_inputs"):
         inputs = load_inputs(cfg)
-    with timer("examples"):
-        train_data, stats = make_examples(cfg, inputs)
     init_ref = resolve_model(cfg.init)
+    model, width = None, None
+    if cfg.embed_teacher is not None:  # the targets are cut to the student's vector size
+        from retrieval_kd.train.embed import student_width
+
+        with timer("build_model"):
+            model = _build(cfg, init_ref)
+        width = student_width(model)
+    with timer("examples"):
+        train_data, stats = make_examples(cfg, inputs, width)
     key = run_key(cfg, stats, init_ref.sha256)
 
     done = read_manifest(output) if output.exists() else None
@@ -327,9 +351,9 @@ def _train_stage(cfg: TrainConfig, output: Path, *, progress: bool, restart: boo
     if ckpt:
         console.log(f"resuming from {ckpt.name} (step {start_step})")
 
-    with timer("build_model"):
-        model, _ = build_student(cfg.family, init_ref, max_length=cfg.max_length,
-                                 colbert_dim=cfg.colbert_dim, seed=cfg.seed)
+    if model is None:
+        with timer("build_model"):
+            model = _build(cfg, init_ref)
     extra = list(callbacks)
     prog = make_progress(rate_unit="steps") if progress else None
     if prog:
@@ -373,6 +397,15 @@ def _train_stage(cfg: TrainConfig, output: Path, *, progress: bool, restart: boo
     return output
 
 
+def _build(cfg: TrainConfig, init_ref):
+    """The student to train, from its init weights."""
+    from retrieval_kd.train.students import build_student
+
+    model, _ = build_student(cfg.family, init_ref, max_length=cfg.max_length,
+                             colbert_dim=cfg.colbert_dim, seed=cfg.seed)
+    return model
+
+
 def describe(output: Path) -> str:
     """One line about a finished run (for the CLI)."""
     m = read_manifest(output) or {}
@@ -391,7 +424,13 @@ def dump_examples(cfg: TrainConfig, path: Path, limit: int | None = None) -> Exa
     """Write the rows a config would train on as JSON lines (inspection, other tools)."""
     from retrieval_kd.artifacts import atomic_write_text
 
-    data, stats = make_examples(cfg, load_inputs(cfg))
+    width = None
+    if cfg.embed_teacher is not None:
+        from retrieval_kd.models.resolve import resolve_model
+        from retrieval_kd.train.embed import student_width
+
+        width = student_width(_build(cfg, resolve_model(cfg.init)))
+    data, stats = make_examples(cfg, load_inputs(cfg), width)
     rows = data if limit is None else data.select(range(min(limit, len(data))))
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return stats
