@@ -15,7 +15,7 @@ NAMES = re.compile(r"""["'](bi-encoder|splade|colbert|cross-encoder|dense)["']""
 OTHER_MEANINGS = {
     "models/registry.py": "the model registry's download formats (sentence-transformer | splade | causal-lm)",
     "embcache.py": "the cache's vector layouts (dense rows | sparse CSR), which a family picks",
-    "pipeline/schema.py": "the retrieve entry kinds (bm25 | dense | fusion)",
+    "pipeline/kinds/retrieve.py": "the retrieve entry kinds (bm25 | dense | fusion)",
     "cli/retrieve_cmd.py": "the rkd retrieve commands (bm25 | dense | fusion)",
 }
 """Files where one of the names means something other than a model family."""

@@ -148,7 +148,6 @@ def done_rows(path: Path) -> set[tuple]:
 def train(args: argparse.Namespace) -> int:
     from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.scores.store import ScoreStore
-    from retrieval_kd.train.stage import train_stage
 
     store = Path(args.store)
     ScoreStore(store).manifest  # a missing or broken store fails before any output

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from retrieval_kd.cli.options import model_options
 from retrieval_kd.families import BI_ENCODER, COLBERT, SPLADE
+from retrieval_kd.index.encoders import ColbertParams, SpladeParams
+from retrieval_kd.index.faiss_index import FaissParams
 from retrieval_kd.progress import console
+from retrieval_kd.retrieve.dense import DenseParams
 
 app = typer.Typer(no_args_is_help=True, help="Build dense (FAISS), SPLADE (inverted) and ColBERT indexes.")
 
@@ -24,12 +29,16 @@ KeepWork = Annotated[bool, typer.Option(help="Keep the work folder, so other ind
 EmbCache = Annotated[Path | None, typer.Option(help="Folder of cached document vectors, shared by builds, "
                                                     "runs and teachers of the same model and settings: "
                                                     "documents already there are not encoded again.")]
-FaissDevice = Annotated[str, typer.Option(help="auto (GPU when faiss-gpu sees one) | cpu | gpu.")]
-BackendOpt = Annotated[str, typer.Option(help="Inference backend: auto | torch | onnx | openvino (onnx/openvino: "
-                                              "the model's transformer exported once, cached under $RKD_CACHE). "
-                                              "auto: openvino bf16 on a CPU with native bf16, else torch.")]
-VariantOpt = Annotated[str, typer.Option(help="fp32 | bf16 (openvino) | O1 | O2 | O3 | int8 (onnx; this CPU's "
-                                              "config, or int8-avx2, int8-avx512, int8-avx512_vnni, int8-arm64).")]
+FAISS_PANEL, ENCODER_PANEL = "FAISS index", "Encoder"
+FOpt = functools.partial(typer.Option, rich_help_panel=FAISS_PANEL)
+EOpt = functools.partial(typer.Option, rich_help_panel="Search engine")
+FaissDevice = Annotated[str, FOpt(help="auto (GPU when faiss-gpu sees one) | cpu | gpu.")]
+BackendOpt = Annotated[str, typer.Option(rich_help_panel=ENCODER_PANEL, help=(
+    "Inference backend: auto | torch | onnx | openvino (onnx/openvino: the model's transformer exported once, "
+    "cached under $RKD_CACHE). auto: openvino bf16 on a CPU with native bf16, else torch."))]
+VariantOpt = Annotated[str, typer.Option(rich_help_panel=ENCODER_PANEL, help=(
+    "fp32 | bf16 (openvino) | O1 | O2 | O3 | int8 (onnx; this CPU's config, or int8-avx2, int8-avx512, "
+    "int8-avx512_vnni, int8-arm64)."))]
 Opt = typer.Option
 MaybeInt = int | None
 
@@ -56,7 +65,8 @@ def _params(cls, values: dict, what: str):
     try:
         return cls(**values)
     except ValidationError as e:
-        msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        msgs = "; ".join(f"{'.'.join(map(str, err['loc'])) or cls.__name__}: "
+                         f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
         raise IndexParamError(f"invalid {what} parameters: {msgs}") from None
 
 
@@ -84,44 +94,41 @@ def _plaid(engine, nprobe, k_token, nfull, centroid_score_threshold):
     return _params(PlaidParams, {key: v for key, v in {**given, "nprobe": nprobe}.items() if v is not None}, "plaid")
 
 
+# What the commands do not derive from the params models (retrieval_kd/cli/options.py): short
+# flags, the FAISS device (--faiss-device: the encoder has its own --device), the backend pair
+# (resolved from auto and checked first), SPLADE's batch size (its command's own default) and
+# ColBERT's FAISS options (their defaults follow --engine).
+FAISS_FIELDS = {"skip": ("device",), "panels": {"index": FAISS_PANEL}, "given": "faiss"}
+ENCODER = {"given": "encoder", "panels": {"batch_size": ENCODER_PANEL}}
+Model = Annotated[str, Opt("--model", "-m", help="SentenceTransformer: short name, HF id or path.")]
+
+
 @app.command(BI_ENCODER.index_name)
+@model_options(FaissParams, **FAISS_FIELDS)
+@model_options(DenseParams, skip=("title_sep",), **ENCODER)
 def dense(
     dataset: Dataset,
-    model: Annotated[str, Opt("--model", "-m", help="SentenceTransformer: short name, HF id or path.")] = "minilm-l6",
+    model: Model = "minilm-l6",
     split: Split = "test",
     out: Out = None,
-    index: Annotated[str, Opt(help="flat | hnsw | ivfpq")] = "flat",
-    hnsw_m: Annotated[int, Opt(help="HNSW: graph degree M.")] = 32,
-    ef_construction: Annotated[int, Opt(help="HNSW: efConstruction.")] = 200,
-    ef_search: Annotated[int, Opt(help="HNSW: default efSearch (search can override).")] = 128,
-    nlist: Annotated[MaybeInt, Opt(help="IVF-PQ: lists (default 4*sqrt(N), at most N/39).")] = None,
-    pq_m: Annotated[MaybeInt, Opt(help="IVF-PQ: sub-quantizers (default dim/8; must divide dim).")] = None,
-    pq_nbits: Annotated[int, Opt(help="IVF-PQ: bits per sub-quantizer code.")] = 8,
-    nprobe: Annotated[int, Opt(help="IVF-PQ: default lists probed (search can override).")] = 32,
-    train_size: Annotated[MaybeInt, Opt(help="IVF-PQ: training sample (default max(40*nlist, 50k)).")] = None,
-    deterministic: Annotated[bool, Opt(help="HNSW: single-threaded, reproducible graph build.")] = True,
+    *,
+    faiss: dict[str, Any],
+    encoder: dict[str, Any],
     faiss_device: FaissDevice = "auto",
-    batch_size: Annotated[int, Opt()] = 64,
-    max_seq_length: Annotated[MaybeInt, Opt(help="Override the model's maximum length.")] = None,
-    query_prompt: Annotated[str, Opt(help="Text prepended to each query.")] = "",
-    doc_prompt: Annotated[str, Opt(help="Text prepended to each document.")] = "",
+    backend: BackendOpt = "auto",
+    variant: VariantOpt = "auto",
     chunk_size: Chunk = 8192,
     keep_embeddings: Keep = False,
     work_dir: WorkDir = None,
     keep_work: KeepWork = False,
-    backend: BackendOpt = "auto",
-    variant: VariantOpt = "auto",
     embedding_cache: EmbCache = None,
 ) -> None:
     """Dense index: FAISS flat (exact), HNSW or IVF-PQ over inner product of normalised embeddings."""
     from retrieval_kd.index.build import build_index
-    from retrieval_kd.retrieve.dense import DenseParams
 
-    enc = DenseParams(batch_size=batch_size, max_seq_length=max_seq_length, query_prompt=query_prompt,
-                      doc_prompt=doc_prompt, **_backend(backend, variant))
-    fp = _faiss(index, hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_nbits, nprobe, train_size,
-                deterministic, faiss_device)
-    out = out or _default_out(dataset, model, index)
+    enc = _params(DenseParams, {**encoder, **_backend(backend, variant)}, "encoder")
+    fp = _params(FaissParams, {**faiss, "device": faiss_device}, "index")
+    out = out or _default_out(dataset, model, fp.index)
     build_index(BI_ENCODER.index_name, dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
                 chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
                 embedding_cache=embedding_cache)
@@ -129,78 +136,76 @@ def dense(
 
 
 @app.command(SPLADE.index_name)
+@model_options(SpladeParams, **ENCODER)
 def splade(
     dataset: Dataset,
     model: Annotated[str, Opt("--model", "-m", help="SparseEncoder: short name, HF id or path.")] = "splade-tiny",
     split: Split = "test",
     out: Out = None,
-    batch_size: Annotated[int, Opt()] = 32,
-    max_seq_length: Annotated[MaybeInt, Opt(help="Override the model's maximum length.")] = None,
+    *,
+    encoder: dict[str, Any],
+    batch_size: Annotated[int, Opt(help="Texts per encoder batch.", rich_help_panel=ENCODER_PANEL)] = 32,
+    backend: BackendOpt = "auto",
+    variant: VariantOpt = "auto",
     chunk_size: Chunk = 8192,
     keep_embeddings: Keep = False,
     work_dir: WorkDir = None,
     keep_work: KeepWork = False,
-    backend: BackendOpt = "auto",
-    variant: VariantOpt = "auto",
     embedding_cache: EmbCache = None,
 ) -> None:
     """SPLADE inverted index (posting lists over the vocabulary; sparse dot-product search)."""
     from retrieval_kd.index.build import build_index
-    from retrieval_kd.index.encoders import SpladeParams
 
+    enc = _params(SpladeParams, {**encoder, "batch_size": batch_size, **_backend(backend, variant)}, "encoder")
     out = out or _default_out(dataset, model, SPLADE.index_name)
-    build_index(SPLADE.index_name, dataset, out, model, split=split, chunk_size=chunk_size,
-                encoder_params=SpladeParams(batch_size=batch_size, max_seq_length=max_seq_length,
-                                            **_backend(backend, variant)),
+    build_index(SPLADE.index_name, dataset, out, model, split=split, chunk_size=chunk_size, encoder_params=enc,
                 keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
                 embedding_cache=embedding_cache)
     console.print(f"index written to {out}")
 
 
 @app.command(COLBERT.index_name)
+@model_options(ColbertParams, **ENCODER)
 def colbert(
     dataset: Dataset,
     model: Annotated[str, Opt("--model", "-m", help="MultiVectorEncoder / ColBERT folder, or any HF/ST "
                                                    "folder (its token outputs).")],
     split: Split = "test",
     out: Out = None,
-    query_length: Annotated[MaybeInt, Opt(help="Query token limit (default: the model's).")] = None,
-    document_length: Annotated[MaybeInt, Opt(help="Document token limit (default: the model's).")] = None,
-    cand_index: Annotated[str, Opt(help="FAISS index over token vectors: flat | hnsw | ivfpq.")] = "ivfpq",
-    hnsw_m: Annotated[int, Opt()] = 32,
-    ef_construction: Annotated[int, Opt()] = 200,
-    ef_search: Annotated[int, Opt()] = 64,
-    nlist: Annotated[MaybeInt, Opt(help="IVF-PQ lists (default 4*sqrt(tokens); plaid: 2*sqrt(tokens)).")] = None,
-    pq_m: Annotated[MaybeInt, Opt(help="IVF-PQ sub-quantizers (default dim/8; fast scan dim/4).")] = None,
-    pq_nbits: Annotated[MaybeInt, Opt(help="Bits per PQ code (default: exact 8, plaid 4).")] = None,
-    fast_scan: Annotated[bool | None, Opt(help="IVF-PQ fast-scan kernels, 4-bit codes (default: on for "
+    *,
+    encoder: dict[str, Any],
+    backend: BackendOpt = "auto",
+    variant: VariantOpt = "auto",
+    cand_index: Annotated[str, FOpt(help="FAISS index over token vectors: flat | hnsw | ivfpq.")] = "ivfpq",
+    hnsw_m: Annotated[int, FOpt()] = 32,
+    ef_construction: Annotated[int, FOpt()] = 200,
+    ef_search: Annotated[int, FOpt()] = 64,
+    nlist: Annotated[MaybeInt, FOpt(help="IVF-PQ lists (default 4*sqrt(tokens); plaid: 2*sqrt(tokens)).")] = None,
+    pq_m: Annotated[MaybeInt, FOpt(help="IVF-PQ sub-quantizers (default dim/8; fast scan dim/4).")] = None,
+    pq_nbits: Annotated[MaybeInt, FOpt(help="Bits per PQ code (default: exact 8, plaid 4).")] = None,
+    fast_scan: Annotated[bool | None, FOpt(help="IVF-PQ fast-scan kernels, 4-bit codes (default: on for "
                                                "plaid with 4-bit codes).")] = None,
-    nprobe: Annotated[MaybeInt, Opt(help="Default lists probed per query token (exact: 16, plaid: 3).")] = None,
-    train_size: Annotated[MaybeInt, Opt()] = None,
-    engine: Annotated[str, Opt(help="Search engine recorded in the index: exact (MaxSim over every "
+    nprobe: Annotated[MaybeInt, FOpt(help="Default lists probed per query token (exact: 16, plaid: 3).")] = None,
+    train_size: Annotated[MaybeInt, FOpt()] = None,
+    engine: Annotated[str, EOpt(help="Search engine recorded in the index: exact (MaxSim over every "
                                     "candidate) | plaid (centroid pruning, MaxSim on the best nfull; "
                                     "needs --cand-index ivfpq).")] = "exact",
-    k_token: Annotated[MaybeInt, Opt(help="plaid: default tokens kept per query token (192).")] = None,
-    nfull: Annotated[MaybeInt, Opt(help="plaid: default candidates scored exactly "
+    k_token: Annotated[MaybeInt, EOpt(help="plaid: default tokens kept per query token (192).")] = None,
+    nfull: Annotated[MaybeInt, EOpt(help="plaid: default candidates scored exactly "
                                         "(max(32, sqrt(docs)/4)).")] = None,
-    centroid_score_threshold: Annotated[float | None, Opt(help="plaid: default centroid pruning "
+    centroid_score_threshold: Annotated[float | None, EOpt(help="plaid: default centroid pruning "
                                                                "threshold (none).")] = None,
-    deterministic: Annotated[bool, Opt(help="HNSW: single-threaded, reproducible graph build.")] = True,
+    deterministic: Annotated[bool, FOpt(help="HNSW: single-threaded, reproducible graph build.")] = True,
     faiss_device: FaissDevice = "auto",
-    batch_size: Annotated[int, Opt()] = 32,
     chunk_size: Chunk = 8192,
     keep_embeddings: Keep = False,
     work_dir: WorkDir = None,
     keep_work: KeepWork = False,
-    backend: BackendOpt = "auto",
-    variant: VariantOpt = "auto",
 ) -> None:
     """ColBERT late-interaction index: float16 token vectors + FAISS token index; MaxSim at search."""
     from retrieval_kd.index.build import build_index
-    from retrieval_kd.index.encoders import ColbertParams
 
-    enc = ColbertParams(batch_size=batch_size, query_length=query_length, document_length=document_length,
-                        **_backend(backend, variant))
+    enc = _params(ColbertParams, {**encoder, **_backend(backend, variant)}, "encoder")
     nbits = pq_nbits or (4 if engine == "plaid" else 8)
     fp = _faiss(cand_index, hnsw_m, ef_construction, ef_search, nlist, pq_m, nbits,
                 nprobe if nprobe and engine == "exact" else 16, train_size, deterministic, faiss_device)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from retrieval_kd.cli.options import model_options
 from retrieval_kd.errors import RkdError
 from retrieval_kd.progress import console
 from retrieval_kd.retrieve.bm25 import BM25Params
@@ -43,31 +45,37 @@ def bm25(
 
 
 @app.command("dense")
+@model_options(DenseParams, given="encoder", panels={"batch_size": "Encoder"})
 def dense(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Registered name or directory."),
     model: str = typer.Option("minilm-l6", "--model", "-m", help="Short name, HF id or path."),
     split: str = typer.Option("test", "--split", "-s"),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default runs/<ds>-<split>/<model>)."),
     k: int = typer.Option(1000, help="Documents kept per query."),
-    batch_size: int = typer.Option(64),
-    max_seq_length: int = typer.Option(None, help="Override the model's maximum length."),
-    query_prompt: str = typer.Option("", help="Text prepended to each query."),
-    doc_prompt: str = typer.Option("", help="Text prepended to each document."),
-    backend: str = typer.Option("auto", help="Inference backend: auto | torch | onnx | openvino (auto: "
-                                            "openvino bf16 on a CPU with native bf16, else torch)."),
-    variant: str = typer.Option("auto", help="fp32 | bf16 (openvino) | O1 | O2 | O3 | int8 (onnx)."),
+    *,
+    encoder: dict[str, Any],
+    backend: str = typer.Option("auto", rich_help_panel="Encoder", help=(
+        "Inference backend: auto | torch | onnx | openvino (auto: openvino bf16 on a CPU with native bf16, "
+        "else torch).")),
+    variant: str = typer.Option("auto", rich_help_panel="Encoder",
+                                help="fp32 | bf16 (openvino) | O1 | O2 | O3 | int8 (onnx)."),
     embedding_cache: Path = typer.Option(None, help="Folder of cached document vectors (shared with index "
                                                     "builds and teachers): documents there are not encoded "
                                                     "again."),
 ) -> None:
     """Exact dense retrieval (FAISS flat, inner product over normalised embeddings)."""
+    from pydantic import ValidationError
+
     from retrieval_kd.models.backends import check, resolve_auto
     from retrieval_kd.retrieve.stage import dense_stage
 
     backend, variant = resolve_auto(backend, variant)
     check(backend, variant)
-    params = DenseParams(batch_size=batch_size, max_seq_length=max_seq_length,
-                         query_prompt=query_prompt, doc_prompt=doc_prompt, backend=backend, variant=variant)
+    try:
+        params = DenseParams(**encoder, backend=backend, variant=variant)
+    except ValidationError as e:
+        raise RkdError("; ".join(f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: "
+                                 f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())) from None
     out = out or _default_out(dataset, split, model)
     dense_stage(dataset, split, out, model, params, k=k, embedding_cache=embedding_cache)
     console.print(f"run written to {out}")

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval_kd.errors import RkdError
 from retrieval_kd.families import BI_ENCODER, COLBERT, SPLADE, get
+from retrieval_kd.families.lengths import MAX_LENGTH, QUERY_MAX_LENGTH, OneName, renamed
 from retrieval_kd.models.backends import BackendParams, apply_backend, backend_info, check
 from retrieval_kd.models.load import load_st_model
 from retrieval_kd.models.resolve import ModelRef, resolve_model
@@ -91,13 +92,16 @@ class DenseEncoder:
 
 
 # -- SPLADE -------------------------------------------------------------------------------------
-class SpladeParams(BackendParams):
+class SpladeParams(OneName, BackendParams):
     model_config = ConfigDict(extra="forbid")
     # 8: SPLADE's vocabulary-sized logits (batch x tokens x 30,522) dominate memory; at 256 tokens a batch
     # of 32 peaked at 3.6 GB (OpenVINO bf16) / 2.6 GB (torch), 8 at 1.4 / 1.1 GB, and was no slower.
     batch_size: int = Field(8, gt=0)
-    max_seq_length: int | None = None
+    """Texts per encoder batch."""
+    max_length: int | None = renamed(MAX_LENGTH, "max_seq_length")
+    """Tokens per text (None: the model's). Old name ``max_seq_length``, which dumps keep."""
     device: str | None = None
+    """Torch device of the encoder (default: the best available)."""
 
 
 class SpladeEncoder:
@@ -112,7 +116,7 @@ class SpladeEncoder:
         self.params = params or SpladeParams()
         self.se = load_st_model(SparseEncoder, self.ref, "a SPLADE index",
                                 device=_device(self.params.device, self.params.backend),
-                                max_seq_length=self.params.max_seq_length)
+                                max_seq_length=self.params.max_length)
         self.backend = apply_backend(self.se, self.ref, self.params.backend, self.params.variant,
                                      device=self.params.device, what="the SPLADE encoder")
         # the output width, from a probe: SpladePooling learns it on its first forward pass
@@ -146,13 +150,18 @@ class SpladeEncoder:
 
 
 # -- late interaction ---------------------------------------------------------------------------
-class ColbertParams(BackendParams):
+class ColbertParams(OneName, BackendParams):
     model_config = ConfigDict(extra="forbid")
     batch_size: int = Field(32, gt=0)
-    query_length: int | None = Field(None, gt=0, description="query token limit (None: the model's)")
-    document_length: int | None = Field(None, gt=0, description="document token limit (None: the model's)")
+    """Texts per encoder batch."""
+    query_max_length: int | None = renamed(QUERY_MAX_LENGTH, "query_length", gt=0)
+    """Query token limit (default: the model's). Old name ``query_length``, which dumps keep."""
+    max_length: int | None = renamed(MAX_LENGTH, "document_length", gt=0)
+    """Document token limit (default: the model's). Old name ``document_length``, which dumps keep."""
     normalize: bool = True
+    """L2-normalise each token vector."""
     device: str | None = None
+    """Torch device of the encoder (default: the best available)."""
 
 
 def _st_model_type(folder: Path) -> str | None:
@@ -238,10 +247,10 @@ class TokenEncoder:
 
     def _set_lengths(self) -> None:
         for m in getattr(self.model, "_modules", {}).values():
-            if self.params.query_length and hasattr(m, "query_length"):
-                m.query_length = self.params.query_length
-            if self.params.document_length and hasattr(m, "document_length"):
-                m.document_length = self.params.document_length
+            if self.params.query_max_length and hasattr(m, "query_length"):
+                m.query_length = self.params.query_max_length
+            if self.params.max_length and hasattr(m, "document_length"):
+                m.document_length = self.params.max_length
 
     def lengths(self) -> dict[str, int | None]:
         for m in getattr(self.model, "_modules", {}).values():

@@ -29,26 +29,38 @@ class IndexParamError(RkdError, ValueError):
 class FaissParams(BaseModel):
     """Index type and its construction / search parameters (unused ones are ignored)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)  # docstrings: --help
     index: IndexKind = "flat"
+    """Index type."""
     # HNSW
-    hnsw_m: int = Field(32, gt=1, description="HNSW graph degree M")
+    hnsw_m: int = Field(32, gt=1)
+    """HNSW: graph degree M."""
     ef_construction: int = Field(200, gt=0)
+    """HNSW: efConstruction."""
     ef_search: int = Field(128, gt=0)
+    """HNSW: default efSearch (search can override)."""
     # IVF-PQ
-    nlist: int | None = Field(None, gt=0, description="IVF lists (None: 4*sqrt(N), capped at N/39)")
-    pq_m: int | None = Field(None, gt=0, description="PQ sub-quantizers (None: dim/8, fast_scan dim/4); must divide dim")
+    nlist: int | None = Field(None, gt=0)
+    """IVF-PQ: lists (default 4*sqrt(N), at most N/39)."""
+    pq_m: int | None = Field(None, gt=0)
+    """IVF-PQ: sub-quantizers (default dim/8, fast scan dim/4; must divide dim)."""
     pq_nbits: int = Field(8, gt=0, le=16)
+    """IVF-PQ: bits per sub-quantizer code."""
     fast_scan: bool = False
-    """IVF-PQ with faiss's SIMD fast-scan kernels (IndexIVFPQFastScan): 4-bit codes only, CPU only;
-    scans lists several times faster (the plaid ColBERT engine's default)."""
+    """IVF-PQ with faiss's SIMD fast-scan kernels (IndexIVFPQFastScan), 4-bit codes and CPU only.
+    Scans lists several times faster (the plaid ColBERT engine's default)."""
     nprobe: int = Field(32, gt=0)
-    train_size: int | None = Field(None, gt=0, description="training sample (None: max(40*nlist, 50k))")
+    """IVF-PQ: default lists probed (search can override)."""
+    train_size: int | None = Field(None, gt=0)
+    """IVF-PQ: training sample (default max(40*nlist, 50k))."""
     seed: int = 1234
+    """IVF-PQ: seed of the training sample and k-means."""
     deterministic: bool = True
-    """Build HNSW single-threaded: faiss's parallel HNSW insertion depends on thread timing,
-    so only a one-thread build gives the same graph twice. Searching is multi-threaded."""
+    """HNSW: single-threaded, reproducible graph build. Faiss's parallel HNSW insertion depends on
+    thread timing, so only a one-thread build gives the same graph twice. Searching is
+    multi-threaded."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    """auto (GPU when faiss-gpu sees one) | cpu | gpu."""
 
     @model_validator(mode="after")
     def _check(self) -> FaissParams:

@@ -5,15 +5,18 @@ from retrieval_kd.pipeline.load import LoadedPipeline, PipelineError, load_pipel
 from retrieval_kd.pipeline.plan import Stage, plan
 from retrieval_kd.pipeline.registry import STAGES, register
 from retrieval_kd.pipeline.runner import describe_plan, run_stages
+from retrieval_kd.pipeline.sections import Section, register_section
 
 __all__ = [
            "STAGES",
            "LoadedPipeline",
            "PipelineError",
+           "Section",
            "Stage",
            "describe_plan",
            "load_pipeline",
            "plan",
            "register",
+           "register_section",
            "run_stages",
 ]

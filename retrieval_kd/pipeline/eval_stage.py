@@ -18,8 +18,8 @@ from retrieval_kd.artifacts import atomic_dir, write_json
 from retrieval_kd.data.types import Run
 from retrieval_kd.eval.compare import PAIRED_TEST, gap_closed, paired_test, seed_summary, significance
 from retrieval_kd.pipeline.adapters import run_file_of, stage_result
+from retrieval_kd.pipeline.kinds.evals import ROLES
 from retrieval_kd.pipeline.plan import seed_input
-from retrieval_kd.pipeline.schema import ROLES
 
 
 @dataclass

@@ -70,10 +70,15 @@ def register(kind: str, *, resumable: bool = False, version: int = 1,
     return deco
 
 
-def stage_kind(kind: str) -> StageKind:
-    from retrieval_kd.pipeline import adapters  # noqa: F401 - registers the built-in kinds
-    from retrieval_kd.queries import stage as _queries  # noqa: F401 - registers "queries"
+def unregister(kind: str) -> None:
+    """Remove stage ``kind``'s adapter (tests registering their own)."""
+    STAGES.pop(kind, None)
 
+
+def stage_kind(kind: str) -> StageKind:
+    from retrieval_kd.pipeline.sections import sections
+
+    sections()  # the built-in sections' modules register their kinds
     if kind not in STAGES:
         from retrieval_kd.errors import RkdError
 

@@ -203,7 +203,7 @@ def _run_one(s: Stage, root: Path, by_id: dict[str, Stage]) -> tuple[float, floa
         shutil.rmtree(work)
     inputs = {name: stage_dir(root, by_id[up]) for name, up in s.inputs.items()}
     if s.kind != "score":  # a teacher kept for the next score stage is not kept past the score stages
-        from retrieval_kd.pipeline.adapters import release_teacher
+        from retrieval_kd.pipeline.kinds.scores import release_teacher
 
         release_teacher()
     t0, c0 = time.perf_counter(), time.process_time()

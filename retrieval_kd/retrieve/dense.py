@@ -9,26 +9,34 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from retrieval_kd.data.types import Corpus, Queries, Run
+from retrieval_kd.families.lengths import MAX_LENGTH, OneName, renamed
 from retrieval_kd.models.backends import BackendParams
 from retrieval_kd.models.load import load_st_model
 from retrieval_kd.models.resolve import ModelRef
 from retrieval_kd.retrieve.topk import topk_run
 
 
-class DenseParams(BackendParams):
+class DenseParams(OneName, BackendParams):
     """Encoding settings; ``normalize`` turns inner product into cosine similarity; ``backend`` /
     ``variant`` the inference backend (retrieval_kd/models/backends.py; absent from dumps at torch
     fp32)."""
 
     model_config = ConfigDict(extra="forbid")
     batch_size: int = Field(64, gt=0)
-    max_seq_length: int | None = None
-    """Override the model's own maximum (None keeps it, as BEIR/MTEB do)."""
+    """Texts per encoder batch."""
+    max_length: int | None = renamed(MAX_LENGTH, "max_seq_length")
+    """Tokens per text (default: the model's own maximum, as BEIR/MTEB keep it). Old name
+    ``max_seq_length``, which dumps keep (retrieval_kd/families/lengths.py)."""
     normalize: bool = True
+    """L2-normalise the vectors (inner product is then cosine similarity)."""
     query_prompt: str = ""
+    """Text prepended to each query."""
     doc_prompt: str = ""
+    """Text prepended to each document."""
     title_sep: str = " "
+    """Joins a document's title and text."""
     device: str | None = None
+    """Torch device of the encoder (default: the best available)."""
 
 
 def load_encoder(model: ModelRef, params: DenseParams):
@@ -42,7 +50,7 @@ def load_encoder(model: ModelRef, params: DenseParams):
     hf_logging.disable_progress_bar()  # our own progress covers loading
     device = params.device if params.backend == "torch" else (params.device or "cpu")  # onnx runs on CPU
     st = load_st_model(SentenceTransformer, model, "a dense encoder", device=device,
-                       max_seq_length=params.max_seq_length)
+                       max_seq_length=params.max_length)
     apply_backend(st, model, params.backend, params.variant, device=params.device, what="the dense encoder")
     return st
 

@@ -64,9 +64,10 @@ def parse_losses(text: str) -> list[LossTerm]:
 class TrainConfig(BaseModel):
     """Everything that defines a training run (all of it goes into the output's manifest)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)  # docstrings: --help
 
     family: Family
+    """The student's model family."""
     init: str
     """Initial weights: registered short name, Hugging Face id or local folder."""
     output: Path | None = None
@@ -84,6 +85,7 @@ class TrainConfig(BaseModel):
     candidates: Path | None = None
     """A run (folder or TREC file) for negatives when no store is given (label-only only)."""
     candidates_top_k: int = Field(100, gt=0)
+    """Candidates per query read from ``candidates``."""
     query_folds: tuple[int, int] | None = None
     """``[j, k]``: train only on the queries outside fold j of k (fold: ``shard_of(qid, k)``, the
     stable crc32 hash the stores shard by), so fold j's queries can be scored out-of-fold by this
@@ -94,16 +96,19 @@ class TrainConfig(BaseModel):
     vectors of every row's texts the ``embed`` loss trains the student's towards
     (:mod:`retrieval_kd.train.embed`); needs the ``embed`` loss, and the ``embed`` loss needs it."""
     embed_on: Literal["rows", "corpus"] = "rows"
-    """``corpus``: train on the dataset's corpus documents, one text per row, with the ``embed``
-    loss alone (no query, no label, no candidates): the teacher's view of the unlabelled corpus,
-    e.g. as a first stage before label training (``init: student:NAME`` in a pipeline)."""
+    """What the ``embed`` loss trains on: the training ``rows``' texts, or alone on the ``corpus``.
+    ``corpus``: the dataset's corpus documents, one text per row, with the ``embed`` loss alone (no
+    query, no label, no candidates): the teacher's view of the unlabelled corpus, e.g. as a first
+    stage before label training (``init: student:NAME`` in a pipeline)."""
 
     # --- examples -----------------------------------------------------------------------------
     losses: list[LossTerm] = [LossTerm(name="kl")]
+    """The (weighted) objective: ``margin-mse``, ``kl``, ``infonce``, ``embed``, or a weighted sum
+    such as ``kl+infonce:0.5``."""
     temperature: float = Field(1.0, gt=0)
     """KL temperature, applied inside the loss to student and teacher scores."""
     teacher_scale: float = Field(1.0, gt=0)
-    """Multiply every teacher score by this in the labels (KL scores, Margin-MSE margins), to put
+    """Multiply every teacher score by this in the labels (KL scores, Margin-MSE margins). It puts
     the teacher on the student's scale: e.g. 0.05 with ``temperature: 0.05`` makes a cosine
     student's logits 20 x cosine while the teacher's stay its raw scores. The filter compares raw
     teacher scores."""
@@ -116,13 +121,15 @@ class TrainConfig(BaseModel):
     filter_margin: float | None = 0.0
     """Drop a negative whose teacher score is >= positive score - margin; ``null``: no filter."""
     positive_floor: float | None = None
-    """Label correction: in the labels, a qrels positive the teacher scores below its row's best
-    negative + ``positive_floor`` is raised to that score (raw teacher units; the negatives keep
-    theirs), so the soft labels never rank a judged-irrelevant candidate at or above the judged
-    positive while the teacher's order of the negatives stays. ``null``: the teacher's own scores."""
+    """Label correction: raise a qrels positive to at least its row's best negative + this.
+    In the labels, a qrels positive the teacher scores below its row's best negative +
+    ``positive_floor`` is raised to that score (raw teacher units; the negatives keep theirs), so
+    the soft labels never rank a judged-irrelevant candidate at or above the judged positive while
+    the teacher's order of the negatives stays. ``null``: the teacher's own scores."""
     short_lists: Literal["drop", "repeat"] = "drop"
-    """A positive left with fewer negatives than its row needs (after the window and the filter):
-    ``drop`` skips it, ``repeat`` fills the row by drawing from its negatives again (seeded, with
+    """A positive left with too few negatives: ``drop`` skips it, ``repeat`` fills its row.
+    With fewer negatives than its row needs (after the window and the filter), ``drop`` skips the
+    positive, ``repeat`` fills the row by drawing from its negatives again (seeded, with
     replacement, as Tevatron does), so no query is lost to the filter."""
     positives: Literal["qrels-then-teacher", "qrels", "teacher"] = "qrels-then-teacher"
     """Where the positive comes from: qrels (grade > 0), else the teacher's top-1."""
@@ -145,18 +152,25 @@ class TrainConfig(BaseModel):
 
     # --- optimisation -------------------------------------------------------------------------
     batch_size: int = Field(16, gt=0)
+    """Example groups (rows) per optimiser step."""
     epochs: float = Field(1.0, gt=0)
+    """Passes over the training rows (a fraction stops part-way)."""
     max_steps: int = -1
     """> 0 overrides ``epochs``."""
     lr: float = Field(2e-5, gt=0)
+    """Peak learning rate (linear decay after the warm-up)."""
     warmup: float = Field(0.1, ge=0)
     """Learning-rate warm-up: a fraction of the steps if < 1, else a number of steps."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     seed: int = 42
+    """Random seed: the trainer's (new weights, data order) and the negatives' sampling."""
     save_steps: int = Field(500, gt=0)
     """Checkpoint every N optimiser steps (a killed run resumes from the last one)."""
     save_total_limit: int = Field(2, gt=0)
+    """Checkpoints kept (the oldest are deleted)."""
     logging_steps: int = Field(10, gt=0)
+    """Log the loss every N optimiser steps."""
 
     @field_validator("losses", mode="before")
     @classmethod

@@ -127,7 +127,6 @@ def build_loss(family: str, model, cfg) -> nn.Module:
     """The training loss for ``cfg.losses`` (weighted when more than one or weight != 1), in the
     family's wrapper (SPLADE's ``SpladeLoss`` with the configured FLOPS weights)."""
     from retrieval_kd.families import get
-
     from retrieval_kd.train.embed import EmbedLoss
 
     fam = get(family)
