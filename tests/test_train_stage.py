@@ -84,13 +84,17 @@ train_stage(cfg, progress=False, callbacks=[Slow()])
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_last_checkpoint(train_env, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("rows", ["scores", "corpus-embed"])
+def test_killed_run_resumes_from_its_last_checkpoint(train_env, tmp_path, rows):  # noqa: F811
     from transformers import TrainerCallback
 
     from retrieval_kd.train.stage import CHECKPOINTS, train_stage, work_dir
 
     out = tmp_path / "resumed"
-    cfg = tiny_config(train_env, "bi-encoder", out, max_steps=10, save_steps=2)
+    extra = {} if rows == "scores" else {
+        "losses": "embed", "scores": [], "embed_on": "corpus",
+        "embed_teacher": {"kind": "bi-encoder", "model": str(train_env["bi-encoder"]), "max_length": 32}}
+    cfg = tiny_config(train_env, "bi-encoder", out, max_steps=10, save_steps=2, **extra)
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     (tmp_path / "slow.py").write_text(SLOW_TRAIN)
     ckpts = work_dir(out) / CHECKPOINTS
