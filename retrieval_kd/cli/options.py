@@ -65,6 +65,18 @@ class Flag:
         object.__setattr__(self, "metavar", metavar)
 
 
+def int_pair(text: str | None, form: str, seps: str = "/") -> tuple[int, int] | None:
+    """``text`` as two integers split at any of ``seps`` (None when not given); else an error that
+    it must look like ``form`` (e.g. ``"--shard must look like i/n (e.g. 0/4)"``)."""
+    if not text:
+        return None
+    try:
+        a, b = (int(x) for x in re.split(f"[{re.escape(seps)}]", text))
+    except ValueError:
+        raise RkdError(f"{form}, got '{text}'") from None
+    return a, b
+
+
 def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
@@ -219,6 +231,33 @@ def model_options(model: type[BaseModel], *, flags: dict[str, Flag] | None = Non
         command.__annotations__ = {p.name: p.annotation for p in params}
         del command.__wrapped__  # typer reads the signature above, not the function's
         command.derived_fields = tuple(fields)
+        return command
+
+    return decorate
+
+
+def option_group(into: str, options: dict[str, tuple[Any, Any]], *, skip: tuple[str, ...] = ()):
+    """Decorate a command with options several commands share: ``options`` maps each parameter name
+    to its (``Annotated`` type, default); they stand in the signature where the keyword parameter
+    ``into`` does (``skip``: those this command lacks), and the command receives their values as
+    the dict ``into``."""
+    group = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+             for name, (ann, default) in options.items() if name not in skip]
+
+    def decorate(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        params = list(sig.parameters.values())
+        at = [p.name for p in params].index(into)
+        params[at:at + 1] = group
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            values = {p.name: kwargs.pop(p.name) for p in group}
+            return fn(**kwargs, **{into: values})
+
+        command.__signature__ = sig.replace(parameters=params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__  # typer reads the signature above, not the function's
         return command
 
     return decorate

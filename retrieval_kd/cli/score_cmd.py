@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from retrieval_kd.cli.options import int_pair
 from retrieval_kd.errors import DataError, RkdError
 from retrieval_kd.families import TEACHER_KINDS
 from retrieval_kd.progress import console
@@ -16,15 +17,10 @@ KIND_HELP = " | ".join((*TEACHER_KINDS, "bm25", "llm", "ensemble"))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise RkdError(f"--shard must look like i/n (e.g. 0/4), got '{text}'") from None
-    if not 0 <= i < n:
+    shard = int_pair(text, "--shard must look like i/n (e.g. 0/4)")
+    if shard and not 0 <= shard[0] < shard[1]:
         raise RkdError(f"--shard {text}: need 0 <= i < n")
-    return i, n
+    return shard
 
 
 def parse_member(text: str) -> dict:

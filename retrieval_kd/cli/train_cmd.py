@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from retrieval_kd.cli.options import Flag, model_options
+from retrieval_kd.cli.options import Flag, int_pair, model_options
 from retrieval_kd.errors import RkdError
 from retrieval_kd.families import BI_ENCODER
 from retrieval_kd.progress import console
@@ -15,25 +15,12 @@ from retrieval_kd.train.config import TrainConfig, load_config
 
 
 def parse_window(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        lo, hi = (int(x) for x in text.replace("-", ":").split(":"))
-    except ValueError:
-        raise RkdError(f"--rank-window must look like LOW:HIGH (e.g. 3:50), got '{text}'") from None
-    return lo, hi
+    return int_pair(text, "--rank-window must look like LOW:HIGH (e.g. 3:50)", seps=":-")
 
 
 def parse_folds(text: str | None) -> tuple[int, int] | None:
     """``J/K`` -> (j, k) (the config checks the range)."""
-    if not text:
-        return None
-    try:
-        j, k = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise RkdError(f"--query-folds must look like J/K (e.g. 0/4: leave out fold 0 of 4), "
-                       f"got '{text}'") from None
-    return j, k
+    return int_pair(text, "--query-folds must look like J/K (e.g. 0/4: leave out fold 0 of 4)")
 
 
 Opt = typer.Option

@@ -2,65 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from retrieval_kd.data.readers import add_judgement, read_jsonl, read_tsv, require_str
+from retrieval_kd.data.readers import Entries, read_jsonl, read_qrels, read_tsv, require_str
 from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries
-from retrieval_kd.errors import DataError, NotFoundError
+from retrieval_kd.errors import NotFoundError
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+def _records(path: Path) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
+    """(line number, ``_id``, ``text``, the object) of each record of a BEIR jsonl file."""
+    for lineno, obj in read_jsonl(path):
+        yield (lineno, require_str(path, lineno, obj, "_id", required=True),
+               require_str(path, lineno, obj, "text", required=True), obj)
 
 
 def load_corpus_jsonl(path: str | Path) -> Corpus:
     """Read ``corpus.jsonl`` (``_id``, ``title``, ``text``); duplicate ids and empty documents are errors."""
     path = Path(path)
-    docs: dict[str, Document] = {}
-    for lineno, obj in read_jsonl(path):
-        did = require_str(path, lineno, obj, "_id", required=True)
-        text = require_str(path, lineno, obj, "text", required=True)
+    docs = Entries[Document](path, "document", blank_ids=False)
+    for lineno, did, text, obj in _records(path):
         title = require_str(path, lineno, obj, "title", required=False)
-        if not did.strip():
-            raise DataError(path, "empty document id", lineno)
-        if did in docs:
-            raise DataError(path, f"duplicate document id '{did}'", lineno)
-        if not (text.strip() or title.strip()):
-            raise DataError(path, f"document '{did}' has empty title and text", lineno)
-        docs[did] = Document(text=text, title=title)
-    if not docs:
-        raise DataError(path, "no documents")
-    return Corpus(docs)
+        docs.add(lineno, did, Document(text=text, title=title), title + text, "title and text")
+    return Corpus(docs.done("documents"))
 
 
 def load_queries_jsonl(path: str | Path) -> Queries:
     """Read ``queries.jsonl`` (``_id``, ``text``); duplicate ids and empty texts are errors."""
     path = Path(path)
-    texts: dict[str, str] = {}
-    for lineno, obj in read_jsonl(path):
-        qid = require_str(path, lineno, obj, "_id", required=True)
-        text = require_str(path, lineno, obj, "text", required=True)
-        if not qid.strip():
-            raise DataError(path, "empty query id", lineno)
-        if qid in texts:
-            raise DataError(path, f"duplicate query id '{qid}'", lineno)
-        if not text.strip():
-            raise DataError(path, f"query '{qid}' has empty text", lineno)
-        texts[qid] = text
-    if not texts:
-        raise DataError(path, "no queries")
-    return Queries(texts)
+    texts = Entries[str](path, "query", blank_ids=False)
+    for lineno, qid, text, _ in _records(path):
+        texts.add(lineno, qid, text, text)
+    return Queries(texts.done("queries"))
 
 
 def load_qrels_tsv(path: str | Path) -> Qrels:
     """Read a BEIR qrels TSV (optional header ``query-id corpus-id score``)."""
     path = Path(path)
-    qrels: Qrels = {}
-    for lineno, (qid, did, rel) in read_tsv(path, 3):
-        if lineno == 1 and (qid, did, rel) == QRELS_HEADER:
-            continue
-        add_judgement(qrels, path, lineno, qid, did, rel)
-    if not qrels:
-        raise DataError(path, "no judgements")
-    return qrels
+    rows = ((lineno, qid, did, rel) for lineno, (qid, did, rel) in read_tsv(path, 3))
+    return read_qrels(path, (r for r in rows if not (r[0] == 1 and r[1:] == QRELS_HEADER)))
 
 
 def beir_splits(root: str | Path) -> list[str]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from retrieval_kd.errors import DataError, NotFoundError
+
+V = TypeVar("V")
 
 
 def _open(path: Path):
@@ -80,12 +82,42 @@ def parse_relevance(path: Path, lineno: int, raw: str) -> int:
         return int(f)
 
 
-def add_judgement(qrels: dict[str, dict[str, int]], path: Path, lineno: int, qid: str, did: str,
-                  rel: str) -> None:
-    """Add one qrels line; an empty id or a repeated (query, document) pair is an error."""
-    if not qid or not did:
-        raise DataError(path, "empty query or document id", lineno)
-    judged = qrels.setdefault(qid, {})
-    if did in judged:
-        raise DataError(path, f"duplicate judgement for query '{qid}', document '{did}'", lineno)
-    judged[did] = parse_relevance(path, lineno, rel)
+def read_qrels(path: Path, rows: Iterable[tuple[int, str, str, str]]) -> dict[str, dict[str, int]]:
+    """Qrels from (line number, query id, document id, relevance) rows; an empty id, a repeated
+    (query, document) pair or no judgement at all is an error."""
+    qrels: dict[str, dict[str, int]] = {}
+    for lineno, qid, did, rel in rows:
+        if not qid or not did:
+            raise DataError(path, "empty query or document id", lineno)
+        judged = qrels.setdefault(qid, {})
+        if did in judged:
+            raise DataError(path, f"duplicate judgement for query '{qid}', document '{did}'", lineno)
+        judged[did] = parse_relevance(path, lineno, rel)
+    if not qrels:
+        raise DataError(path, "no judgements")
+    return qrels
+
+
+class Entries(Generic[V]):
+    """The entries a loader reads from ``path``, keyed by id in file order; ``what`` names one
+    (``document``) in the errors, which name the line. With ``blank_ids=False`` a blank id is one."""
+
+    def __init__(self, path: Path, what: str, *, blank_ids: bool = True) -> None:
+        self.path, self.what, self.blank_ids = path, what, blank_ids
+        self.by_id: dict[str, V] = {}
+
+    def add(self, lineno: int, eid: str, value: V, text: str, empty: str = "text") -> None:
+        """``value`` under ``eid``; a repeated id, or a blank ``text`` (``empty``: what it is), is an error."""
+        if not self.blank_ids and not eid.strip():
+            raise DataError(self.path, f"empty {self.what} id", lineno)
+        if eid in self.by_id:
+            raise DataError(self.path, f"duplicate {self.what} id '{eid}'", lineno)
+        if not text.strip():
+            raise DataError(self.path, f"{self.what} '{eid}' has empty {empty}", lineno)
+        self.by_id[eid] = value
+
+    def done(self, plural: str) -> dict[str, V]:
+        """The entries; none at all is an error (``no <plural>``)."""
+        if not self.by_id:
+            raise DataError(self.path, f"no {plural}")
+        return self.by_id

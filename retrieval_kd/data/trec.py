@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from retrieval_kd.artifacts import atomic_write_text
-from retrieval_kd.data.readers import add_judgement, read_tsv
+from retrieval_kd.data.readers import Entries, read_qrels, read_tsv
 from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, Run
 from retrieval_kd.errors import DataError, NotFoundError
 
@@ -22,28 +22,19 @@ def load_topics(path: str | Path) -> Queries:
     if not path.is_file():
         raise NotFoundError(f"{path}: file not found")
     raw = path.read_text(encoding="utf-8")
-    texts: dict[str, str] = {}
+    texts = Entries[str](path, "query")
     if "<top>" in raw.lower():
         for m in _TOP.finditer(raw):
             lineno = raw.count("\n", 0, m.start()) + 1
             num, title = _NUM.search(m.group(1)), _TITLE.search(m.group(1))
             if not num or not title or not title.group(1).strip():
                 raise DataError(path, "topic without <num> or <title>", lineno)
-            _add_query(texts, path, lineno, num.group(1), " ".join(title.group(1).split()))
+            text = " ".join(title.group(1).split())
+            texts.add(lineno, num.group(1), text, text)
     else:
         for lineno, (qid, text) in read_tsv(path, 2):
-            _add_query(texts, path, lineno, qid, text)
-    if not texts:
-        raise DataError(path, "no topics")
-    return Queries(texts)
-
-
-def _add_query(texts: dict[str, str], path: Path, lineno: int, qid: str, text: str) -> None:
-    if qid in texts:
-        raise DataError(path, f"duplicate query id '{qid}'", lineno)
-    if not text.strip():
-        raise DataError(path, f"query '{qid}' has empty text", lineno)
-    texts[qid] = text
+            texts.add(lineno, qid, text, text)
+    return Queries(texts.done("topics"))
 
 
 def load_corpus_tsv(path: str | Path) -> Corpus:
@@ -51,7 +42,7 @@ def load_corpus_tsv(path: str | Path) -> Corpus:
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"{path}: file not found")
-    docs: dict[str, Document] = {}
+    docs = Entries[Document](path, "document")
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
@@ -60,25 +51,15 @@ def load_corpus_tsv(path: str | Path) -> Corpus:
             did, sep, text = line.partition("\t")
             if not sep:
                 raise DataError(path, "expected 'docid<TAB>text'", lineno)
-            if did in docs:
-                raise DataError(path, f"duplicate document id '{did}'", lineno)
-            if not text.strip():
-                raise DataError(path, f"document '{did}' has empty text", lineno)
-            docs[did] = Document(text=text)
-    if not docs:
-        raise DataError(path, "no documents")
-    return Corpus(docs)
+            docs.add(lineno, did, Document(text=text), text)
+    return Corpus(docs.done("documents"))
 
 
 def load_trec_qrels(path: str | Path) -> Qrels:
     """Read TREC qrels: ``qid iteration docid relevance`` (whitespace separated)."""
     path = Path(path)
-    qrels: Qrels = {}
-    for lineno, (qid, _it, did, rel) in read_tsv(path, 4, sep=None):
-        add_judgement(qrels, path, lineno, qid, did, rel)
-    if not qrels:
-        raise DataError(path, "no judgements")
-    return qrels
+    rows = read_tsv(path, 4, sep=None)
+    return read_qrels(path, ((lineno, qid, did, rel) for lineno, (qid, _it, did, rel) in rows))
 
 
 def load_trec_run(path: str | Path) -> Run:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
+from typing import Any
 
 from retrieval_kd.artifacts import sha256_records
 
@@ -24,17 +25,24 @@ class Document:
         return f"{self.title}{sep}{self.text}" if self.title else self.text
 
 
+class _ById:
+    """A dataclass whose (first) field is its entries keyed by id, in file order."""
+
+    def _by_id(self) -> dict[str, Any]:
+        return getattr(self, fields(self)[0].name)
+
+    def __len__(self) -> int:
+        return len(self._by_id())
+
+    def ids(self) -> list[str]:
+        return list(self._by_id())
+
+
 @dataclass
-class Corpus:
+class Corpus(_ById):
     """Documents keyed by id, in file order."""
 
     docs: dict[str, Document]
-
-    def __len__(self) -> int:
-        return len(self.docs)
-
-    def ids(self) -> list[str]:
-        return list(self.docs)
 
     def texts(self, sep: str = " ") -> list[str]:
         return [d.joined(sep) for d in self.docs.values()]
@@ -46,16 +54,10 @@ class Corpus:
 
 
 @dataclass
-class Queries:
+class Queries(_ById):
     """Query texts keyed by id, in file order."""
 
     texts: dict[str, str]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def ids(self) -> list[str]:
-        return list(self.texts)
 
     @cached_property
     def fingerprint(self) -> str:

@@ -25,10 +25,6 @@ class ModelFamily:
     """The family's name in configs, pipelines and manifests."""
     student_class: ClassVar[str]
     """The Sentence Transformers class a student is built as (a trained one loads with it)."""
-    trainer_class: ClassVar[str]
-    """Its Sentence Transformers trainer (class name)."""
-    training_args_class: ClassVar[str]
-    """The trainer's ``*TrainingArguments`` (class name)."""
     embed_once: ClassVar[bool] = False
     """Several weighted losses embed the columns once (``compute_loss_from_embeddings``)."""
     separate_query_length: ClassVar[bool] = False
@@ -36,6 +32,9 @@ class ModelFamily:
 
     index_name: ClassVar[str | None] = None
     """Its index in ``rkd index``, index and search manifests; None: not indexable (a reranker)."""
+    encoder_class: ClassVar[str | None] = None
+    """Its index encoder, a class in :mod:`retrieval_kd.index.encoders` (its ``params_class``: the
+    encoder's params)."""
     index_build_keys: ClassVar[frozenset[str]] = frozenset()
     """Index-entry params of this family's build beyond ``chunk_size`` / ``title_sep``."""
     faiss_file: ClassVar[str | None] = None
@@ -52,6 +51,16 @@ class ModelFamily:
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
+
+    @property
+    def trainer_class(self) -> str:
+        """Its Sentence Transformers trainer (class name): the student class's."""
+        return f"{self.student_class}Trainer"
+
+    @property
+    def training_args_class(self) -> str:
+        """The trainer's ``*TrainingArguments`` (class name)."""
+        return f"{self.student_class}TrainingArguments"
 
     @property
     def indexable(self) -> bool:
@@ -99,14 +108,22 @@ class ModelFamily:
     def _no_index(self) -> RkdError:
         return RkdError(f"a {self.name} is not indexable; score it as a reranker")
 
+    def _encoder(self) -> type:
+        from retrieval_kd.index import encoders
+
+        if self.encoder_class is None:
+            raise self._no_index()
+        return getattr(encoders, self.encoder_class)
+
     @property
     def encoder_params(self) -> type:
         """The pydantic params of its index encoder."""
-        raise self._no_index()
+        return self._encoder().params_class
 
     def index_encoder(self, model: Any, params: Any = None, embedding_cache: str | Path | None = None) -> Any:
-        """Its index encoder (:mod:`retrieval_kd.index.encoders`) of ``model``."""
-        raise self._no_index()
+        """Its index encoder of ``model`` (with the embedding cache where its vectors are cached)."""
+        cls = self._encoder()
+        return cls(model, params, embedding_cache) if self.cache_vectors else cls(model, params)
 
     def index_bytes(self, faiss_params: Any, encoded: int) -> int:
         """Rough bytes its index takes, from the bytes of the encoded chunks."""

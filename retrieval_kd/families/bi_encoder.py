@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from retrieval_kd.families.base import ModelFamily, infonce_scale
-from retrieval_kd.teachers.spec_base import BackendSpec
+from retrieval_kd.teachers.spec_base import ModelSpec
 
 
 def similarity(model: Any) -> tuple[Any, Any]:
@@ -50,11 +50,10 @@ def _st_prompts(ref_text: str) -> dict[str, str]:
         return {}
 
 
-class BiEncoderSpec(BackendSpec):
+class BiEncoderSpec(ModelSpec):
     """A bi-encoder teacher's settings (YAML, flags)."""
 
     kind: Literal["bi-encoder"]
-    model: str
     batch_size: int = 64
     max_length: int | None = None
     normalize: bool = True
@@ -68,16 +67,14 @@ class BiEncoderSpec(BackendSpec):
     """Weights' dtype (auto: bfloat16 where the hardware has native bf16); recorded as used."""
     LATER: ClassVar[dict[str, Any]] = {"model_prompts": False, "dtype": "float32", "backend": "torch",
                                        "variant": "fp32"}
-    threads: int | None = None
-    device: str | None = None
 
 
 class BiEncoderFamily(ModelFamily):
     name = "bi-encoder"
     student_class = "SentenceTransformer"
-    trainer_class, training_args_class = "SentenceTransformerTrainer", "SentenceTransformerTrainingArguments"
     embed_once = True
     index_name = "dense"
+    encoder_class = "DenseEncoder"
     faiss_file = "index.faiss"
     cache_vectors = cache_kind = "dense"
     teacher_spec = BiEncoderSpec
@@ -101,17 +98,6 @@ class BiEncoderFamily(ModelFamily):
                 "kl": lambda: L.DistillKLDivLoss(model, similarity_fct=pair, temperature=cfg.temperature),
                 "infonce": lambda: L.MultipleNegativesRankingLoss(model, similarity_fct=matrix, **scale)
                 }[name]()
-
-    @property
-    def encoder_params(self) -> type:
-        from retrieval_kd.retrieve.dense import DenseParams
-
-        return DenseParams
-
-    def index_encoder(self, model: Any, params: Any = None, embedding_cache: str | Path | None = None) -> Any:
-        from retrieval_kd.index.encoders import DenseEncoder
-
-        return DenseEncoder(model, params, embedding_cache)
 
     def index_bytes(self, faiss_params: Any, encoded: int) -> int:
         from retrieval_kd.index.faiss_index import FaissParams, faiss_share

@@ -27,9 +27,9 @@ from retrieval_kd.families.base import ModelFamily, infonce_scale
 class ColbertFamily(ModelFamily):
     name = "colbert"
     student_class = "MultiVectorEncoder"
-    trainer_class, training_args_class = "MultiVectorEncoderTrainer", "MultiVectorEncoderTrainingArguments"
     separate_query_length = True
     index_name = "colbert"
+    encoder_class = "TokenEncoder"
     index_build_keys = frozenset({"engine", "plaid"})
     faiss_file = "candidates.faiss"
     engines = True
@@ -60,17 +60,6 @@ class ColbertFamily(ModelFamily):
         if cfg.query_max_length:
             return {"max_length": {"query": cfg.query_max_length, "document": cfg.max_length}}
         return {}
-
-    @property
-    def encoder_params(self) -> type:
-        from retrieval_kd.index.encoders import ColbertParams
-
-        return ColbertParams
-
-    def index_encoder(self, model: Any, params: Any = None, embedding_cache: str | Path | None = None) -> Any:
-        from retrieval_kd.index.encoders import TokenEncoder
-
-        return TokenEncoder(model, params)  # token matrices are not cached
 
     def index_bytes(self, faiss_params: Any, encoded: int) -> int:
         """The float16 token vectors, then a float32 FAISS index over them."""

@@ -18,26 +18,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from retrieval_kd.families.base import ModelFamily, infonce_scale
-from retrieval_kd.teachers.spec_base import BackendSpec
+from retrieval_kd.teachers.spec_base import ModelSpec
 
 
-class CrossEncoderSpec(BackendSpec):
+class CrossEncoderSpec(ModelSpec):
     """A cross-encoder teacher's settings (YAML, flags)."""
 
     kind: Literal["cross-encoder"]
-    model: str
     max_length: int = 512
     batch_size: int = 32
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """auto: bfloat16 autocast where the hardware has native bf16, else float32 (recorded resolved)."""
-    threads: int | None = None
-    device: str | None = None
 
 
 class CrossEncoderFamily(ModelFamily):
     name = "cross-encoder"
     student_class = "CrossEncoder"
-    trainer_class, training_args_class = "CrossEncoderTrainer", "CrossEncoderTrainingArguments"
     teacher_spec = CrossEncoderSpec
 
     def build_student(self, loc: str, kind: str | None, local: bool, max_length: int,

@@ -21,27 +21,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 from retrieval_kd.families.base import ModelFamily, infonce_scale
-from retrieval_kd.teachers.spec_base import BackendSpec
+from retrieval_kd.teachers.spec_base import ModelSpec
 
 
-class SpladeSpec(BackendSpec):
+class SpladeSpec(ModelSpec):
     """A splade teacher's settings (YAML, flags)."""
 
     kind: Literal["splade"]
-    model: str
     # 8: SPLADE's vocabulary-sized logits (batch x tokens x 30,522) dominate memory; at 256 tokens a batch
     # of 32 peaked at 3.6 GB (OpenVINO bf16) / 2.6 GB (torch), 8 at 1.4 / 1.1 GB, and was no slower.
     batch_size: int = 8
     max_length: int | None = None
-    threads: int | None = None
-    device: str | None = None
 
 
 class SpladeFamily(ModelFamily):
     name = "splade"
     student_class = "SparseEncoder"
-    trainer_class, training_args_class = "SparseEncoderTrainer", "SparseEncoderTrainingArguments"
     index_name = "splade"
+    encoder_class = "SpladeEncoder"
     cache_vectors, cache_kind = "splade", "sparse"
     teacher_spec = SpladeSpec
 
@@ -67,17 +64,6 @@ class SpladeFamily(ModelFamily):
 
         return SpladeLoss(model, loss=loss, document_regularizer_weight=cfg.splade_doc_weight,
                           query_regularizer_weight=cfg.splade_query_weight)
-
-    @property
-    def encoder_params(self) -> type:
-        from retrieval_kd.index.encoders import SpladeParams
-
-        return SpladeParams
-
-    def index_encoder(self, model: Any, params: Any = None, embedding_cache: str | Path | None = None) -> Any:
-        from retrieval_kd.index.encoders import SpladeEncoder
-
-        return SpladeEncoder(model, params, embedding_cache)
 
     def index_bytes(self, faiss_params: Any, encoded: int) -> int:
         return encoded  # the posting lists take about what the encoded chunks do

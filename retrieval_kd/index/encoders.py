@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,15 +58,31 @@ def _device(device: str | None, backend: str = "torch") -> str:
     return pick_device(device) if backend == "torch" else (device or "cpu")  # onnx runs on the CPU
 
 
-# -- dense --------------------------------------------------------------------------------------
-class DenseEncoder:
-    family = BI_ENCODER.index_name
+class _ModelEncoder:
+    """The start of the dense and SPLADE encoders: a model by reference, its params (the defaults of
+    ``params_class`` when none), then :meth:`_load` of the model and its embedding cache."""
 
-    def __init__(self, model: str | ModelRef, params: DenseParams | None = None,
+    family: ClassVar[str]
+    """Its family's index name (in the identity)."""
+    params_class: ClassVar[type[BaseModel]]
+
+    def __init__(self, model: str | ModelRef, params: BaseModel | None = None,
                  embedding_cache: str | Path | None = None) -> None:
         _quiet_hf()
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
-        self.params = params or DenseParams()
+        self.params = params or self.params_class()
+        self._load(embedding_cache)
+
+    def _load(self, embedding_cache: str | Path | None) -> None:
+        raise NotImplementedError
+
+
+# -- dense --------------------------------------------------------------------------------------
+class DenseEncoder(_ModelEncoder):
+    family, params_class = BI_ENCODER.index_name, DenseParams
+    params: DenseParams
+
+    def _load(self, embedding_cache: str | Path | None) -> None:
         self.st = load_encoder(self.ref, self.params)  # on params.backend
         self.backend = backend_info(self.st)
         self.dim = int(self.st.get_embedding_dimension())
@@ -104,16 +120,13 @@ class SpladeParams(OneName, BackendParams):
     """Torch device of the encoder (default: the best available)."""
 
 
-class SpladeEncoder:
-    family = SPLADE.index_name
+class SpladeEncoder(_ModelEncoder):
+    family, params_class = SPLADE.index_name, SpladeParams
+    params: SpladeParams
 
-    def __init__(self, model: str | ModelRef, params: SpladeParams | None = None,
-                 embedding_cache: str | Path | None = None) -> None:
+    def _load(self, embedding_cache: str | Path | None) -> None:
         from sentence_transformers import SparseEncoder
 
-        _quiet_hf()
-        self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
-        self.params = params or SpladeParams()
         self.se = load_st_model(SparseEncoder, self.ref, "a SPLADE index",
                                 device=_device(self.params.device, self.params.backend),
                                 max_seq_length=self.params.max_length)
@@ -210,7 +223,7 @@ def wrap_transformer_folder(location: str, device: str):
 class TokenEncoder:
     """Per-token embeddings (float32, one ``(n_tokens, dim)`` matrix per text)."""
 
-    family = COLBERT.index_name
+    family, params_class = COLBERT.index_name, ColbertParams
 
     def __init__(self, model: str | ModelRef | Any, params: ColbertParams | None = None) -> None:
         _quiet_hf()

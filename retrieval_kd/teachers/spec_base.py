@@ -51,3 +51,12 @@ class BackendSpec(Spec):
         except RkdError as e:
             raise ValueError(str(e)) from None
         return self
+
+
+class ModelSpec(BackendSpec):
+    """A teacher that runs one model of a family: the model, and where it runs."""
+
+    model: str
+    """Registered short name, Hugging Face id or local folder."""
+    threads: int | None = None
+    device: str | None = None

@@ -1,4 +1,4 @@
-"""Reading whole-document JSON files with errors that name the file and the line."""
+"""Reading whole-document JSON files (and their records' ids) with errors that name the file and the line."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def load_json(path: str | Path) -> Any:
         return json.loads(_text(path))
     except json.JSONDecodeError as e:
         raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", e.lineno) from None
+
+
+def record_id(path: Path, line: int, value: Any, expected: str) -> str:
+    """A record's ``id`` (an integer, or a string not blank) as a string; anything else is an error
+    saying it must be ``expected``."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip():
+        raise DataError(path, f"field 'id' must be {expected}, got {value!r}", line)
+    return str(value)
 
 
 def iter_json_array(path: str | Path) -> Iterator[tuple[int, Any]]:

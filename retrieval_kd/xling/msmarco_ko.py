@@ -27,7 +27,7 @@ from pathlib import Path
 from retrieval_kd.data.types import Corpus, Dataset, Document, Qrels, Queries, cross_check
 from retrieval_kd.errors import DataError, NotFoundError
 from retrieval_kd.settings import data_home
-from retrieval_kd.xling._json import iter_json_array
+from retrieval_kd.xling._json import iter_json_array, record_id
 
 DIR = "msmarco-ko"
 FILES = {"en": "msmarco_eng.json", "ko": "msmarco_kor.json"}
@@ -53,10 +53,7 @@ def read_msmarco_ko_file(path: str | Path) -> list[Record]:
         for key in ("id", "query", "positive"):
             if key not in obj:
                 raise DataError(path, f"missing field '{key}'", line)
-        rid = obj["id"]
-        if isinstance(rid, bool) or not isinstance(rid, (int, str)) or not str(rid).strip():
-            raise DataError(path, f"field 'id' must be a non-empty integer or string, got {rid!r}", line)
-        rid = str(rid)
+        rid = record_id(path, line, obj["id"], "a non-empty integer or string")
         if rid in seen:
             raise DataError(path, f"duplicate id '{rid}'", line)
         seen.add(rid)

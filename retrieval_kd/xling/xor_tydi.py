@@ -36,10 +36,10 @@ from pathlib import Path
 from statistics import mean
 from typing import Any, Literal
 
-from retrieval_kd.data.readers import read_jsonl
+from retrieval_kd.data.readers import Entries, read_jsonl
 from retrieval_kd.data.types import Corpus, Document, Queries, Run
 from retrieval_kd.errors import DataError, NotFoundError, RkdError
-from retrieval_kd.xling._json import load_json
+from retrieval_kd.xling._json import load_json, record_id
 
 XOR_LANGS = ("ar", "bn", "fi", "ja", "ko", "ru", "te")
 SKIPPED_ANSWERS = ("yes", "no")
@@ -67,10 +67,7 @@ def load_xor_retrieve(path: str | Path, *, require_answers: bool = True) -> dict
         for key in ("id", "question", "lang") + (("answers",) if require_answers else ()):
             if obj.get(key) is None:
                 raise DataError(path, f"missing field '{key}'", line)
-        qid = obj["id"]
-        if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
-            raise DataError(path, f"field 'id' must be a non-empty string, got {qid!r}", line)
-        qid = str(qid)
+        qid = record_id(path, line, obj["id"], "a non-empty string")
         if qid in out:
             raise DataError(path, f"duplicate question id '{qid}'", line)
         question, lang = obj["question"], obj["lang"]
@@ -93,7 +90,7 @@ def xor_queries(questions: Mapping[str, XorQuestion], lang: str | None = None) -
 
 
 def _corpus_tsv(path: Path) -> Corpus:
-    docs: dict[str, Document] = {}
+    docs = Entries[Document](path, "passage", blank_ids=False)
     limit = sys.maxsize
     while True:  # passages can exceed csv's default 128 KiB field limit
         try:
@@ -107,31 +104,19 @@ def _corpus_tsv(path: Path) -> Corpus:
             line = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
-            if not docs and [c.strip().lower() for c in row] in (["id", "text", "title"], ["id", "text"]):
+            if not docs.by_id and [c.strip().lower() for c in row] in (["id", "text", "title"], ["id", "text"]):
                 continue
             if len(row) not in (2, 3):
                 raise DataError(path, f"expected 2 or 3 columns (id, text[, title]), found {len(row)}",
                                 line)
             did, text = row[0].strip(), row[1]
             title = row[2] if len(row) == 3 else ""
-            _add_doc(docs, path, line, did, text, title)
-    if not docs:
-        raise DataError(path, "no passages")
-    return Corpus(docs)
-
-
-def _add_doc(docs: dict[str, Document], path: Path, line: int, did: str, text: str, title: str) -> None:
-    if not did:
-        raise DataError(path, "empty passage id", line)
-    if did in docs:
-        raise DataError(path, f"duplicate passage id '{did}'", line)
-    if not text.strip():
-        raise DataError(path, f"passage '{did}' has empty text", line)
-    docs[did] = Document(text=text, title=title)
+            docs.add(line, did, Document(text=text, title=title), text)
+    return Corpus(docs.done("passages"))
 
 
 def _corpus_jsonl(path: Path) -> Corpus:
-    docs: dict[str, Document] = {}
+    docs = Entries[Document](path, "passage", blank_ids=False)
     for line, obj in read_jsonl(path):
         key = "_id" if "_id" in obj else "id"
         did = obj.get(key)
@@ -140,10 +125,8 @@ def _corpus_jsonl(path: Path) -> Corpus:
         text, title = obj.get("text"), obj.get("title") or ""
         if not isinstance(text, str) or not isinstance(title, str):
             raise DataError(path, "'text' (required) and 'title' must be strings", line)
-        _add_doc(docs, path, line, str(did).strip(), text, title)
-    if not docs:
-        raise DataError(path, "no passages")
-    return Corpus(docs)
+        docs.add(line, str(did).strip(), Document(text=text, title=title), text)
+    return Corpus(docs.done("passages"))
 
 
 def load_passages(path: str | Path) -> Corpus:
