@@ -19,17 +19,7 @@ from pathlib import Path
 import pytest
 
 from retrieval_kd.errors import DataError, NotFoundError, RkdError
-from retrieval_kd.xling.xor_tydi import (
-    XorQuestion,
-    answer_in_first_tokens,
-    contexts_from_run,
-    evaluate_xor_retrieve,
-    load_passages,
-    load_xor_predictions,
-    load_xor_retrieve,
-    xor_queries,
-    xor_recall_at_tokens,
-)
+from retrieval_kd.xling import xor_tydi as xor
 
 FIX = Path(__file__).parent / "fixtures" / "xortydi-tiny"
 QFILE = FIX / "xor_dev_retrieve_eng_span.jsonl"
@@ -44,20 +34,20 @@ RUN = {  # the same rankings as predictions.json, as scores
 
 @pytest.fixture(scope="module")
 def questions():
-    return load_xor_retrieve(QFILE)
+    return xor.load_xor_retrieve(QFILE)
 
 
 @pytest.fixture(scope="module")
 def contexts():
-    return load_xor_predictions(FIX / "predictions.json")
+    return xor.load_xor_predictions(FIX / "predictions.json")
 
 
 def test_questions_load_with_fields(questions):
     assert list(questions) == ["-101", "-102", "-103", "-104", "-105", "-106"]
     q = questions["-104"]
     assert q.lang == "ja" and q.answers == ("3,776 metres", "3776 m")
-    assert xor_queries(questions, lang="ko").ids() == ["-102", "-105", "-106"]
-    assert len(xor_queries(questions)) == 6
+    assert xor.xor_queries(questions, lang="ko").ids() == ["-102", "-105", "-106"]
+    assert len(xor.xor_queries(questions)) == 6
 
 
 @pytest.mark.parametrize("n, per_lang, macro, micro", [
@@ -71,20 +61,20 @@ def test_questions_load_with_fields(questions):
     (2000, {"ja": (2, 2), "ko": (1, 2), "ar": (0, 1)}, (1 + 0.5 + 0) / 3, 3 / 5),
 ])
 def test_recall_at_tokens_hand_computed(questions, contexts, n, per_lang, macro, micro):
-    r = xor_recall_at_tokens(questions, contexts, n, tokenizer="whitespace")
+    r = xor.xor_recall_at_tokens(questions, contexts, n, tokenizer="whitespace")
     assert {k: (v["hit"], v["count"]) for k, v in r.per_lang.items()} == per_lang
     assert r.macro == pytest.approx(macro) and r.micro == pytest.approx(micro)
     assert r.skipped_no_span_answer == 1 and r.missing_from_run == 1
 
 
 def test_missing_skip_reproduces_the_official_script(questions, contexts):
-    r = xor_recall_at_tokens(questions, contexts, 13, tokenizer="whitespace", missing="skip")
+    r = xor.xor_recall_at_tokens(questions, contexts, 13, tokenizer="whitespace", missing="skip")
     assert r.per_lang["ko"] == {"count": 1, "hit": 1, "recall": 1.0}
     assert r.macro == pytest.approx((1 + 1 + 0) / 3) and r.micro == pytest.approx(3 / 4)
 
 
 def test_r2kt_r5kt_token_boundaries():
-    qs = {q: XorQuestion(q, "?", lang, ("ANSWER",)) for q, lang in
+    qs = {q: xor.XorQuestion(q, "?", lang, ("ANSWER",)) for q, lang in
           [("at2000", "fi"), ("at2001", "fi"), ("at5000", "te"), ("at5001", "te")]}
     ctx = {
         "at2000": ["w " * 1999, "ANSWER tail"],        # token 2000
@@ -92,7 +82,7 @@ def test_r2kt_r5kt_token_boundaries():
         "at5000": ["w " * 4000, "w " * 999 + "ANSWER"],  # token 5000, inside the 2nd passage
         "at5001": ["w " * 5000, "ANSWER"],             # token 5001
     }
-    res = evaluate_xor_retrieve(qs, ctx, tokenizer="whitespace")
+    res = xor.evaluate_xor_retrieve(qs, ctx, tokenizer="whitespace")
     assert set(res) == {"R@2kt", "R@5kt"}
     assert res["R@2kt"].per_lang == {"fi": {"count": 2, "hit": 1, "recall": 0.5},
                                      "te": {"count": 2, "hit": 0, "recall": 0.0}}
@@ -106,11 +96,11 @@ def test_r2kt_r5kt_token_boundaries():
 def test_answer_matches_the_space_joined_token_string():
     ws = str.split
     # a multi-token answer matches across passages; a substring of a token matches (official)
-    assert answer_in_first_tokens(["a b capital", "of Japan"], ["capital of Japan"], 10, ws)
-    assert answer_in_first_tokens(["Tokyoites live here"], ["Tokyo"], 10, ws)
-    assert not answer_in_first_tokens(["tokyo"], ["Tokyo"], 10, ws)  # case-sensitive
+    assert xor.answer_in_first_tokens(["a b capital", "of Japan"], ["capital of Japan"], 10, ws)
+    assert xor.answer_in_first_tokens(["Tokyoites live here"], ["Tokyo"], 10, ws)
+    assert not xor.answer_in_first_tokens(["tokyo"], ["Tokyo"], 10, ws)  # case-sensitive
     # whitespace runs collapse to one space once tokenized and joined
-    assert answer_in_first_tokens(["3,776\n  metres"], ["3,776 metres"], 10, ws)
+    assert xor.answer_in_first_tokens(["3,776\n  metres"], ["3,776 metres"], 10, ws)
 
 
 def test_custom_tokenizer_changes_what_matches(questions, contexts):
@@ -119,7 +109,7 @@ def test_custom_tokenizer_changes_what_matches(questions, contexts):
     def split_punct(t: str) -> list[str]:
         return punct.findall(t)
 
-    r = xor_recall_at_tokens(questions, contexts, 5000, tokenizer=split_punct)
+    r = xor.xor_recall_at_tokens(questions, contexts, 5000, tokenizer=split_punct)
     assert r.per_lang["ja"]["hit"] == 1 and r.tokenizer == "split_punct"  # -104 no longer matches
 
 
@@ -130,26 +120,26 @@ def test_nltk_tokenizer_when_available():
         word_tokenize("A test.")
     except (ImportError, LookupError):
         with pytest.raises(RkdError, match="whitespace"):
-            xor_recall_at_tokens(load_xor_retrieve(QFILE), {}, 2000)  # the default is the official nltk tokenizer
+            xor.xor_recall_at_tokens(xor.load_xor_retrieve(QFILE), {}, 2000)  # the default is the official nltk tokenizer
         return
-    qs = {"q": XorQuestion("q", "?", "ja", ("Tokyo's",))}
+    qs = {"q": xor.XorQuestion("q", "?", "ja", ("Tokyo's",))}
     ctx = {"q": ["Tokyo's parks."]}
-    assert xor_recall_at_tokens(qs, ctx, 100, tokenizer="whitespace").micro == 1.0
-    assert xor_recall_at_tokens(qs, ctx, 100).micro == 0.0  # "Tokyo 's" after word_tokenize
+    assert xor.xor_recall_at_tokens(qs, ctx, 100, tokenizer="whitespace").micro == 1.0
+    assert xor.xor_recall_at_tokens(qs, ctx, 100).micro == 0.0  # "Tokyo 's" after word_tokenize
 
 
 def test_run_to_contexts_with_tsv_and_jsonl_corpora(questions, contexts):
-    tsv, jsonl = load_passages(FIX / "passages.tsv"), load_passages(FIX / "passages.jsonl")
+    tsv, jsonl = xor.load_passages(FIX / "passages.tsv"), xor.load_passages(FIX / "passages.jsonl")
     assert tsv.docs == jsonl.docs and len(tsv) == 5
     assert tsv.docs["d5"].text == 'Filler text about "nothing" in particular here .'  # csv quoting
     assert tsv.docs["d2"].title == "Han River"
-    got = contexts_from_run(RUN, tsv)
+    got = xor.contexts_from_run(RUN, tsv)
     assert got == contexts
-    tie = contexts_from_run({"q": {"d4": 1.0, "d1": 1.0, "d3": 2.0}}, tsv, depth=2, with_title=True)
+    tie = xor.contexts_from_run({"q": {"d4": 1.0, "d1": 1.0, "d3": 2.0}}, tsv, depth=2, with_title=True)
     assert tie["q"] == ["Cairo Cairo is the capital of Egypt .", "Tokyo Tokyo is the capital of Japan ."]
     with pytest.raises(NotFoundError, match="'d9'"):
-        contexts_from_run({"q": {"d9": 1.0}}, tsv)
-    r = xor_recall_at_tokens(questions, got, 13, tokenizer="whitespace")
+        xor.contexts_from_run({"q": {"d9": 1.0}}, tsv)
+    r = xor.xor_recall_at_tokens(questions, got, 13, tokenizer="whitespace")
     assert r.macro == pytest.approx(0.5)
 
 
@@ -176,15 +166,15 @@ GOOD = json.dumps({"id": "1", "question": "q?", "answers": ["a"], "lang": "ja"})
 def test_bad_question_lines_name_file_and_line(tmp_path, bad, problem):
     p = _write(tmp_path, "xor.jsonl", [GOOD, "", bad])
     with pytest.raises(DataError, match=re.escape(problem)) as e:
-        load_xor_retrieve(p)
+        xor.load_xor_retrieve(p)
     assert e.value.path == str(p) and e.value.line == 3
 
 
 def test_question_only_test_file(tmp_path):
     p = _write(tmp_path, "xor_test.jsonl", ['{"id": 7, "question": "q?", "lang": "te"}'])
     with pytest.raises(DataError, match="missing field 'answers'"):
-        load_xor_retrieve(p)
-    assert load_xor_retrieve(p, require_answers=False)["7"].answers == ()
+        xor.load_xor_retrieve(p)
+    assert xor.load_xor_retrieve(p, require_answers=False)["7"].answers == ()
 
 
 @pytest.mark.parametrize("name, lines, line, problem", [
@@ -197,7 +187,7 @@ def test_question_only_test_file(tmp_path):
 def test_bad_corpus_lines_name_file_and_line(tmp_path, name, lines, line, problem):
     p = _write(tmp_path, name, lines)
     with pytest.raises(DataError, match=re.escape(problem)) as e:
-        load_passages(p)
+        xor.load_passages(p)
     assert e.value.path == str(p) and e.value.line == line
 
 
@@ -205,12 +195,12 @@ def test_bad_predictions_and_missing_files(tmp_path):
     p = tmp_path / "pred.json"
     p.write_text('[{"id": "1", "lang": "ja", "ctxs": ["a"]},\n {"id": "2", "ctxs": "a"}]')
     with pytest.raises(DataError, match=r"item \[1\]"):
-        load_xor_predictions(p)
+        xor.load_xor_predictions(p)
     p.write_text('[{"id": "1",\n "ctxs": [}]')
     with pytest.raises(DataError, match="malformed JSON") as e:
-        load_xor_predictions(p)
+        xor.load_xor_predictions(p)
     assert e.value.line == 2
     with pytest.raises(NotFoundError):
-        load_passages(tmp_path / "absent.tsv")
+        xor.load_passages(tmp_path / "absent.tsv")
     with pytest.raises(NotFoundError):
-        load_xor_retrieve(tmp_path / "absent.jsonl")
+        xor.load_xor_retrieve(tmp_path / "absent.jsonl")
