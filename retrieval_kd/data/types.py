@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -26,10 +26,10 @@ class Document:
 
 
 class _ById:
-    """A dataclass whose (first) field is its entries keyed by id, in file order."""
+    """Entries keyed by id, in file order (``_by_id``: the mapping)."""
 
     def _by_id(self) -> dict[str, Any]:
-        return getattr(self, fields(self)[0].name)
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self._by_id())
@@ -43,6 +43,9 @@ class Corpus(_ById):
     """Documents keyed by id, in file order."""
 
     docs: dict[str, Document]
+
+    def _by_id(self) -> dict[str, Document]:
+        return self.docs
 
     def texts(self, sep: str = " ") -> list[str]:
         return [d.joined(sep) for d in self.docs.values()]
@@ -58,6 +61,9 @@ class Queries(_ById):
     """Query texts keyed by id, in file order."""
 
     texts: dict[str, str]
+
+    def _by_id(self) -> dict[str, str]:
+        return self.texts
 
     @cached_property
     def fingerprint(self) -> str:

@@ -29,17 +29,20 @@ def teacher_vectors(spec: dict[str, Any], columns: list[list[str]], queries_firs
                     ) -> tuple[np.ndarray, dict[str, Any]]:
     """The teacher's normalised vectors of every text of the rows: ``(rows, len(columns), dim)``,
     column 0 encoded as queries (``queries_first``), the others as documents (cached per document
-    in the stage's embedding cache, :mod:`retrieval_kd.embcache`); and the teacher's identity."""
+    in the stage's embedding cache, :mod:`retrieval_kd.embcache`); and the teacher's identity
+    (what changes its vectors, as a score store's: no path, no runtime knob)."""
+    from retrieval_kd.teachers.identity import spec_identity
     from retrieval_kd.teachers.spec import build_teacher, parse_teacher
 
-    teacher = build_teacher(parse_teacher(spec, "embed_teacher"))
+    parsed = parse_teacher(spec, "embed_teacher")
+    teacher = build_teacher(parsed)
     try:
         if not hasattr(teacher, "embed_documents"):
             raise RkdError(f"embed_teacher: a {spec.get('kind')} teacher has no text vectors; "
                            "give a bi-encoder teacher spec")
         first = (teacher.embed_queries if queries_first else teacher.embed_documents)(columns[0])
         docs = [teacher.embed_documents(col) for col in columns[1:]]
-        return np.stack([first, *docs], axis=1).astype(np.float32), teacher.identity()
+        return np.stack([first, *docs], axis=1).astype(np.float32), spec_identity(parsed)
     finally:
         teacher.close()
 
