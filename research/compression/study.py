@@ -41,6 +41,10 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "splade-tiny": {"family": "splade", "init": "splade-tiny",
                     "train": {"max_length": 128, "lr": 5e-5},
                     "eval": {"max_seq_length": 128}},
+    # revision 12: a reranker of BM25's top-20 (pair length: a claim + 128 document tokens)
+    "ce-tiny": {"family": "cross-encoder", "init": "splade-tiny",
+                "train": {"max_length": 160, "lr": 1e-4},
+                "eval": {"max_length": 160, "depth": 20}},
     "minilm": {"family": "bi-encoder", "init": "minilm-l6",
                "train": {"max_length": 128, "lr": 2e-5},
                "eval": {"max_seq_length": 128}},
@@ -86,7 +90,10 @@ ARMS: dict[str, dict[str, Any]] = {
        for lr in ("1e-4", "5e-4", "1e-3", "2e-3", "4e-3")  # 2e-3: revision 7; 4e-3: 8
        for arm, base in (("twin", {"teacher": "none", "losses": "infonce", "negatives": 7}),
                          ("kd-kl+infonce", {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8,
-                                            "filter_margin": None, "positive_floor": 1.0}))},
+                                            "filter_margin": None, "positive_floor": 1.0}),
+                         # revision 12 (the cross-encoder): the KL term alone
+                         ("kd-kl", {"losses": "kl", "kl_passages": 8, "filter_margin": None,
+                                    "positive_floor": 1.0}))},
     # revision 9 (dev only): embedding distillation for the bi-encoder: the twin's rows exactly,
     # InfoNCE + W x cosine to all-MiniLM-L6-v2's PCA-rotated vectors of the same texts
     **{f"embed{w}-1ep-lr2e-3": {"teacher": "none", "losses": f"infonce:1.0+embed:{w}", "negatives": 7,
@@ -117,6 +124,7 @@ FAMILY_KD = {
     "bi-encoder": {"temperature": 0.05, "teacher_scale": 0.05, "infonce_weight": 0.0025},
     "colbert": {"temperature": 1.0, "teacher_scale": 1.0, "infonce_weight": 1.0},
     "splade": {"temperature": 1.0, "teacher_scale": 1.0, "infonce_weight": 1.0},
+    "cross-encoder": {"temperature": 1.0, "teacher_scale": 1.0, "infonce_weight": 1.0},  # unbounded logits, as MaxSim
 }
 
 
@@ -188,6 +196,15 @@ def _train_rows(args, students, arms, seeds, store, ds, env, have, dest) -> int:
             emit({"student": student, "arm": "init", "seed": None, "split": args.split, "env": env,
                   "eval": info, "run": run})
             print(f"{student} init: {info}", flush=True)
+            if fam == "cross-encoder":  # the first stage's own order of the candidates it reranks
+                from retrieval_kd.data.trec import load_trec_run
+
+                bm25 = load_trec_run(bench.bm25_run(ds.split.removesuffix("-dev"), 1000) / "run.trec")
+                depth = STUDENTS[student]["eval"]["depth"]
+                run = {q: dict(sorted(bm25.get(q, {}).items(), key=lambda x: (-x[1], x[0]))[:depth])
+                       for q in ds.queries.ids()}
+                emit({"student": student, "arm": "bm25-order", "seed": None, "split": args.split, "env": env,
+                      "eval": {"depth": depth}, "run": run})
     for seed in seeds:
         for student in students:
             for arm in arms:
@@ -261,7 +278,7 @@ def evaluate(args: argparse.Namespace) -> int:
         twin = twin if twin in arms else None
         if twin:
             for arm, rs in arms.items():
-                if arm in (twin, "init") or arm.startswith("twin"):
+                if arm in (twin, "init", "bm25-order") or arm.startswith("twin"):
                     continue
                 c = seed_study.seed_comparison({"twin": arms[twin], arm: rs}, "twin")[0]
                 out["students"][student][f"{arm}-vs-twin"] = c

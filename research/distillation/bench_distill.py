@@ -411,7 +411,7 @@ def eval_cross_encoder(model: Any, ev: dict, ds) -> tuple[dict, dict]:
     from retrieval_kd.data.trec import load_trec_run
 
     model.max_length = ev["max_length"]
-    bm25 = load_trec_run(bm25_run("test", 1000) / "run.trec")
+    bm25 = load_trec_run(bm25_run(ds.split.removesuffix("-dev"), 1000) / "run.trec")  # train-dev: train's
     pairs, keys = [], []
     for q in ds.queries.ids():
         hits = sorted(bm25.get(q, {}).items(), key=lambda x: (-x[1], x[0]))[:ev["depth"]]
