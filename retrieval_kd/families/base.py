@@ -27,6 +27,9 @@ class ModelFamily:
     """The Sentence Transformers class a student is built as (a trained one loads with it)."""
     embed_once: ClassVar[bool] = False
     """Several weighted losses embed the columns once (``compute_loss_from_embeddings``)."""
+    tokens_once: ClassVar[bool] = False
+    """Several weighted multi-vector losses encode the query and document columns once
+    (:mod:`retrieval_kd.train.multivector_once`)."""
     separate_query_length: ClassVar[bool] = False
     """Queries have their own token length (``query_max_length``)."""
 

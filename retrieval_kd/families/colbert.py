@@ -27,6 +27,7 @@ from retrieval_kd.families.base import ModelFamily, infonce_scale
 class ColbertFamily(ModelFamily):
     name = "colbert"
     student_class = "MultiVectorEncoder"
+    tokens_once = True
     separate_query_length = True
     index_name = "colbert"
     encoder_class = "TokenEncoder"

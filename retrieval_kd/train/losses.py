@@ -24,13 +24,17 @@ class WeightedLoss(nn.Module):
     Margin-MSE, KL and InfoNCE together.
 
     With ``embed_once`` (a family's, the bi-encoder's) the columns are embedded once
-    (``compute_loss_from_embeddings``); otherwise each member runs its own forward.
+    (``compute_loss_from_embeddings``); with ``tokens_once`` (ColBERT's) the query column and the
+    document columns are encoded once for the multi-vector members that share them
+    (:mod:`retrieval_kd.train.multivector_once`); any other member runs its own forward.
     """
 
-    def __init__(self, model, terms: dict[str, tuple[nn.Module, float]], embed_once: bool = False) -> None:
+    def __init__(self, model, terms: dict[str, tuple[nn.Module, float]], embed_once: bool = False,
+                 tokens_once: bool = False) -> None:
         super().__init__()
         self.model = model
         self.embed_once = embed_once
+        self.tokens_once = tokens_once
         self.terms = nn.ModuleDict({name: loss for name, (loss, _) in terms.items()})
         self.weights = {name: float(w) for name, (_, w) in terms.items()}
 
@@ -46,17 +50,30 @@ class WeightedLoss(nn.Module):
             from sentence_transformers.base.losses.merged_forward import embed_columns
 
             return self.compute_loss_from_embeddings(embed_columns(self.model, features), labels)
-        out = {}
-        for name, loss in self.terms.items():
-            if kwargs:
-                try:
-                    value = loss(features, labels, **kwargs)
-                except TypeError:
-                    value = loss(features, labels)
-            else:
-                value = loss(features, labels)
-            out[name] = self.weights[name] * value
-        return out
+        shared = self._from_shared_tokens(features, labels) if self.tokens_once else {}
+        return {name: shared[name] if name in shared
+                else self.weights[name] * self._own(loss, features, labels, kwargs)
+                for name, loss in self.terms.items()}
+
+    def _from_shared_tokens(self, features, labels) -> dict[str, Tensor]:
+        """The weighted members that compute from one shared encoding of the batch's columns."""
+        from retrieval_kd.train import multivector_once as mv
+
+        names = [name for name, loss in self.terms.items() if mv.shares(loss)]
+        if not names:
+            return {}
+        batch = mv.encode(self.model, features, mv.mini_batch_size(self.terms[n] for n in names))
+        return {n: self.weights[n] * mv.loss_from_tokens(self.terms[n], batch, labels) for n in names}
+
+    @staticmethod
+    def _own(loss: nn.Module, features, labels, kwargs: dict[str, Any]) -> Tensor:
+        """A member on its own forward (with the trainer's keywords where it takes them)."""
+        if kwargs:
+            try:
+                return loss(features, labels, **kwargs)
+            except TypeError:
+                pass
+        return loss(features, labels)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"weights": dict(self.weights)}
@@ -135,5 +152,5 @@ def build_loss(family: str, model, cfg) -> nn.Module:
     if len(terms) == 1 and next(iter(terms.values()))[1] == 1.0 and "embed" not in terms:
         loss = next(iter(terms.values()))[0]
     else:
-        loss = WeightedLoss(model, terms, embed_once=fam.embed_once)
+        loss = WeightedLoss(model, terms, embed_once=fam.embed_once, tokens_once=fam.tokens_once)
     return fam.wrap_loss(loss, model, cfg)
