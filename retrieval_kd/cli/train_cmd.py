@@ -60,7 +60,10 @@ def train(
     restart: Annotated[bool, Opt("--restart", help="Discard an earlier run's checkpoints.")] = False,
     dump_examples: Annotated[Path | None, Opt(help="Only write the training rows (JSON lines).")] = None,
 ) -> None:
-    """Train a student on a score store's teacher scores; resumes a killed run from its checkpoint."""
+    """Train a student on a score store's teacher scores; resumes a killed run from its checkpoint.
+
+    Under torchrun / accelerate launch the processes train together (DDP; --batch-size is per
+    process) and rank 0 writes the one model."""
     cfg = load_config(
         config, **given,
         losses=losses or ("infonce" if label_only else None),
@@ -70,7 +73,11 @@ def train(
     )
     if no_filter:
         cfg = cfg.model_copy(update={"filter_margin": None})
+    from retrieval_kd.train.distributed import close, is_main_process
+
     if dump_examples:
+        if not is_main_process():  # under a launcher rank 0 alone writes the file
+            return
         from retrieval_kd.train.stage import dump_examples as dump
 
         stats = dump(cfg, dump_examples)
@@ -82,6 +89,11 @@ def train(
 
     if cfg.output is None:
         raise RkdError("give --output (or output: in the config)")
-    out = train_stage(cfg, restart=restart)
+    try:
+        out = train_stage(cfg, restart=restart)
+    finally:
+        close()  # under torchrun / accelerate launch: leave the process group
+    if not is_main_process():  # rank 0 reports for all
+        return
     console.print(describe(out), highlight=False)
     typer.echo(str(out))

@@ -152,7 +152,7 @@ class TrainConfig(BaseModel):
 
     # --- optimisation -------------------------------------------------------------------------
     batch_size: int = Field(16, gt=0)
-    """Example groups (rows) per optimiser step."""
+    """Example groups (rows) per optimiser step and process: N processes (torchrun) step on N x this."""
     epochs: float = Field(1.0, gt=0)
     """Passes over the training rows (a fraction stops part-way)."""
     max_steps: int = -1

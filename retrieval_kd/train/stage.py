@@ -12,6 +12,11 @@ again with the same configuration resumes from the last complete checkpoint; a d
 configuration is refused until that work folder is removed (``restart=True``). The finished
 model is written to a temporary folder and renamed to ``cfg.output``; the work folder is then
 removed.
+
+Under ``torchrun`` / ``accelerate launch`` the processes train together (DDP,
+:mod:`retrieval_kd.train.distributed`) and rank 0 alone writes all of the above
+(:func:`_train_ranks`); ``batch_size`` is per process, and the manifest's ``distributed`` record
+gives the world size and the global batch.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from retrieval_kd.digests import check_files, file_digests, recorded_files
 from retrieval_kd.errors import IntegrityError, NotFoundError, RkdError
 from retrieval_kd.families import get as get_family
 from retrieval_kd.train.config import TrainConfig
+from retrieval_kd.train.distributed import TRAIN_TIMEOUT, World
 from retrieval_kd.train.examples import ExampleOptions, ExampleStats, Groups, build_rows, outside_fold
 from retrieval_kd.workdirs import claim, clean_stale_temps, clear, only_names, release, require_replaceable
 
@@ -151,14 +157,32 @@ def make_examples(cfg: TrainConfig, inputs: TrainInputs, width: int | None = Non
 # Trainer
 
 
-def training_args(cfg: TrainConfig, out_dir: Path):
-    """The family's ``*TrainingArguments``: checkpoints every ``save_steps``, no external reporting."""
+EVERY_PARAMETER_USED = frozenset({"cross-encoder"})
+"""Families whose losses run the model once per passage column (several DDP forwards before one
+backward) on a model that uses all its parameters (the classifier reads the pooler). DDP must not
+look for unused parameters there: with the search on it fails ("mark a variable ready only once"),
+and a static graph gets wrong gradients. The other families keep the search (their transformer's
+pooler is unused), which gives the one-process gradients there."""
+
+
+def training_args(cfg: TrainConfig, out_dir: Path, world: World | None = None):
+    """The family's ``*TrainingArguments``: checkpoints every ``save_steps``, no external reporting.
+
+    Under a launcher (``world``): DistributedDataParallel on the world's backend (gloo on CPU),
+    ``batch_size`` per process, and the last incomplete global batch of an epoch dropped (as
+    Sentence Transformers does under DDP, so every process takes the same number of steps)."""
     import sentence_transformers as st
     import torch
     from sentence_transformers.base.sampler import BatchSamplers
 
     family = get_family(cfg.family)
     cls = getattr(st, family.training_args_class)
+    ddp: dict[str, Any] = {}
+    if world is not None and world.active:
+        ddp = {"ddp_backend": world.backend, "use_cpu": world.backend == "gloo", "dataloader_drop_last": True,
+               "ddp_timeout": int(TRAIN_TIMEOUT.total_seconds())}
+        if cfg.family in EVERY_PARAMETER_USED:
+            ddp["ddp_find_unused_parameters"] = False
     return cls(
         output_dir=str(out_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -182,10 +206,25 @@ def training_args(cfg: TrainConfig, out_dir: Path):
         batch_sampler=(BatchSamplers.NO_DUPLICATES if "infonce" in cfg.loss_names
                        else BatchSamplers.BATCH_SAMPLER),
         **family.training_kwargs(cfg),
+        **ddp,
     )
 
 
-def make_trainer(cfg: TrainConfig, model, train_dataset, out_dir: Path, callbacks: Sequence = ()):
+def gather_in_batch(loss) -> list[str]:
+    """Make the in-batch InfoNCE losses inside ``loss`` compare each query with the candidates of
+    every process's rows (``gather_across_devices``), as one process with the global batch does;
+    returns the classes changed. The cross-encoder's InfoNCE has no such option: its in-batch
+    negatives stay the process's own rows."""
+    changed = []
+    for m in loss.modules():
+        if getattr(m, "gather_across_devices", None) is False:
+            m.gather_across_devices = True
+            changed.append(type(m).__name__)
+    return changed
+
+
+def make_trainer(cfg: TrainConfig, model, train_dataset, out_dir: Path, callbacks: Sequence = (),
+                 world: World | None = None):
     """The family's Sentence Transformers trainer with the configured loss (no custom loop)."""
     import sentence_transformers as st
     from transformers.trainer_callback import PrinterCallback
@@ -193,10 +232,29 @@ def make_trainer(cfg: TrainConfig, model, train_dataset, out_dir: Path, callback
     from retrieval_kd.train.losses import build_loss
 
     cls = getattr(st, get_family(cfg.family).trainer_class)
-    trainer = cls(model=model, args=training_args(cfg, out_dir), train_dataset=train_dataset,
-                  loss=build_loss(cfg.family, model, cfg), callbacks=list(callbacks))
+    loss = build_loss(cfg.family, model, cfg)
+    if world is not None and world.active:
+        gather_in_batch(loss)
+    trainer = cls(model=model, args=training_args(cfg, out_dir, world), train_dataset=train_dataset,
+                  loss=loss, callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # logs go to the manifest and the progress bar
+    if world is not None and world.active:
+        _writer_saves_model(trainer)
     return trainer
+
+
+def _writer_saves_model(trainer) -> None:
+    """Only the writing rank saves a checkpoint's model. transformers 5 calls ``_save`` on every
+    rank (it checks ``should_save`` inside), but Sentence Transformers' override still assumes only
+    rank 0 gets there, so every rank would write the same model files into the checkpoint, and a
+    rank killed part-way could leave a torn model in a checkpoint rank 0 has completed."""
+    save = trainer._save
+
+    def _save(output_dir=None, state_dict=None):
+        if trainer.args.should_save:
+            save(output_dir, state_dict=state_dict)
+
+    trainer._save = _save
 
 
 def last_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -212,11 +270,29 @@ def last_checkpoint(ckpt_dir: Path) -> Path | None:
         try:
             state = read_json(p / "trainer_state.json")
             if isinstance(state, dict) and "global_step" in state:
+                _drop_torn_rng(p)
                 return p
         except (OSError, ValueError):
             pass
         shutil.rmtree(p, ignore_errors=True)
     return None
+
+
+def _drop_torn_rng(ckpt: Path) -> None:
+    """Remove a random-state file a killed process left half written. Under DDP each rank saves its
+    own ``rng_state_<rank>.pth``, the others after rank 0's ``trainer_state.json`` possibly; the
+    trainer resumes without a missing one (that rank's random state starts afresh) but fails on a
+    torn one."""
+    import zipfile
+
+    for f in ckpt.glob("rng_state*.pth"):
+        try:
+            with zipfile.ZipFile(f) as z:
+                bad = z.testzip() is not None
+        except (OSError, zipfile.BadZipFile, EOFError):
+            bad = True
+        if bad:
+            f.unlink(missing_ok=True)
 
 
 def _progress_callback(prog, task_id):
@@ -249,10 +325,14 @@ LATER_FIELDS = {"teacher_scale": 1.0, "short_lists": "drop", "positive_floor": N
 default, so a run made before the field existed keeps its key (and is not retrained)."""
 
 
-def run_key(cfg: TrainConfig, stats: ExampleStats, init_sha: str | None) -> str:
-    """Identity of a run's trained weights: everything but runtime settings."""
+def run_key(cfg: TrainConfig, stats: ExampleStats, init_sha: str | None, world_size: int = 1) -> str:
+    """Identity of a run's trained weights: everything but runtime settings. The number of
+    processes is part of it when over one (N processes step on N x ``batch_size`` rows), so a run
+    resumes only with the world size it was started with; one process keeps the key it always had."""
     params = {k: v for k, v in cfg.model_dump(mode="json").items()
               if k not in RUNTIME_KEYS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    if world_size != 1:
+        params["world_size"] = world_size
     return sha256_json({"params": params, "examples": stats.fingerprint, "init": init_sha})[:16]
 
 
@@ -275,16 +355,27 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True, restart: bool = Fals
     One process trains into an output at a time (:mod:`retrieval_kd.locks`); the work folder
     is used only if rkd made it, an existing output replaced (``restart``) only if it is a
     trained model. A full disk is one error line; the checkpoints stay for the rerun.
+
+    Under ``torchrun`` / ``accelerate launch`` (:mod:`retrieval_kd.train.distributed`) every
+    process trains its share of each global batch and rank 0 alone writes: see :func:`_train_ranks`.
     """
     from retrieval_kd.locks import output_lock
+    from retrieval_kd.train.distributed import world as this_world
 
     if cfg.output is None:
         raise RkdError("no output folder given")
     output = Path(cfg.output)
+    world = this_world()
+    if world.active:
+        return _train_ranks(cfg, output, world, progress=progress, restart=restart, callbacks=callbacks)
     with output_lock(output, f"{output}: another process is training into this output"):
         require_replaceable(output, "training", ("train",), option="--output")  # never a user's folder
         clean_stale_temps(output)  # a killed save's half-written model; nobody else owns it
-        return _train_stage(cfg, output, progress=progress, restart=restart, callbacks=callbacks)
+        run = _prepare(cfg, output, world)
+        if _open(run, restart):
+            return output
+        trainer, result, train_s = _fit(run, progress, callbacks)
+        return _finish(run, trainer, result, train_s)
 
 
 def _legacy_work(path: Path) -> bool:
@@ -304,13 +395,37 @@ def _checkpoint_bytes(work: Path, model_only: bool = False) -> int | None:
     return dir_bytes(ckpt) - skip
 
 
-def _train_stage(cfg: TrainConfig, output: Path, *, progress: bool, restart: bool,
-                 callbacks: Sequence) -> Path:
-    from retrieval_kd.models.resolve import resolve_model
-    from retrieval_kd.progress import Timer, console, make_progress
-    from retrieval_kd.storage import writing
+@dataclass
+class _Run:
+    """One training run as the stage goes: its inputs, rows and key, then its checkpoint state."""
 
-    work = work_dir(output)
+    cfg: TrainConfig
+    output: Path
+    world: World
+    inputs: TrainInputs
+    init_ref: Any
+    model: Any
+    train_data: Any
+    stats: ExampleStats
+    key: str
+    timer: Any
+    state: dict[str, Any] = field(default_factory=dict)
+    ckpt: Path | None = None
+
+    @property
+    def work(self) -> Path:
+        return work_dir(self.output)
+
+    @property
+    def sessions(self) -> list[dict[str, Any]]:
+        return self.state.setdefault("sessions", [])
+
+
+def _prepare(cfg: TrainConfig, output: Path, world: World) -> _Run:
+    """Read the inputs and build the rows (and the student when the rows need its width)."""
+    from retrieval_kd.models.resolve import resolve_model
+    from retrieval_kd.progress import Timer
+
     timer = Timer()
     with timer("load_inputs"):
         inputs = load_inputs(cfg)
@@ -324,13 +439,21 @@ def _train_stage(cfg: TrainConfig, output: Path, *, progress: bool, restart: boo
         width = student_width(model)
     with timer("examples"):
         train_data, stats = make_examples(cfg, inputs, width)
-    key = run_key(cfg, stats, init_ref.sha256)
+    return _Run(cfg, output, world, inputs, init_ref, model, train_data, stats,
+                run_key(cfg, stats, init_ref.sha256, world.size), timer)
 
+
+def _open(run: _Run, restart: bool) -> bool:
+    """Writer only: True when the output already holds this exact run (nothing to train); else
+    claim the work folder, pick the checkpoint to resume from and record the new session."""
+    from retrieval_kd.progress import console
+
+    output, work, key = run.output, run.work, run.key
     done = read_manifest(output) if output.exists() else None
     if done and done.get("kind") == "train" and done.get("run_key") == key:
         check_files(output, recorded_files(done), "trained model", hint="remove it and train again")
         release(work)  # left by a run killed between putting the model in place and removing it
-        return output  # this exact run already finished (and its files are intact)
+        return True  # this exact run already finished (and its files are intact)
     if output.exists() and not restart:
         raise RkdError(f"{output} already exists (from another run); choose another output or remove it")
 
@@ -340,61 +463,162 @@ def _train_stage(cfg: TrainConfig, output: Path, *, progress: bool, restart: boo
     state_file = work / RUN_STATE
     state = read_json(state_file) if state_file.is_file() else None
     if state and state.get("run_key") != key:
-        raise RkdError(f"{work} holds checkpoints of a different run (its configuration, examples or "
-                       "init weights differ); remove it or pass --restart")
-    ckpt = last_checkpoint(work / CHECKPOINTS)
-    start_step = int(read_json(ckpt / "trainer_state.json")["global_step"]) if ckpt else 0
-    state = state or {"run_key": key}
-    sessions = state.setdefault("sessions", [])
-    sessions.append({"start_step": start_step, "resumed_from": str(ckpt.name) if ckpt else None})
-    write_json(state_file, state)
-    if ckpt:
-        console.log(f"resuming from {ckpt.name} (step {start_step})")
+        raise RkdError(f"{work} holds checkpoints of a different run (its configuration, examples, init "
+                       "weights or number of processes differ); remove it or pass --restart")
+    run.ckpt = last_checkpoint(work / CHECKPOINTS)
+    start_step = int(read_json(run.ckpt / "trainer_state.json")["global_step"]) if run.ckpt else 0
+    run.state = state or {"run_key": key}
+    run.sessions.append({"start_step": start_step, "resumed_from": run.ckpt.name if run.ckpt else None,
+                         "world_size": run.world.size})
+    write_json(state_file, run.state)
+    if run.ckpt:
+        console.log(f"resuming from {run.ckpt.name} (step {start_step})"
+                    + (f" in {run.world.size} processes" if run.world.active else ""))
+    return False
 
-    if model is None:
-        with timer("build_model"):
-            model = _build(cfg, init_ref)
+
+def _fit(run: _Run, progress: bool, callbacks: Sequence):
+    """Train (every rank): the trainer, its result and the seconds it took."""
+    from retrieval_kd.progress import make_progress
+    from retrieval_kd.storage import writing
+
+    cfg, work = run.cfg, run.work
+    if run.model is None:
+        with run.timer("build_model"):
+            run.model = _build(cfg, run.init_ref)
     extra = list(callbacks)
     prog = make_progress(rate_unit="steps") if progress else None
     if prog:
         extra.append(_progress_callback(prog, prog.add_task("training", total=None)))
-    trainer = make_trainer(cfg, model, train_data, work / CHECKPOINTS, extra)
+    trainer = make_trainer(cfg, run.model, run.train_data, work / CHECKPOINTS, extra, run.world)
+    # only the writer sizes a failed save (sizing picks the last checkpoint, which tidies)
+    saving = (writing(work / CHECKPOINTS, need=lambda: _checkpoint_bytes(work)) if run.world.main
+              else contextlib.nullcontext())
     t0 = time.perf_counter()
-    with writing(work / CHECKPOINTS, need=lambda: _checkpoint_bytes(work)), prog or contextlib.nullcontext():
-        result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    with saving, prog or contextlib.nullcontext():
+        result = trainer.train(resume_from_checkpoint=str(run.ckpt) if run.ckpt else None)
     train_s = time.perf_counter() - t0
-    timer.timings["train"] = train_s
+    run.timer.timings["train"] = train_s
+    return trainer, result, train_s
+
+
+def _finish(run: _Run, trainer, result, train_s: float) -> Path:
+    """Writer only: close the session's record, write the model and its manifest in place of the
+    output (atomically) and remove the work folder."""
+    from retrieval_kd.storage import writing
+
+    cfg, output, work, world = run.cfg, run.output, run.work, run.world
     end_step = int(trainer.state.global_step)
-    examples_seen = (end_step - start_step) * cfg.batch_size
-    sessions[-1].update(end_step=end_step, seconds=round(train_s, 3),
-                        examples_per_s=round(examples_seen / train_s, 2) if train_s > 0 else None)
-    write_json(state_file, state)
+    session = run.sessions[-1]
+    examples_seen = (end_step - session["start_step"]) * cfg.batch_size * world.size
+    session.update(end_step=end_step, seconds=round(train_s, 3),
+                   examples_per_s=round(examples_seen / train_s, 2) if train_s > 0 else None)
+    write_json(work / RUN_STATE, run.state)
 
     with writing(output, need=lambda: _checkpoint_bytes(work, model_only=True)), atomic_dir(output) as tmp:
-        with timer("save"):
+        with run.timer("save"):
             trainer.model.save(str(tmp))
         record = manifest(
             "train",
-            inputs={"dataset": inputs.ds.protocol(), "score_stores": inputs.stores,
-                    "candidates": inputs.candidates},
+            inputs={"dataset": run.inputs.ds.protocol(), "score_stores": run.inputs.stores,
+                    "candidates": run.inputs.candidates},
             params=cfg.model_dump(mode="json"),
-            timings=timer.timings,
+            timings=run.timer.timings,
             outputs={"family": cfg.family, "class": get_family(cfg.family).student_class,
                      "global_step": end_step, "epochs": round(float(trainer.state.epoch or 0), 4),
                      "train_loss": round(float(result.training_loss), 6),
-                     "examples_per_s": sessions[-1]["examples_per_s"],
+                     "examples_per_s": session["examples_per_s"],
                      "trainer_metrics": {k: v for k, v in result.metrics.items()
                                          if isinstance(v, (int, float))}},
-            run_key=key,
-            init=init_ref.provenance(),
-            examples=stats.as_dict(),
-            sessions=sessions,
+            run_key=run.key,
+            init=run.init_ref.provenance(),
+            examples=run.stats.as_dict(),
+            distributed=world.record(cfg.batch_size),
+            sessions=run.sessions,
             loss_log=_loss_log(trainer.state.log_history),
             files=file_digests(tmp),
         )
         write_json(tmp / MANIFEST, record)
     release(work)
     return output
+
+
+def _why(e: BaseException) -> str:
+    return str(e) if isinstance(e, RkdError) else f"{type(e).__name__}: {e}"
+
+
+class RankStopped(RkdError):
+    """A rank stops because another one failed (its own error line says why)."""
+
+
+def _train_ranks(cfg: TrainConfig, output: Path, world: World, *, progress: bool, restart: bool,
+                 callbacks: Sequence) -> Path:
+    """Training in several processes; rank 0 alone writes anything.
+
+    1. Rank 0 takes the output's lock (held to the end), reads the inputs, builds the rows, checks
+       the output and claims the work folder, picks the checkpoint to resume from (tidying torn
+       ones) and records the session; the others wait (a long-timeout gloo group).
+    2. It tells them what it found (this run is already done / train from checkpoint-K / an
+       error line). Then the others build their rows (from the caches rank 0 filled) and all
+       ranks check they agree on the run key before any trains.
+    3. All train (DDP); the trainer saves checkpoints from rank 0 (each rank adds its own
+       ``rng_state_<rank>.pth``).
+    4. Rank 0 writes the model and its manifest and removes the work folder while the others wait
+       for its word; they then return the output (or fail with rank 0's error line).
+    """
+    from retrieval_kd.locks import output_lock
+
+    with contextlib.ExitStack() as held:
+        run = None
+        if world.main:
+            try:
+                held.enter_context(output_lock(output, f"{output}: another process is training into this output"))
+                require_replaceable(output, "training", ("train",), option="--output")
+                clean_stale_temps(output)
+                run = _prepare(cfg, output, world)
+                word = ("done" if _open(run, restart) else "train", run.key, run.ckpt and run.ckpt.name)
+            except Exception as e:
+                world.broadcast(("error", _why(e), None))
+                raise
+            world.broadcast(word)
+        else:
+            word = world.broadcast()
+        status, key, ckpt_name = word
+        if status == "error":
+            raise RankStopped(f"rank {world.rank}: stopped, rank 0 failed: {key}")
+        if status == "done":
+            return output
+
+        problem, failure = None, None
+        if not world.main:
+            try:
+                run = _prepare(cfg, output, world)
+                run.ckpt = work_dir(output) / CHECKPOINTS / ckpt_name if ckpt_name else None
+                if run.key != key:
+                    problem = (f"rank {world.rank} built other training rows or init weights than rank 0 "
+                               f"(run key {run.key}, rank 0's {key}): give every process the same inputs")
+            except Exception as e:
+                failure, problem = e, f"rank {world.rank}: {_why(e)}"
+        problems = [p for p in world.gather(problem) if p]
+        if failure is not None:
+            raise failure
+        if problems:
+            raise RankStopped(problems[0])
+
+        trainer, result, train_s = _fit(run, progress and world.main, callbacks)
+
+        if world.main:
+            try:
+                out = _finish(run, trainer, result, train_s)
+            except Exception as e:
+                world.broadcast(("error", _why(e)))
+                raise
+            world.broadcast(("ok", None))
+            return out
+        status, why = world.broadcast()
+        if status == "error":
+            raise RankStopped(f"rank {world.rank}: rank 0 failed to write the model: {why}")
+        return output
 
 
 def _build(cfg: TrainConfig, init_ref):
