@@ -112,6 +112,11 @@ ARMS: dict[str, dict[str, Any]] = {
     # revision 11 (dev only): ColBERT around stage 1's body (the bi-encoder's stage 1 itself), then
     # ColBERT's twin recipe at its best rate
     "corpus4-then-twin-lr1e-3": {"stage1_of": "dense-tiny--corpus4-then-twin", "then": "twin-1ep-lr1e-3"},
+    # revision 13 (dev only): ColBERT over the train queries + 1,000 title pseudo-queries the teacher
+    # labels (pseudo_titles.py; --pq-store, --pq-folder): the QGen twin and the distilled recipe
+    "pq-twin": {"teacher": "none", "losses": "infonce", "negatives": 7, "epochs": 1, "lr": 1e-3, "pq": True},
+    "pq-kd": {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
+              "epochs": 1, "lr": 1e-3, "pq": True},
     "twin-noreg": {"teacher": "none", "losses": "infonce", "negatives": 7,
                    "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
     "kd-kl-noreg": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
@@ -133,7 +138,7 @@ def row_train(student: str, arm: str, seed: int) -> dict[str, Any]:
     s = STUDENTS[student]
     arm_cfg = dict(ARMS[arm])
     tr = {**COMMON, **s["train"]}
-    if not arm.startswith(("twin", "embed")):  # the score-KD arms
+    if arm_cfg.get("teacher") != "none":  # the score-KD arms
         kd = FAMILY_KD[s["family"]]
         tr["temperature"], tr["teacher_scale"] = kd["temperature"], kd["teacher_scale"]
         kl_w, sep, rest = arm_cfg["losses"].partition("+infonce:1.0")
@@ -169,6 +174,12 @@ def train(args: argparse.Namespace) -> int:
         full = load_dataset(bench.DATASET, "train")
         keep = {q for q in full.queries.ids() if not seed_study.is_dev(q)}
         store = bench.scaled_store(store, 1.0, keep)  # the train store without the dev queries
+    if args.pq_store:  # revision 13: the store over train + pseudo-queries, dev queries left out
+        from retrieval_kd.data.registry import load_dataset as _load
+
+        pq_ids = {q for q in _load(args.pq_folder, "train").queries.ids()
+                  if q.startswith("pq-") or (args.split == "test" or not seed_study.is_dev(q))}
+        args.pq_store = bench.scaled_store(Path(args.pq_store), 1.0, pq_ids, dataset=args.pq_folder)
     else:
         ds = load_dataset(bench.DATASET, "test")
     env = seed_study.environment()
@@ -225,13 +236,16 @@ def _train_rows(args, students, arms, seeds, store, ds, env, have, dest) -> int:
                     init, tr = str(first), row_train(student, ARMS[arm]["then"], seed)
                 else:
                     tr = row_train(student, arm, seed)
-                cfg = bench.train_config(fam, init, store, model_dir, tr)
+                row_store = store
+                if tr.pop("pq", False):
+                    row_store, tr["dataset"] = args.pq_store, args.pq_folder
+                cfg = bench.train_config(fam, init, row_store, model_dir, tr)
                 train_stage(cfg, progress=False)
                 train_s = time.perf_counter() - t0
                 m = json.loads((model_dir / "manifest.json").read_text())
                 run, info = bench.evaluate_model(fam, str(model_dir), eval_cfg(student), ds)
                 emit({"student": student, "arm": arm, "seed": seed, "split": args.split, "env": env,
-                      "store": ScoreStore(store).manifest["store_id"], "train_settings": {**tr, **({"stage1": ARMS[arm]} if "then" in ARMS[arm] else {})},
+                      "store": ScoreStore(row_store).manifest["store_id"], "train_settings": {**tr, **({"stage1": ARMS[arm]} if "then" in ARMS[arm] else {})},
                       "train": {"steps": m["outputs"]["global_step"], "train_loss": m["outputs"]["train_loss"],
                                 "examples": m["examples"], "train_s": round(train_s, 1)},
                       "eval": info, "run": run})
@@ -304,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--arms", default="twin,kd-kl,kd-kl+infonce")
     t.add_argument("--seeds", default="42")
     t.add_argument("--with-init", action="store_true")
+    t.add_argument("--pq-store", help="revision 13: the teacher's store over --pq-folder's train split")
+    t.add_argument("--pq-folder", help="revision 13: the BEIR folder pseudo_titles.py built")
     t.add_argument("--out", required=True)
     t.add_argument("--work", default=str(ROOT / "runs" / "compression"))
     e = sub.add_parser("evaluate")
