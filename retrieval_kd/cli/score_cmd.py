@@ -131,15 +131,41 @@ def score(
     embedding_cache: Path = typer.Option(None, help="Folder of cached passage vectors of bi-encoder / SPLADE "
                                                     "teachers (shared with index builds and runs of the same "
                                                     "model and settings)."),
+    ray: str = typer.Option(None, "--ray", metavar="local|ADDRESS",
+                            help="Score chunks on Ray workers (extra 'scale'): 'local' starts Ray on this "
+                                 "machine; else a cluster address for ray.init ('auto', HOST:PORT, "
+                                 "ray://HOST:10001). The same store as without it."),
+    ray_workers: int = typer.Option(None, "--ray-workers", min=1,
+                                    help="Ray workers, each loading the teacher once (default: this "
+                                         "machine's cores with 'local', else the cluster's CPUs)."),
+    ray_gpus: float = typer.Option(0.0, "--ray-gpus", min=0.0, help="GPUs each Ray worker takes."),
 ) -> None:
     """Score each query's candidates with a teacher into the (resumable) score store."""
     from retrieval_kd.scores.stage import score_stage
 
     spec = teacher_from_flags(teacher_file, teacher, model, member, normalization, max_length,
                               dtype, template, base_url, batch_size, backend, variant)
-    store = score_stage(dataset, split, candidates, spec, root=root, top_k=top_k,
-                        add_positives=positives, shard=parse_shard(shard), chunk_size=chunk_size,
-                        embedding_cache=embedding_cache)
+    if ray is None and (ray_workers is not None or ray_gpus):
+        raise RkdError("--ray-workers / --ray-gpus need --ray local|ADDRESS")
+    made: list = []
+    factory = None
+    if ray is not None:
+        from retrieval_kd.scores.ray_scoring import RayTeacher, require_ray
+        from retrieval_kd.teachers.spec import build_teacher
+
+        require_ray()  # no Ray: one error now, before the dataset is read
+
+        def factory():  # each worker builds the teacher from the spec; the driver only commits
+            made.append(RayTeacher(lambda: build_teacher(spec, embedding_cache), ray, ray_workers,
+                                   gpus_per_worker=ray_gpus))
+            return made[-1]
+    try:
+        store = score_stage(dataset, split, candidates, spec, root=root, top_k=top_k,
+                            add_positives=positives, shard=parse_shard(shard), chunk_size=chunk_size,
+                            embedding_cache=embedding_cache, teacher_factory=factory)
+    finally:
+        for t in made:  # a teacher from a given factory is the caller's to close
+            t.close()
     sess = store.manifest.get("sessions", [])[-1:]
     rate = sess[0].get("pairs_per_s") if sess else None
     console.print(f"store {store.id}: {store.manifest['n_rows']:,} rows"

@@ -265,11 +265,18 @@ def _fill_store(ds: Dataset, mine: list[Candidate], fps: dict[str, Any], sid: st
         if on_progress:
             on_progress(finished, len(mine))
         t0 = time.perf_counter()
-        for a, b in pending:
-            part = mine[a:b]
-            pairs = [Pair(c.qid, c.docid, ds.queries.texts[c.qid], ds.corpus.docs[c.docid].joined())
-                     for c in part]
-            scores = teacher.score(pairs)
+        sent: dict[tuple[int, int], list[Pair]] = {}
+
+        def chunks():
+            for a, b in pending:
+                sent[a, b] = [Pair(c.qid, c.docid, ds.queries.texts[c.qid], ds.corpus.docs[c.docid].joined())
+                              for c in mine[a:b]]
+                yield (a, b), sent[a, b]
+
+        # chunks may come back in any order (a teacher on several workers, scores/ray_scoring.py);
+        # each is written here, by this process alone, once, under its own part name
+        for (a, b), scores in teacher.score_chunks(chunks()) if teacher is not None else ():
+            part, pairs = mine[a:b], sent.pop((a, b))
             if len(scores) != len(pairs):
                 raise RkdError(f"teacher returned {len(scores)} scores for {len(pairs)} pairs")
             _write_part(scores_dir, a, b, pa.table({

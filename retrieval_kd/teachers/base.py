@@ -8,6 +8,7 @@ store's manifest and into the store id, so the same request always finds the sam
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,14 @@ class Teacher(ABC):
     @abstractmethod
     def score(self, pairs: list[Pair]) -> np.ndarray:
         """Scores for ``pairs`` in order, as float64 of shape (len(pairs),)."""
+
+    def score_chunks(self, chunks: Iterable[tuple[Hashable, list[Pair]]]
+                     ) -> Iterator[tuple[Hashable, np.ndarray]]:
+        """``(key, scores)`` of each ``(key, pairs)`` chunk, in any order. Default: one chunk after
+        another with :meth:`score`; a teacher spread over workers (``scores/ray_scoring.py``)
+        scores several at once and hands each back as it finishes."""
+        for key, pairs in chunks:
+            yield key, self.score(pairs)
 
     def prepare(self, corpus) -> None:
         """Called once with the dataset corpus before scoring (BM25 needs its statistics)."""
