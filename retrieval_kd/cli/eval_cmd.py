@@ -47,7 +47,8 @@ def eval_runs(
     base = _baseline(baseline, systems, runs) if baseline is not None else None
     for path, sys_name, (_, run, system) in zip(runs, systems, loaded):
         try:
-            scores = evaluate_run(ds.qrels, run, names, ignore_identical_ids=ignore_identical_ids)
+            scores = evaluate_run(ds.qrels, run, names, ignore_identical_ids=ignore_identical_ids,
+                                  relevance_level=ds.relevance_level)
         except RkdError as e:
             raise RkdError(f"{path}: {e}") from None
         records.append(result_record(sys_name, scores, ds, system, names, ignore_identical_ids,
@@ -57,7 +58,8 @@ def eval_runs(
     if base is not None:
         sig = significance_record(base, significance(
             ds.qrels, {n: run for n, (_, run, _) in zip(systems, loaded)}, base, names,
-            stat_test=STAT_TEST, alpha=ALPHA, ignore_identical_ids=ignore_identical_ids))
+            stat_test=STAT_TEST, alpha=ALPHA, ignore_identical_ids=ignore_identical_ids,
+            relevance_level=ds.relevance_level))
         typer.echo(significance_table(sig, names))
     if out:
         js, md = write_results(records, out)

@@ -3,7 +3,11 @@
 ``load_dataset(name, split)`` looks, in order, at: a path given directly; the local copy
 under the data home; where a network exists, the BEIR zip (md5-checked) or the
 ir_datasets id. Offline with no local copy it fails with one message naming where the
-data was looked for.
+data was looked for; online, one line naming every source tried and the local layout.
+
+An entry's ``relevance_level`` (per split) is the evaluation protocol's lowest grade that
+binary metrics count as relevant; it is set on the loaded :class:`Dataset` whichever source
+it came from.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from retrieval_kd.data import msmarco
 from retrieval_kd.data.beir import beir_splits, load_beir
 from retrieval_kd.data.trec import load_trec_dir
 from retrieval_kd.data.types import Dataset
@@ -31,7 +36,7 @@ REGISTRY_FILE = Path(__file__).with_name("datasets.yaml")
 # "<entry>:<variant>" picks one dataset of such an entry (e.g. "xquad-r:de-en"); the loader
 # is called as load_registered(root, format, variant, split, name).
 EXTERNAL_FORMATS = {"xquad-r": "retrieval_kd.xling.registry", "msmarco-ko": "retrieval_kd.xling.registry"}
-FORMATS = ("beir", "trec", *EXTERNAL_FORMATS)
+FORMATS = ("beir", "trec", "msmarco-passage", *EXTERNAL_FORMATS)
 
 
 class DatasetSpec(BaseModel):
@@ -49,6 +54,11 @@ class DatasetSpec(BaseModel):
     license: str = ""
     variants: str = ""
     """For an entry of several datasets: which ``<name>:<variant>`` exist (shown by ``rkd data list``)."""
+    relevance_level: dict[str, int] = {}
+    """split -> lowest grade that binary metrics (recall, MAP, MRR, ...) count as relevant; 1
+    where absent. nDCG always uses the grades."""
+    counts: dict[str, dict[str, int]] = {}
+    """split -> published sizes (``docs``, ``queries``, ``qrels``), for reference and checks."""
 
     def local_dir(self) -> Path:
         return data_home() / self.dir
@@ -66,6 +76,10 @@ def registry() -> dict[str, DatasetSpec]:
             raise DataError(REGISTRY_FILE, f"entry '{name}': {e}") from None
         if spec.format not in FORMATS:
             raise DataError(REGISTRY_FILE, f"entry '{name}': unknown format '{spec.format}'")
+        unknown = sorted((set(spec.relevance_level) | set(spec.counts)) - set(spec.splits))
+        if unknown:
+            raise DataError(REGISTRY_FILE, f"entry '{name}': relevance_level/counts name splits "
+                                           f"{unknown} not in splits {spec.splits}")
         out[name] = spec
     return out
 
@@ -77,6 +91,8 @@ def _load_dir(root: Path, fmt: str, split: str, name: str, variant: str | None =
         return importlib.import_module(EXTERNAL_FORMATS[fmt]).load_registered(root, fmt, variant, split, name)
     if fmt == "trec":
         return load_trec_dir(root, name=name, split=split)
+    if fmt == "msmarco-passage":
+        return msmarco.load_msmarco_passage(root, split, name=name)
     return load_beir(root, split, name=name)
 
 
@@ -91,8 +107,26 @@ def _guess_format(root: Path) -> str:
     )
 
 
+def local_layout(spec: DatasetSpec, split: str) -> str:
+    """The files a local copy of ``spec``'s ``split`` needs under its folder (for messages)."""
+    if spec.format == "msmarco-passage":
+        return msmarco.layout(split)
+    if spec.format == "beir":
+        return f"corpus.jsonl, queries.jsonl, qrels/{split}.tsv"
+    if spec.format == "trec":
+        return "corpus.tsv, queries.tsv, qrels.txt"
+    return f"the {spec.format} files"
+
+
 def load_dataset(name_or_path: str, split: str = "test") -> Dataset:
     """Load one split of a registered dataset, or of a dataset directory given by path."""
+    ds, spec = _load_dataset(name_or_path, split)
+    if spec is not None:
+        ds.relevance_level = spec.relevance_level.get(split, 1)
+    return ds
+
+
+def _load_dataset(name_or_path: str, split: str) -> tuple[Dataset, DatasetSpec | None]:
     if not split or split.startswith(".") or any(c in split for c in "/\\\0"):
         raise NotFoundError(f"'{split}' is not a split name (a split is a name such as test, never a path)")
     path = Path(name_or_path).expanduser()
@@ -102,7 +136,7 @@ def load_dataset(name_or_path: str, split: str = "test") -> Dataset:
         name_or_path, variant = name_or_path.split(":", 1)
     if name_or_path not in reg:
         if path.is_dir():
-            return _load_dir(path, _guess_format(path), split, path.name)
+            return _load_dir(path, _guess_format(path), split, path.name), None
         known = ", ".join(reg)
         raise NotFoundError(
             f"unknown dataset '{name_or_path}': not in {REGISTRY_FILE} ({known}) "
@@ -115,32 +149,33 @@ def load_dataset(name_or_path: str, split: str = "test") -> Dataset:
         raise NotFoundError(f"dataset '{spec.name}' has no split '{split}' (splits: {spec.splits})")
     local = spec.local_dir()
     if local.is_dir():
-        return _load_dir(local, spec.format, split, spec.name, variant)
+        return _load_dir(local, spec.format, split, spec.name, variant), spec
     tried = [f"{local} (data home from ${DATA_HOME_ENV} or the default)"]
     if offline():
         raise NotFoundError(
             f"dataset '{spec.name}' not found offline: looked in {tried[0]}; "
-            f"set {DATA_HOME_ENV} to a folder holding '{spec.dir}/'"
+            f"set {DATA_HOME_ENV} to a folder holding '{spec.dir}/' ({local_layout(spec, split)})"
         )
     errors = []
     if spec.url:
         try:
             download_beir_zip(spec, local)
-            return _load_dir(local, spec.format, split, spec.name)
+            return _load_dir(local, spec.format, split, spec.name), spec
         except (OSError, IntegrityError, zipfile.BadZipFile) as e:
             errors.append(redact(f"download {spec.url}: {e}"))
     if split in spec.ir_datasets:
         from retrieval_kd.data.irds import load_ir_datasets
 
         try:
-            return load_ir_datasets(spec.ir_datasets[split], name=spec.name, split=split)
+            return load_ir_datasets(spec.ir_datasets[split], name=spec.name, split=split), spec
         except RkdError:
             raise
         except Exception as e:  # ir_datasets raises many kinds on a failed download
             errors.append(f"ir_datasets {spec.ir_datasets[split]}: {type(e).__name__}: {e}")
-    raise NotFoundError(
+    raise NotFoundError(" ".join((
         f"dataset '{spec.name}' not found: looked in {tried[0]}; " + "; ".join(errors)
-    )
+        + f"; to supply it locally put {local_layout(spec, split)} in {local} (or set {DATA_HOME_ENV})"
+    ).split()))
 
 
 def download_beir_zip(spec: DatasetSpec, dest: Path, timeout: float = 60.0) -> Path:

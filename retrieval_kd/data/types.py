@@ -116,6 +116,9 @@ class Dataset:
     sources: dict[str, str] = field(default_factory=dict)
     """Which files (or ids) each part was read from."""
     report: ValidationReport = field(default_factory=ValidationReport)
+    relevance_level: int = 1
+    """The protocol's lowest grade binary metrics (recall, MAP, MRR, ...) count as relevant
+    (2 for TREC DL passage; set from the registry); nDCG uses the grades."""
 
     @classmethod
     def judged(cls, name: str, split: str, corpus: Corpus, all_queries: Queries, qrels: Qrels,
@@ -133,7 +136,8 @@ class Dataset:
         )
 
     def protocol(self) -> dict[str, object]:
-        """What identifies this split's content, for manifests and result records."""
+        """What identifies this split's content, for manifests and result records
+        (``relevance_level`` only where it is not the default 1)."""
         return {
             "dataset": self.name,
             "split": self.split,
@@ -144,6 +148,7 @@ class Dataset:
             "corpus_sha256": self.corpus.fingerprint,
             "queries_sha256": self.queries.fingerprint,
             "qrels_sha256": qrels_fingerprint(self.qrels),
+            **({"relevance_level": self.relevance_level} if self.relevance_level != 1 else {}),
         }
 
 

@@ -58,18 +58,18 @@ def gap_closed(init: float | None, student: float, teacher: float | None) -> flo
 
 
 def significance(qrels: Qrels, runs: dict[str, Run], baseline: str, metrics: list[str], *,
-                 stat_test: str = STAT_TEST, alpha: float = ALPHA, ignore_identical_ids: bool = True
-                 ) -> dict[str, dict[str, dict[str, Any]]]:
+                 stat_test: str = STAT_TEST, alpha: float = ALPHA, ignore_identical_ids: bool = True,
+                 relevance_level: int = 1) -> dict[str, dict[str, dict[str, Any]]]:
     """Each system against ``baseline`` with ranx's ``compare`` (paired test per query, on the
-    same judged-query view ``evaluate_run`` scores): {system: {metric: {p_value, significant,
-    delta}}}."""
+    same judged-query view and ``relevance_level`` ``evaluate_run`` scores): {system: {metric:
+    {p_value, significant, delta}}}."""
     import warnings
 
     from ranx import Qrels as RQrels
     from ranx import Run as RRun
     from ranx import compare
 
-    from retrieval_kd.eval.metrics import drop_identical_ids
+    from retrieval_kd.eval.metrics import drop_identical_ids, ranx_metric
 
     judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
     rq = RQrels(judged)
@@ -80,16 +80,17 @@ def significance(qrels: Qrels, runs: dict[str, Run], baseline: str, metrics: lis
         rruns.append(RRun({q: dict(run.get(q, {})) for q in judged}, name=name))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*unsafe cast.*")
-        rep = compare(rq, rruns, list(metrics), stat_test=stat_test, max_p=alpha, make_comparable=True)
+        names = {m: ranx_metric(m, relevance_level) for m in metrics}
+        rep = compare(rq, rruns, list(names.values()), stat_test=stat_test, max_p=alpha, make_comparable=True)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name in runs:
         if name == baseline:
             continue
         out[name] = {}
         for m in metrics:
-            c = rep.comparisons[name, baseline][m]
+            c = rep.comparisons[name, baseline][names[m]]
             pv = float(c["p_value"])
             pv = None if math.isnan(pv) else pv  # identical per-query scores: no test (NaN)
             out[name][m] = {"p_value": pv, "significant": bool(c["significant"]) and pv is not None,
-                            "delta": float(rep.results[name][m] - rep.results[baseline][m])}
+                            "delta": float(rep.results[name][names[m]] - rep.results[baseline][names[m]])}
     return out

@@ -6,6 +6,17 @@ from retrieval_kd.data.types import Qrels, Run
 from retrieval_kd.errors import RkdError
 
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000", "map")
+BINARY_METRICS = frozenset({"hits", "hit_rate", "precision", "recall", "f1", "r_precision", "mrr", "map", "bpref"})
+"""ranx metrics that binarise the grades (``trec_eval -l``); nDCG / DCG use the grades."""
+
+
+def ranx_metric(metric: str, relevance_level: int = 1) -> str:
+    """The ranx name of ``metric`` under a protocol counting grades >= ``relevance_level`` as
+    relevant: ``recall@100`` -> ``recall@100-l2`` for a binary metric at level 2; graded
+    metrics, level 1 and a name that already gives a level (``-l``) are unchanged."""
+    if relevance_level == 1 or "-l" in metric or metric.split("@")[0] not in BINARY_METRICS:
+        return metric
+    return f"{metric}-l{relevance_level}"
 
 
 def drop_identical_ids(run: Run) -> Run:
@@ -20,10 +31,13 @@ def evaluate_run(
     *,
     ignore_identical_ids: bool = True,
     per_query: bool = False,
+    relevance_level: int = 1,
 ) -> dict[str, float] | dict[str, dict[str, float]]:
     """Mean metrics over the judged queries (a judged query missing from the run scores 0).
 
-    With ``per_query`` the result is ``{metric: {qid: value}}`` instead of means.
+    With ``per_query`` the result is ``{metric: {qid: value}}`` instead of means. Binary
+    metrics count grades >= ``relevance_level`` as relevant (the dataset's protocol, e.g. 2
+    for TREC DL: :attr:`Dataset.relevance_level`); results keep the names asked for.
     """
     import warnings
 
@@ -39,15 +53,16 @@ def evaluate_run(
         raise RkdError(f"the run retrieves nothing for any of the {len(judged)} judged queries "
                        "(no query id in common with the qrels: wrong dataset or split?)")
     rq, rr = RQrels(judged), RRun(run)
+    names = [ranx_metric(m, relevance_level) for m in metrics]
     with warnings.catch_warnings():  # numba's uint64->int64 cast note on ranx's kernels
         warnings.filterwarnings("ignore", message=".*unsafe cast.*")
         try:
-            out = evaluate(rq, rr, list(metrics), make_comparable=True, return_mean=not per_query)
+            out = evaluate(rq, rr, names, make_comparable=True, return_mean=not per_query)
         except ValueError as e:  # ranx: "Metric X not supported."
             raise RkdError(f"metrics {','.join(metrics)}: {e}") from None
     if not isinstance(out, dict):  # ranx returns a bare value for a single metric
-        out = {metrics[0]: out}
+        out = {names[0]: out}
     if per_query:
         qids = list(rr.keys())
-        return {m: {q: float(v) for q, v in zip(qids, out[m])} for m in metrics}
-    return {m: float(out[m]) for m in metrics}
+        return {m: {q: float(v) for q, v in zip(qids, out[n])} for m, n in zip(metrics, names)}
+    return {m: float(out[n]) for m, n in zip(metrics, names)}

@@ -50,7 +50,7 @@ def result_record(
         "protocol": {
             **dataset.protocol(),
             "metrics": metric_names,
-            "cutoffs": sorted({int(m.split("@")[1]) for m in metric_names if "@" in m}),
+            "cutoffs": sorted({int(m.split("@")[1].split("-l")[0]) for m in metric_names if "@" in m}),
             "ignore_identical_ids": ignore_identical_ids,
             "judged_queries": len(dataset.qrels),
             "run_queries": n_run_queries,

@@ -132,7 +132,8 @@ def evaluate_stage(config: dict[str, Any], inputs: dict[str, Path], out: Path) -
             system["ref"] = config["refs"][disp]
             system["stage_dir"] = d.name
             runs.append(run)
-            per_q.append(evaluate_run(ds.qrels, run, metrics, ignore_identical_ids=iii, per_query=True))
+            per_q.append(evaluate_run(ds.qrels, run, metrics, ignore_identical_ids=iii, per_query=True,
+                                      relevance_level=ds.relevance_level))
             provenance.append(system)
         s = systems[disp] = SystemRuns(disp, seeded.get(disp), dirs, runs, per_q)
         records.append(_seeded_record(s, provenance, ds, metrics, iii) if s.seeds else
@@ -146,7 +147,8 @@ def evaluate_stage(config: dict[str, Any], inputs: dict[str, Path], out: Path) -
         sig = {n: {m: _paired(pq(n, m), pq(base, m), config["alpha"]) for m in metrics} for n in systems if n != base}
     elif base and len(systems) > 1:
         sig = significance(ds.qrels, {n: s.runs[0] for n, s in systems.items()}, base, metrics,
-                           stat_test=config["stat_test"], alpha=config["alpha"], ignore_identical_ids=iii)
+                           stat_test=config["stat_test"], alpha=config["alpha"], ignore_identical_ids=iii,
+                           relevance_level=ds.relevance_level)
     sig_file = significance_record(base, sig or {}, stat_test=config["stat_test"], alpha=config["alpha"],
                                    test=PAIRED_TEST if seeded else None)
     families = None

@@ -275,7 +275,8 @@ def verify(rep: RunReport) -> int:
         cfg = read_json(rep.root / stage["dir"] / "stage.json")["config"]
         ds = load_dataset(cfg["dataset"], cfg["split"])
         for r in t.rows:
-            per = [evaluate_run(ds.qrels, load_trec_run(f), t.metrics, ignore_identical_ids=cfg["ignore_identical_ids"])
+            per = [evaluate_run(ds.qrels, load_trec_run(f), t.metrics, ignore_identical_ids=cfg["ignore_identical_ids"],
+                                relevance_level=ds.relevance_level)
                    for f in r.run_files]
             for m in t.metrics:
                 got = sum(x[m] for x in per) / len(per)
