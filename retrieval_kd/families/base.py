@@ -30,6 +30,11 @@ class ModelFamily:
     tokens_once: ClassVar[bool] = False
     """Several weighted multi-vector losses encode the query and document columns once
     (:mod:`retrieval_kd.train.multivector_once`)."""
+    every_parameter_used: ClassVar[bool] = False
+    """Its losses run the model once per passage column (several DDP forwards before one backward)
+    on a model that uses all its parameters. DDP must not look for unused parameters then: with the
+    search on it fails ("mark a variable ready only once"), and a static graph gets wrong gradients.
+    The other families keep the search (their transformer's pooler is unused)."""
     separate_query_length: ClassVar[bool] = False
     """Queries have their own token length (``query_max_length``)."""
 

@@ -34,6 +34,7 @@ class CrossEncoderSpec(ModelSpec):
 class CrossEncoderFamily(ModelFamily):
     name = "cross-encoder"
     student_class = "CrossEncoder"
+    every_parameter_used = True  # its classifier reads the pooler (DDP: no unused-parameter search)
     teacher_spec = CrossEncoderSpec
 
     def build_student(self, loc: str, kind: str | None, local: bool, max_length: int,

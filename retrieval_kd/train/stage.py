@@ -157,14 +157,6 @@ def make_examples(cfg: TrainConfig, inputs: TrainInputs, width: int | None = Non
 # Trainer
 
 
-EVERY_PARAMETER_USED = frozenset({"cross-encoder"})
-"""Families whose losses run the model once per passage column (several DDP forwards before one
-backward) on a model that uses all its parameters (the classifier reads the pooler). DDP must not
-look for unused parameters there: with the search on it fails ("mark a variable ready only once"),
-and a static graph gets wrong gradients. The other families keep the search (their transformer's
-pooler is unused), which gives the one-process gradients there."""
-
-
 def training_args(cfg: TrainConfig, out_dir: Path, world: World | None = None):
     """The family's ``*TrainingArguments``: checkpoints every ``save_steps``, no external reporting.
 
@@ -181,7 +173,7 @@ def training_args(cfg: TrainConfig, out_dir: Path, world: World | None = None):
     if world is not None and world.active:
         ddp = {"ddp_backend": world.backend, "use_cpu": world.backend == "gloo", "dataloader_drop_last": True,
                "ddp_timeout": int(TRAIN_TIMEOUT.total_seconds())}
-        if cfg.family in EVERY_PARAMETER_USED:
+        if family.every_parameter_used:
             ddp["ddp_find_unused_parameters"] = False
     return cls(
         output_dir=str(out_dir),
