@@ -217,6 +217,8 @@ def search(
     k: Annotated[int, Opt("--k", "-k", help="Documents kept per query.")] = 1000,
     ef_search: Annotated[MaybeInt, Opt(help="HNSW efSearch (default: the index's).")] = None,
     nprobe: Annotated[MaybeInt, Opt(help="IVF lists probed (default: the index's).")] = None,
+    refine_factor: Annotated[MaybeInt, Opt(help="Refined IVF-PQ: candidates re-scored per result "
+                                                "(default: the index's).")] = None,
     k_token: Annotated[MaybeInt, Opt(help="ColBERT: token neighbours per query token (default: exact 32, "
                                           "plaid the index's).")] = None,
     engine: Annotated[str | None, Opt(help="ColBERT: exact | plaid (default: the index's engine).")] = None,
@@ -232,6 +234,7 @@ def search(
 
     out = out or Path("runs") / f"{Path(dataset).name}-{split}" / index.name
     search_stage(index, dataset, split, out, k=k, model=model, max_queries=max_queries, threads=threads or None,
-                 overrides={"ef_search": ef_search, "nprobe": nprobe, "k_token": k_token, "engine": engine,
+                 overrides={"ef_search": ef_search, "nprobe": nprobe, "refine_factor": refine_factor,
+                            "k_token": k_token, "engine": engine,
                             "nfull": nfull, "centroid_score_threshold": centroid_score_threshold})
     console.print(f"run written to {out}")

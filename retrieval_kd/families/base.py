@@ -35,6 +35,9 @@ class ModelFamily:
     on a model that uses all its parameters. DDP must not look for unused parameters then: with the
     search on it fails ("mark a variable ready only once"), and a static graph gets wrong gradients.
     The other families keep the search (their transformer's pooler is unused)."""
+    refine_default: ClassVar[str | None] = None
+    """An IVF-PQ index's ``refine`` when its params leave it unset (the dense index's: ``flat``;
+    :func:`retrieval_kd.index.faiss_index.with_refine_default`); part of a pipeline index's key."""
     separate_query_length: ClassVar[bool] = False
     """Queries have their own token length (``query_max_length``)."""
 

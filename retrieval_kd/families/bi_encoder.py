@@ -73,6 +73,7 @@ class BiEncoderFamily(ModelFamily):
     name = "bi-encoder"
     student_class = "SentenceTransformer"
     embed_once = True
+    refine_default = "flat"  # a dense IVF-PQ index re-scores its candidates exactly unless told not to
     index_name = "dense"
     encoder_class = "DenseEncoder"
     faiss_file = "index.faiss"
@@ -100,16 +101,16 @@ class BiEncoderFamily(ModelFamily):
                 }[name]()
 
     def index_bytes(self, faiss_params: Any, encoded: int) -> int:
-        from retrieval_kd.index.faiss_index import FaissParams, faiss_share
+        from retrieval_kd.index.faiss_index import FaissParams, faiss_share, with_refine_default
 
-        return int(encoded * faiss_share(faiss_params or FaissParams()))
+        return int(encoded * faiss_share(with_refine_default(faiss_params or FaissParams(), self.refine_default)))
 
     def write_index(self, tmp: Path, store: Any, n: int, enc: Any, faiss_params: Any, engine: str,
                     plaid_params: Any, params: dict[str, Any], stats: dict[str, Any]) -> None:
         from retrieval_kd.index.build import write_faiss
-        from retrieval_kd.index.faiss_index import FaissParams
+        from retrieval_kd.index.faiss_index import FaissParams, with_refine_default
 
-        fp = faiss_params or FaissParams()
+        fp = with_refine_default(faiss_params or FaissParams(), self.refine_default)  # IVF-PQ: refined unless refine: none
         index, fp = write_faiss(lambda: store.iter_arrays("emb"), n, enc.dim, fp, tmp / self.faiss_file)
         params["faiss"] = fp.model_dump()
         stats.update(dim=enc.dim, ntotal=int(index.ntotal))

@@ -23,13 +23,14 @@ from retrieval_kd.digests import check_files, file_digests, recorded_files
 from retrieval_kd.errors import IntegrityError, NotFoundError
 from retrieval_kd.families import get as get_family
 from retrieval_kd.index.build import DOC_IDS, KINDS
-from retrieval_kd.index.faiss_index import FaissParams, read_index
+from retrieval_kd.index.faiss_index import FaissParams, read_index, refine_override
 from retrieval_kd.index.files import read_doc_ids
 from retrieval_kd.index.stats import latency_stats, limit_threads, peak_rss_mb, round_floats, timed_each
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.progress import Timer, console, make_progress
 
-SEARCH_OVERRIDES = ("ef_search", "nprobe", "k_token", "engine", "nfull", "centroid_score_threshold")
+SEARCH_OVERRIDES = ("ef_search", "nprobe", "refine_factor", "k_token", "engine", "nfull",
+                    "centroid_score_threshold")
 
 
 def read_index_manifest(folder: str | Path) -> dict[str, Any]:
@@ -100,10 +101,13 @@ class Searcher:
     def open_faiss(self, ov: dict[str, Any]) -> tuple[Any, FaissParams]:
         """The index's FAISS file read on the CPU, and its params with the overrides (recorded in
         ``search_params``); the family prepares it for search."""
-        fp = FaissParams(**self.manifest["params"]["faiss"])
+        fp = FaissParams(**self.manifest["params"]["faiss"])  # built before refine: refine unset, none
         fp = fp.model_copy(update={k: ov[k] for k in ("ef_search", "nprobe") if k in ov})
+        if "refine_factor" in ov:
+            fp = refine_override(fp, ov["refine_factor"])
         self.search_params.update({"ef_search": fp.ef_search} if fp.index == "hnsw" else {})
         self.search_params.update({"nprobe": fp.nprobe} if fp.index == "ivfpq" else {})
+        self.search_params.update({"refine_factor": fp.refine_factor} if fp.refined else {})
         return read_index(self.folder / self.fam.faiss_file), fp
 
     def _engine(self, ov: dict[str, Any]) -> str:

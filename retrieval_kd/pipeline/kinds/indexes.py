@@ -112,7 +112,10 @@ def _key_params(p, ix: IndexEntry) -> dict[str, Any]:
     student = p.students.get(ix.student) if ix.student else None
     family = student.family if student else ix.family
     fam = get_family(family) if family else None
-    return dumped_names(fam.encoder_params, ix.params) if fam is not None and fam.indexable else ix.params
+    params = dumped_names(fam.encoder_params, ix.params) if fam is not None and fam.indexable else ix.params
+    if fam is not None and fam.refine_default and ix.kind == "ivfpq" and "refine" not in params:
+        params = {**params, "refine": fam.refine_default}  # refined since the default changed: a new key
+    return params
 
 
 def _index_problems(lp: LoadedPipeline, name: str, ix: IndexEntry) -> list[Problem]:
