@@ -389,14 +389,9 @@ def main() -> None:
         res["scifact"] = bench_scifact(args)
     res["machine"]["load_end"] = [round(v, 1) for v in os.getloadavg()]
     res["machine"]["wall_s"] = round(time.perf_counter() - t0, 1)
-    from retrieval_kd.artifacts import atomic_write_text, library_versions, write_json
+    from retrieval_kd.artifacts import write_benchmark
 
-    res["versions"] = library_versions()
-    res["notes"] = args.note
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out.with_suffix(".json"), res)
-    atomic_write_text(args.out.with_suffix(".md"), markdown(res))
-    print(markdown(res))
+    print(write_benchmark(args.out, res, markdown, args.note))
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def main() -> None:
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--render-only", action="store_true", help="Only rebuild the .md from the .json.")
     args = ap.parse_args()
-    from retrieval_kd.artifacts import atomic_write_text, library_versions, write_json
+    from retrieval_kd.artifacts import atomic_write_text, write_benchmark
 
     if args.render_only:
         atomic_write_text(args.out.with_suffix(".md"), markdown(json.loads(args.out.with_suffix(".json").read_text())))
@@ -204,12 +204,7 @@ def main() -> None:
     t0 = time.perf_counter()
     res.update(bench(args))
     res["machine"].update(load_end=[round(v, 1) for v in os.getloadavg()], wall_s=round(time.perf_counter() - t0, 1))
-    res["versions"] = library_versions()
-    res["notes"] = args.note
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out.with_suffix(".json"), res)
-    atomic_write_text(args.out.with_suffix(".md"), markdown(res))
-    print(markdown(res))
+    print(write_benchmark(args.out, res, markdown, args.note))
 
 
 if __name__ == "__main__":

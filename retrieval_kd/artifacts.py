@@ -16,7 +16,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -205,3 +205,16 @@ def exclusive_lock(folder: Path, busy: str, *, wait: float | None = None) -> Ite
     with hold(folder / ".lock", busy, wait=wait):
         yield
 
+
+
+def write_benchmark(out: Path, result: dict[str, Any], markdown: Callable[[dict[str, Any]], str],
+                    note: str | None = None) -> str:
+    """A benchmark's record: ``result`` with the library versions and ``note``, as ``out``.json and
+    its ``markdown`` table as ``out``.md (each written atomically); returns the table."""
+    result["versions"] = library_versions()
+    result["notes"] = note
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out.with_suffix(".json"), result)
+    table = markdown(result)
+    atomic_write_text(out.with_suffix(".md"), table)
+    return table
