@@ -210,3 +210,19 @@ def test_killed_driver_resumes_on_rerun(tiny, tmp_path, reference):
     assert {k: after[k] for k in before} == before  # the parts written before the kill are kept
     assert len(log_lines(log)) - n_logged == N_QUERIES - len(before)  # only the missing chunks
     assert not list((store.path / "scores").glob(".part-*"))
+
+
+def test_an_unreachable_ray_address_is_one_line_at_once():
+    import socket
+
+    from retrieval_kd.errors import RkdError
+    from retrieval_kd.scores.ray_scoring import check_reachable
+
+    with socket.socket() as s:  # a port nobody listens on: bind, then close before connecting
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RkdError, match=r"no Ray head answers there"):
+        check_reachable(f"127.0.0.1:{port}", timeout=2)
+    with pytest.raises(RkdError, match=r"ray://127\.0\.0\.1"):
+        check_reachable(f"ray://127.0.0.1:{port}", timeout=2)
+    check_reachable("auto")  # not HOST:PORT: left to Ray

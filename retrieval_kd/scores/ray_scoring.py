@@ -37,6 +37,21 @@ EXTRA = "scale"
 """The package extra that installs Ray."""
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """One error line when a ``HOST:PORT`` (or ``ray://HOST:PORT``) address takes no connection:
+    :func:`ray.init` would otherwise retry for minutes. ``auto`` and other forms go to Ray as given."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RkdError(f"--ray {address}: no Ray head answers there ({e.strerror or e}); start one with "
+                       "'ray start --head', or use --ray local") from None
+
+
 def require_ray():
     """The ``ray`` module, or one clear error naming the extra that installs it."""
     try:
@@ -109,6 +124,7 @@ class RayTeacher(Teacher):
             if address == LOCAL:
                 kwargs.setdefault("num_cpus", math.ceil((workers or os.cpu_count() or 1) * cpus_per_worker))
             else:
+                check_reachable(address)
                 kwargs["address"] = address
             try:
                 self.ray.init(**kwargs)
