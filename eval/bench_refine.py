@@ -56,6 +56,7 @@ def bench(args) -> dict:
     import faiss
 
     from eval.bench_index import clustered_mix
+    from retrieval_kd.families import get as get_family
     from retrieval_kd.index.faiss_index import (
         FaissParams,
         build_faiss,
@@ -89,7 +90,7 @@ def bench(args) -> dict:
     print(res["rows"][-1], flush=True)
     del flat
 
-    fp = with_refine_default(FaissParams(index="ivfpq", device="cpu"))  # the dense defaults
+    fp = with_refine_default(FaissParams(index="ivfpq", device="cpu"), get_family("bi-encoder").refine_default)  # the dense defaults
     t = clock()
     index, fp = build_faiss(blocks, len(x), d, fp)
     build = t()

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from retrieval_kd.cli.main import app
+from retrieval_kd.families import get as get_family
 from retrieval_kd.index.faiss_index import (
     FaissParams,
     IndexParamError,
@@ -25,6 +26,8 @@ from retrieval_kd.index.faiss_index import (
     write_index,
 )
 from tests.test_index_faiss import blocks_of, clustered, exact_topk
+
+DENSE = get_family("bi-encoder").refine_default
 
 X = clustered(3000, 32, n_clusters=30)
 Q = clustered(40, 32, n_clusters=30, seed=1)
@@ -95,9 +98,9 @@ def test_refine_sq8_is_near_exact_and_smaller():
 
 
 def test_dense_default_is_refined_colbert_default_is_not():
-    assert with_refine_default(FaissParams(index="ivfpq")).refine == "flat"
-    assert with_refine_default(FaissParams(index="ivfpq", refine="none")).refine == "none"
-    assert with_refine_default(FaissParams(index="hnsw")).refine is None
+    assert with_refine_default(FaissParams(index="ivfpq"), DENSE).refine == "flat"
+    assert with_refine_default(FaissParams(index="ivfpq", refine="none"), DENSE).refine == "none"
+    assert with_refine_default(FaissParams(index="hnsw"), DENSE).refine is None
     # the shared resolution (ColBERT's token index, which sets no default) stays unrefined
     rp = resolve_params(FaissParams(index="ivfpq"), 10_000, 32)
     assert rp.refine == "none" and not rp.refined

@@ -25,8 +25,6 @@ from retrieval_kd.progress import console
 
 IndexKind = Literal["flat", "hnsw", "ivfpq"]
 RefineKind = Literal["none", "flat", "sq8"]
-DENSE_REFINE: RefineKind = "flat"
-"""A dense IVF-PQ index's refine when none is given (ColBERT's token index: none)."""
 
 
 class IndexParamError(RkdError, ValueError):
@@ -101,8 +99,9 @@ class FaissParams(BaseModel):
         return {"index": self.index, **{k: getattr(self, k) for k in keep}}
 
 
-def with_refine_default(params: FaissParams, default: RefineKind = DENSE_REFINE) -> FaissParams:
-    """``params`` with an unset IVF-PQ ``refine`` set to ``default`` (a dense index's: flat)."""
+def with_refine_default(params: FaissParams, default: str | None) -> FaissParams:
+    """``params`` with an unset IVF-PQ ``refine`` set to ``default`` (the family's
+    ``refine_default``: the dense index's flat, ColBERT's token index none)."""
     if params.index == "ivfpq" and params.refine is None:
         return params.model_copy(update={"refine": default})
     return params
