@@ -23,7 +23,7 @@ from typing import IO, Any
 
 MANIFEST = "manifest.json"
 _TRACKED_LIBRARIES = (
-    "retrieval-kd", "torch", "sentence-transformers", "transformers", "faiss-cpu", "faiss-gpu",
+    "retrieval-kd", "torch", "sentence-transformers", "transformers", "faiss-cpu", "faiss-gpu", "faiss-gpu-cu12",
     "ranx", "bm25s", "PyStemmer", "pyarrow", "numpy", "ir_datasets", "pyserini", "onnxruntime", "openvino",
 )
 

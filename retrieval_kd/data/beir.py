@@ -21,8 +21,13 @@ def _records(path: Path) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
 
 
 def load_corpus_jsonl(path: str | Path) -> Corpus:
-    """Read ``corpus.jsonl`` (``_id``, ``title``, ``text``); duplicate ids and empty documents are errors."""
+    """Read ``corpus.jsonl`` (``_id``, ``title``, ``text``); duplicate ids and empty documents are errors.
+    A large file is read through its memory-mapped Arrow copy (:mod:`retrieval_kd.data.arrow_corpus`)."""
     path = Path(path)
+    from retrieval_kd.data.arrow_corpus import open_arrow_corpus, wants_arrow
+
+    if path.is_file() and wants_arrow(path):
+        return open_arrow_corpus(path)
     docs = Entries[Document](path, "document", blank_ids=False)
     for lineno, did, text, obj in _records(path):
         title = require_str(path, lineno, obj, "title", required=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -49,6 +50,10 @@ class Corpus(_ById):
 
     def texts(self, sep: str = " ") -> list[str]:
         return [d.joined(sep) for d in self.docs.values()]
+
+    def absent(self, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` that name no document (an Arrow-backed corpus answers without an id table)."""
+        return {i for i in ids if i not in self.docs}
 
     @cached_property
     def fingerprint(self) -> str:
@@ -155,8 +160,9 @@ class Dataset:
 def cross_check(corpus: Corpus, queries: Queries, qrels: Qrels) -> ValidationReport:
     """Find qrels entries whose query or document is not present."""
     rep = ValidationReport()
+    absent = corpus.absent({d for judged in qrels.values() for d in judged})
     for qid, judged in qrels.items():
         if qid not in queries.texts:
             rep.qrels_queries_missing.append(qid)
-        rep.qrels_docs_missing.extend((qid, d) for d in judged if d not in corpus.docs)
+        rep.qrels_docs_missing.extend((qid, d) for d in judged if d in absent)
     return rep

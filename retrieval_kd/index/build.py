@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,10 @@ def work_dir_for(out: Path) -> Path:
     return out.parent / f".{out.name}.work"
 
 
-def _encode_corpus(enc, texts: list[str], corpus_sha: str, work: Path, chunk_size: int,
-                   title_sep: str, after_chunk: Callable[[int], None] | None) -> tuple[ChunkStore, dict]:
+def _encode_corpus(enc, texts: Sequence[str], corpus_sha: str, work: Path, chunk_size: int,
+                   title_sep: str, after_chunk: Callable[[int], None] | None,
+                   ray: dict[str, Any] | None = None, factory: Callable[[], Any] | None = None
+                   ) -> tuple[ChunkStore, dict]:
     spec = {"encoder": enc.identity(), "corpus_sha256": corpus_sha, "title_sep": title_sep}
     store = ChunkStore(work, spec, len(texts), chunk_size)
     if store.discarded:
@@ -60,7 +62,17 @@ def _encode_corpus(enc, texts: list[str], corpus_sha: str, work: Path, chunk_siz
         console.log(f"resuming: {done}/{store.n_chunks} chunks already encoded in {work}")
     with make_progress("docs") as prog:
         task = prog.add_task(f"encoding {len(texts):,} docs ({enc.family})", total=len(texts))
-        info = encode_chunked(store, texts, enc.encode_docs, lambda n: prog.advance(task, n), after_chunk)
+        if ray is not None:  # the same chunks, encoded by Ray's workers (index/ray_encode.py)
+            from retrieval_kd.index.ray_encode import encode_chunked_ray
+
+            workers: dict[str, Any] = {}
+            info = encode_chunked_ray(store, texts, factory, address=ray.get("address", "local"),
+                                      workers=ray.get("workers"), gpus_per_worker=ray.get("gpus") or 0,
+                                      on_progress=lambda n: prog.advance(task, n), after_chunk=after_chunk,
+                                      stats=workers)
+            info["ray"] = {**ray, **workers}
+        else:
+            info = encode_chunked(store, texts, enc.encode_docs, lambda n: prog.advance(task, n), after_chunk)
     cache = getattr(enc, "cache", None)
     if cache is not None:
         info["cached_docs"] = cache.cached
@@ -91,7 +103,8 @@ def build_index(family: str, dataset: str, out: str | Path, model: Any, *,
                 keep_embeddings: bool = False, name: str | None = None,
                 work_dir: str | Path | None = None, keep_work: bool = False,
                 after_chunk: Callable[[int], None] | None = None, engine: str = "exact",
-                plaid_params: Any = None, embedding_cache: str | Path | None = None) -> Path:
+                plaid_params: Any = None, embedding_cache: str | Path | None = None,
+                ray: dict[str, Any] | None = None) -> Path:
     """Encode the corpus of ``dataset`` with ``model`` and write a ``family`` index to ``out``
     (``family``: an indexable family or its index name, ``dense`` | ``splade`` | ``colbert``).
 
@@ -103,6 +116,8 @@ def build_index(family: str, dataset: str, out: str | Path, model: Any, *,
     ``keep_work`` it is left in place, so other index variants built with the same encoder and
     ``work_dir`` reuse the encodings instead of encoding the corpus again. ``embedding_cache``
     (dense and SPLADE): a folder of document vectors shared with other builds, stages and teachers.
+    ``ray`` (``{address: local|HOST:PORT, workers: N, gpus: G}``): the chunks are encoded on Ray
+    workers (:mod:`retrieval_kd.index.ray_encode`); the work folder and index are the same.
 
     One build per output and per work folder at a time (:mod:`retrieval_kd.locks`); an
     existing ``out`` is replaced only if it is an index, a work folder used only if rkd made it.
@@ -117,7 +132,7 @@ def build_index(family: str, dataset: str, out: str | Path, model: Any, *,
                             faiss_params=faiss_params, split=split, chunk_size=chunk_size,
                             title_sep=title_sep, keep_embeddings=keep_embeddings, name=name, work=work,
                             keep_work=keep_work, after_chunk=after_chunk, engine=engine,
-                            plaid_params=plaid_params, embedding_cache=embedding_cache)
+                            plaid_params=plaid_params, embedding_cache=embedding_cache, ray=ray)
 
 
 def _check_engine(family: ModelFamily, engine: str, fp: FaissParams | None) -> None:
@@ -146,7 +161,8 @@ def _build_index(family: ModelFamily, dataset: str, out: Path, model: Any, *, en
                  faiss_params: FaissParams | None, split: str, chunk_size: int, title_sep: str,
                  keep_embeddings: bool, name: str | None, work: Path, keep_work: bool,
                  after_chunk: Callable[[int], None] | None, engine: str = "exact",
-                 plaid_params: Any = None, embedding_cache: str | Path | None = None) -> Path:
+                 plaid_params: Any = None, embedding_cache: str | Path | None = None,
+                 ray: dict[str, Any] | None = None) -> Path:
     _check_engine(family, engine, faiss_params)  # before loading or encoding anything
     timer = Timer()
     t_start = time.perf_counter()
@@ -157,8 +173,9 @@ def _build_index(family: ModelFamily, dataset: str, out: Path, model: Any, *, en
     if family.faiss_file:  # fail on impossible parameters before encoding anything
         resolve_params(faiss_params or FaissParams(), max(len(texts), 1), enc.dim)
     with timer("encode_docs_s"), writing(work, need=lambda: _encode_need(work, len(texts), chunk_size)):
-        store, enc_info = _encode_corpus(enc, texts, ds.corpus.fingerprint, work, chunk_size,
-                                         title_sep, after_chunk)
+        store, enc_info = _encode_corpus(
+            enc, texts, ds.corpus.fingerprint, work, chunk_size, title_sep, after_chunk, ray,
+            lambda: family.index_encoder(model, encoder_params, embedding_cache))
     n = len(texts)
     params: dict[str, Any] = {"name": name or out.name, "family": family.index_name,
                               "chunk_size": chunk_size, "title_sep": title_sep,

@@ -27,6 +27,22 @@ from retrieval_kd.pipeline.sections import Section, entry_seeds
 from retrieval_kd.redact import redact_obj
 from retrieval_kd.teachers.spec import TeacherSpec
 
+RAY_ADDRESS = r"^(local|auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]+)$"
+
+
+class RayOptions(_Strict):
+    """Score on Ray workers, as ``rkd score --ray ADDRESS --ray-workers N --ray-gpus G``
+    (:mod:`retrieval_kd.scores.ray_scoring`): the rows equal a one-process run's, so these
+    options stay out of the stage's key."""
+
+    address: str = Field("local", pattern=RAY_ADDRESS)
+    """``local`` (a Ray started on this machine for the stage), ``auto``, ``HOST:PORT`` or
+    ``ray://HOST:PORT``."""
+    workers: int | None = Field(None, gt=0)
+    """Ray workers, each loading the teacher once (default: the machine's or cluster's CPUs)."""
+    gpus: float = Field(0.0, ge=0)
+    """GPUs each worker takes."""
+
 
 class ScoreEntry(_Strict):
     """A score stage per split: ``teacher`` scores the top-``top_k`` of ``candidates``."""
@@ -38,6 +54,7 @@ class ScoreEntry(_Strict):
     add_positives: bool = False
     chunk_size: int = Field(2000, gt=0)
     teacher: TeacherSpec
+    ray: RayOptions | None = None
 
 
 def student_refs(spec: dict[str, Any]) -> list[str]:
@@ -113,6 +130,9 @@ class Scores(Section):
         p, section = c.p, self.name
         for name, t in getattr(p, section).items():
             loc = (section, name)
+            if t.ray is not None and not _has_ray():
+                c.bad((*loc, "ray"), "scoring on Ray needs Ray, which is not installed: "
+                                     "pip install 'retrieval-kd[scale]' (or drop the ray key)")
             if c.dataset(loc, t.dataset, t.splits):
                 check_run_ref(c, (*loc, "candidates"), t.candidates, t.dataset, t.splits)
             for ref, mloc in _teacher_models(t.teacher.model_dump(), (*loc, "teacher")):
@@ -145,9 +165,17 @@ class Scores(Section):
                            "add_positives": t.add_positives, "chunk_size": t.chunk_size, "teacher": spec}
                     if crossfit:  # absent otherwise: a stage without out-of-fold members keeps its key
                         cfg["crossfit"] = crossfit
+                    if t.ray is not None:  # a runtime key: where the scores are computed, not which
+                        cfg["ray"] = t.ray.model_dump()
                     out.append(Stage(sid(self.stage, name, split, seed), "score", cfg, inputs, ds[t.dataset],
                                      (self.name, name)))
         return out
+
+
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
 
 
 TEACHERS = Scores("teachers", "teacher", seeded=False)
@@ -206,8 +234,27 @@ def _teacher_factory(spec):
     return factory
 
 
+def _ray_factory(spec, opts: dict[str, Any], made: list):
+    """A factory of a :class:`~retrieval_kd.scores.ray_scoring.RayTeacher` (the code of
+    ``rkd score --ray``): each worker builds the teacher from ``spec``, with the run's embedding
+    cache; the teachers it made are appended to ``made`` (the adapter closes them)."""
+    from retrieval_kd.embcache import current_root
+    from retrieval_kd.scores.ray_scoring import RayTeacher, require_ray
+    from retrieval_kd.teachers.spec import build_teacher
+
+    require_ray()
+    cache = current_root()
+
+    def factory():
+        release_teacher()  # a kept one-process teacher would hold memory the workers need
+        made.append(RayTeacher(lambda: build_teacher(spec, cache), opts["address"], opts.get("workers"),
+                               gpus_per_worker=opts.get("gpus") or 0.0))
+        return made[-1]
+    return factory
+
+
 @register("score", resumable=True, runtime_keys=("batch_size", "threads", "device", "chunk_size",
-                                                  "base_url", "concurrency", "timeout"))
+                                                  "base_url", "concurrency", "timeout", "ray"))
 def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Score the candidates into a store inside the stage; also write the scores as a run
     (the teacher as a reranker of its candidates)."""
@@ -221,9 +268,15 @@ def score(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     spec = parse_teacher(_substitute_students(config["teacher"], inputs, config.get("crossfit")),
                          f"stage {config['name']}")
     out.mkdir(parents=True, exist_ok=True)
-    store = score_stage(config["dataset"], config["split"], run_file_of(inputs["candidates"]), spec,
-                        root=out / "stores", top_k=config["top_k"], add_positives=config["add_positives"],
-                        chunk_size=config["chunk_size"], teacher_factory=_teacher_factory(spec))
+    made: list = []
+    factory = _ray_factory(spec, config["ray"], made) if config.get("ray") else _teacher_factory(spec)
+    try:
+        store = score_stage(config["dataset"], config["split"], run_file_of(inputs["candidates"]), spec,
+                            root=out / "stores", top_k=config["top_k"], add_positives=config["add_positives"],
+                            chunk_size=config["chunk_size"], teacher_factory=factory)
+    finally:
+        for t in made:  # Ray's workers and the local Ray end with the stage
+            t.close()
     run = store.scores()
     write_trec_run(run, out / RUN_FILE, tag=config["name"])
     sm = store.manifest
