@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from retrieval_kd.cli import (
+    bench_cmd,
     data_cmd,
     eval_cmd,
     index_cmd,
@@ -41,6 +42,7 @@ app.command("train")(train_cmd.train)
 app.add_typer(index_cmd.app, name="index")
 app.command("search")(index_cmd.search)
 app.command("verify")(verify_cmd.verify)
+app.command("bench")(bench_cmd.bench)
 run_cmd.register(app)
 
 

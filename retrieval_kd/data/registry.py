@@ -19,6 +19,7 @@ import urllib.request
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -36,7 +37,42 @@ REGISTRY_FILE = Path(__file__).with_name("datasets.yaml")
 # "<entry>:<variant>" picks one dataset of such an entry (e.g. "xquad-r:de-en"); the loader
 # is called as load_registered(root, format, variant, split, name).
 EXTERNAL_FORMATS = {"xquad-r": "retrieval_kd.xling.registry", "msmarco-ko": "retrieval_kd.xling.registry"}
-FORMATS = ("beir", "trec", "msmarco-passage", *EXTERNAL_FORMATS)
+FORMATS = ("beir", "trec", "msmarco-passage", "miracl", "mr-tydi", "xor-retrieve", *EXTERNAL_FORMATS)
+SOURCES_KEY = "_sources"
+"""The registry file's table of citations that ``references`` name (not a dataset)."""
+SUBSET = "{subset}"
+
+
+class Protocol(BaseModel):
+    """How a dataset's papers evaluate it (what ``rkd bench`` reports)."""
+
+    model_config = ConfigDict(extra="forbid")
+    metrics: list[str] = ["ndcg@10"]
+    """The metrics reported, the first being the headline one; ``R@<N>kt`` is XOR-TyDi's answer
+    recall within the first N thousand tokens (retrieval_kd/xling/xor_tydi.py)."""
+    split_metrics: dict[str, list[str]] = {}
+    """split -> its metrics where they differ (MS MARCO dev: MRR@10)."""
+    ignore_identical_ids: bool = True
+    """BEIR's flag: a retrieved document whose id equals the query id is dropped."""
+    subsets: Literal["each", "average"] = "each"
+    """average: the subsets are reported as one number, their mean (BEIR's CQADupStack)."""
+
+    def metrics_for(self, split: str) -> list[str]:
+        return self.split_metrics.get(split, self.metrics)
+
+
+class Reference(BaseModel):
+    """A published number to print beside ours."""
+
+    model_config = ConfigDict(extra="forbid")
+    system: str
+    """``bm25`` or a registered model name (``minilm-l6``)."""
+    label: str
+    metric: str
+    value: float
+    source: str
+    """A key of the registry's ``_sources``."""
+    subset: str | None = None
 
 
 class DatasetSpec(BaseModel):
@@ -59,15 +95,41 @@ class DatasetSpec(BaseModel):
     where absent. nDCG always uses the grades."""
     counts: dict[str, dict[str, int]] = {}
     """split -> published sizes (``docs``, ``queries``, ``qrels``), for reference and checks."""
+    subsets: list[str] = []
+    """The datasets of a multi-dataset entry, each loaded as ``<name>:<subset>``."""
+    homepage: str = ""
+    """Where the release is published, for sources that are neither a BEIR zip nor ir_datasets."""
+    protocol: Protocol = Protocol()
+    references: dict[str, list[Reference]] = {}
+    """split -> published numbers."""
+    files: dict[str, str] = {}
+    """Other release files of the dataset (name -> what and where), e.g. training triples."""
 
     def local_dir(self) -> Path:
         return data_home() / self.dir
+
+    def irds_id(self, split: str, subset: str | None = None) -> str | None:
+        """The ir_datasets id of ``split`` (of ``subset``), if any."""
+        ident = self.ir_datasets.get(split)
+        if ident is None or (SUBSET in ident and not subset):
+            return None
+        return ident.replace(SUBSET, subset) if subset else ident
+
+    def download_sources(self, split: str, subset: str | None = None) -> list[str]:
+        """Where a copy can be had: the BEIR zip (with its md5), the ir_datasets id, the homepage."""
+        out = [f"{redact_url(self.url)} (md5 {self.md5 or 'unknown'})"] if self.url else []
+        if ident := self.irds_id(split, subset):
+            out.append(f"ir_datasets {ident}")
+        if self.homepage:
+            out.append(self.homepage)
+        return out or ["local only"]
 
 
 @lru_cache(maxsize=1)
 def registry() -> dict[str, DatasetSpec]:
     """Parse the registry file; a bad entry is an error naming the file and the entry."""
     raw = yaml.safe_load(REGISTRY_FILE.read_text(encoding="utf-8")) or {}
+    cited = raw.pop(SOURCES_KEY, None) or {}
     out: dict[str, DatasetSpec] = {}
     for name, entry in raw.items():
         try:
@@ -80,8 +142,30 @@ def registry() -> dict[str, DatasetSpec]:
         if unknown:
             raise DataError(REGISTRY_FILE, f"entry '{name}': relevance_level/counts name splits "
                                            f"{unknown} not in splits {spec.splits}")
+        _check_references(spec, cited)
         out[name] = spec
     return out
+
+
+def _check_references(spec: DatasetSpec, cited: dict[str, str]) -> None:
+    where = f"entry '{spec.name}'"
+    for split, refs in spec.references.items():
+        if split not in spec.splits:
+            raise DataError(REGISTRY_FILE, f"{where}: references name split '{split}' not in {spec.splits}")
+        for r in refs:
+            if r.source not in cited:
+                raise DataError(REGISTRY_FILE, f"{where}: reference source '{r.source}' is not in {SOURCES_KEY}")
+            if r.subset is not None and r.subset not in spec.subsets:
+                raise DataError(REGISTRY_FILE, f"{where}: reference subset '{r.subset}' not in {spec.subsets}")
+    if any(SUBSET in i for i in spec.ir_datasets.values()) and not spec.subsets:
+        raise DataError(REGISTRY_FILE, f"{where}: an ir_datasets id with {SUBSET} needs subsets")
+
+
+@lru_cache(maxsize=1)
+def cited_sources() -> dict[str, str]:
+    """The registry's ``_sources``: citation key -> what the number is and where it was read."""
+    raw = yaml.safe_load(REGISTRY_FILE.read_text(encoding="utf-8")) or {}
+    return {k: " ".join(str(v).split()) for k, v in (raw.get(SOURCES_KEY) or {}).items()}
 
 
 def _load_dir(root: Path, fmt: str, split: str, name: str, variant: str | None = None) -> Dataset:
@@ -89,6 +173,19 @@ def _load_dir(root: Path, fmt: str, split: str, name: str, variant: str | None =
         import importlib
 
         return importlib.import_module(EXTERNAL_FORMATS[fmt]).load_registered(root, fmt, variant, split, name)
+    full = f"{name}:{variant}" if variant else name
+    if fmt in ("miracl", "mr-tydi"):
+        from retrieval_kd.data import multiling
+
+        if not variant:
+            raise NotFoundError(f"dataset '{name}' needs a language: '{name}:<lang>'")
+        return multiling.LOADERS[fmt](root, variant, split, name=full)
+    if fmt == "xor-retrieve":
+        from retrieval_kd.data.xor import load_xor_dataset
+
+        return load_xor_dataset(root, split, name=full)
+    if variant:  # a subset of a BEIR entry (cqadupstack:android): its own BEIR folder
+        return load_beir(root / variant, split, name=full)
     if fmt == "trec":
         return load_trec_dir(root, name=name, split=split)
     if fmt == "msmarco-passage":
@@ -107,15 +204,43 @@ def _guess_format(root: Path) -> str:
     )
 
 
-def local_layout(spec: DatasetSpec, split: str) -> str:
-    """The files a local copy of ``spec``'s ``split`` needs under its folder (for messages)."""
+def local_files(spec: DatasetSpec, split: str, subset: str | None = None) -> list[str]:
+    """The files (or folders) a local copy of ``spec``'s ``split`` needs, relative to its folder
+    (empty when only the format's own loader knows them)."""
     if spec.format == "msmarco-passage":
-        return msmarco.layout(split)
+        return msmarco.layout(split).split(", ")
     if spec.format == "beir":
-        return f"corpus.jsonl, queries.jsonl, qrels/{split}.tsv"
+        pre = f"{subset}/" if subset else ""
+        return [f"{pre}corpus.jsonl", f"{pre}queries.jsonl", f"{pre}qrels/{split}.tsv"]
     if spec.format == "trec":
-        return "corpus.tsv, queries.tsv, qrels.txt"
-    return f"the {spec.format} files"
+        return ["corpus.tsv", "queries.tsv", "qrels.txt"]
+    if spec.format in ("miracl", "mr-tydi"):
+        from retrieval_kd.data import multiling
+
+        return multiling.LAYOUTS[spec.format](subset or "<lang>", split)
+    if spec.format == "xor-retrieve":
+        from retrieval_kd.data.xor import layout
+
+        return layout(split)
+    return []
+
+
+def local_layout(spec: DatasetSpec, split: str, subset: str | None = None) -> str:
+    """The files a local copy of ``spec``'s ``split`` needs under its folder (for messages)."""
+    return ", ".join(local_files(spec, split, subset)) or f"the {spec.format} files"
+
+
+def missing_local(spec: DatasetSpec, split: str, subset: str | None = None) -> list[str]:
+    """What a local copy of the split lacks (empty: it is there), without loading it."""
+    root = spec.local_dir()
+    if not root.is_dir():
+        return [str(root)]
+    return [f for f in local_files(spec, split, subset) if not _present(root, f)]
+
+
+def _present(root: Path, pattern: str) -> bool:
+    """A layout entry is there: a path or glob, or ``A or B`` alternatives."""
+    return any(any(root.glob(alt.strip())) for alt in pattern.split(" or "))
 
 
 def load_dataset(name_or_path: str, split: str = "test") -> Dataset:
@@ -134,6 +259,9 @@ def _load_dataset(name_or_path: str, split: str) -> tuple[Dataset, DatasetSpec |
     variant = None
     if name_or_path not in reg and ":" in name_or_path and name_or_path.split(":", 1)[0] in reg:
         name_or_path, variant = name_or_path.split(":", 1)
+        if reg[name_or_path].subsets and variant not in reg[name_or_path].subsets:
+            raise NotFoundError(f"dataset '{name_or_path}' has no subset '{variant}' "
+                                f"(subsets: {', '.join(reg[name_or_path].subsets)})")
     if name_or_path not in reg:
         if path.is_dir():
             return _load_dir(path, _guess_format(path), split, path.name), None
@@ -143,38 +271,46 @@ def _load_dataset(name_or_path: str, split: str) -> tuple[Dataset, DatasetSpec |
             "and not a directory"
         )
     spec = reg[name_or_path]
-    if variant is not None and spec.format not in EXTERNAL_FORMATS:
+    if variant is not None and spec.format not in EXTERNAL_FORMATS and not spec.subsets:
         raise NotFoundError(f"dataset '{spec.name}' has no variants ('{spec.name}:{variant}' asked for)")
+    if spec.subsets and variant is None:
+        raise NotFoundError(f"dataset '{spec.name}' is {len(spec.subsets)} datasets: load one as "
+                            f"'{spec.name}:<subset>' (subsets: {', '.join(spec.subsets)})")
     if split not in spec.splits:
         raise NotFoundError(f"dataset '{spec.name}' has no split '{split}' (splits: {spec.splits})")
     local = spec.local_dir()
-    if local.is_dir():
+    # a BEIR subset (cqadupstack:gis) is its own folder: without it, its sources are tried
+    if (local / variant).is_dir() if spec.subsets and spec.format == "beir" else local.is_dir():
         return _load_dir(local, spec.format, split, spec.name, variant), spec
     tried = [f"{local} (data home from ${DATA_HOME_ENV} or the default)"]
+    layout = local_layout(spec, split, variant if spec.subsets else None)
+    full = f"{spec.name}:{variant}" if variant else spec.name
     if offline():
         raise NotFoundError(
-            f"dataset '{spec.name}' not found offline: looked in {tried[0]}; "
-            f"set {DATA_HOME_ENV} to a folder holding '{spec.dir}/' ({local_layout(spec, split)})"
+            f"dataset '{full}' not found offline: looked in {tried[0]}; "
+            f"set {DATA_HOME_ENV} to a folder holding '{spec.dir}/' ({layout})"
         )
     errors = []
     if spec.url:
         try:
             download_beir_zip(spec, local)
-            return _load_dir(local, spec.format, split, spec.name), spec
+            return _load_dir(local, spec.format, split, spec.name, variant), spec
         except (OSError, IntegrityError, zipfile.BadZipFile) as e:
             errors.append(redact(f"download {spec.url}: {e}"))
-    if split in spec.ir_datasets:
+    if ident := spec.irds_id(split, variant):
         from retrieval_kd.data.irds import load_ir_datasets
 
         try:
-            return load_ir_datasets(spec.ir_datasets[split], name=spec.name, split=split), spec
+            return load_ir_datasets(ident, name=full, split=split), spec
         except RkdError:
             raise
         except Exception as e:  # ir_datasets raises many kinds on a failed download
-            errors.append(f"ir_datasets {spec.ir_datasets[split]}: {type(e).__name__}: {e}")
+            errors.append(f"ir_datasets {ident}: {type(e).__name__}: {e}")
+    if spec.homepage:
+        errors.append(f"no download for this format: get the release from {spec.homepage}")
     raise NotFoundError(" ".join((
-        f"dataset '{spec.name}' not found: looked in {tried[0]}; " + "; ".join(errors)
-        + f"; to supply it locally put {local_layout(spec, split)} in {local} (or set {DATA_HOME_ENV})"
+        f"dataset '{full}' not found: looked in {tried[0]}; " + "; ".join(errors)
+        + f"; to supply it locally put {layout} in {local} (or set {DATA_HOME_ENV})"
     ).split()))
 
 
@@ -192,10 +328,12 @@ def download_beir_zip(spec: DatasetSpec, dest: Path, timeout: float = 60.0) -> P
                 raise IntegrityError(f"md5 {got} != expected {spec.md5}")
         with zipfile.ZipFile(archive) as z:
             z.extractall(Path(tmp) / "x")
-        roots = [p for p in (Path(tmp) / "x").rglob("corpus.jsonl")]
+        roots = sorted((Path(tmp) / "x").rglob("corpus.jsonl"))
         if not roots:
             raise IntegrityError("archive has no corpus.jsonl")
-        roots[0].parent.rename(Path(tmp) / "ready")
+        # BEIR zips hold one folder <name>/; CQADupStack's holds one BEIR folder per sub-forum
+        top = roots[0].parent.parent if spec.subsets else roots[0].parent
+        top.rename(Path(tmp) / "ready")
         (Path(tmp) / "ready").rename(dest)
     return dest
 
@@ -203,10 +341,12 @@ def download_beir_zip(spec: DatasetSpec, dest: Path, timeout: float = 60.0) -> P
 def describe(spec: DatasetSpec) -> dict[str, object]:
     local = spec.local_dir()
     return {
-        "name": f"{spec.name}:<{spec.variants}>" if spec.variants else spec.name,
+        "name": (f"{spec.name}:<{spec.variants}>" if spec.variants else
+                 f"{spec.name}:<{'|'.join(spec.subsets)}>" if spec.subsets else spec.name),
         "format": spec.format,
-        "splits": spec.splits if not local.is_dir() or spec.format != "beir" else beir_splits(local),
+        "splits": spec.splits if not local.is_dir() or spec.format != "beir" or spec.subsets else beir_splits(local),
         "local": str(local) if local.is_dir() else None,
-        "source": redact_url(spec.url) if spec.url else ", ".join(spec.ir_datasets.values()) or "local only",
+        "source": (redact_url(spec.url) if spec.url else ", ".join(spec.ir_datasets.values())
+                   or spec.homepage or "local only"),
         "description": spec.description,
     }

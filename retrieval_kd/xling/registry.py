@@ -29,9 +29,12 @@ def load_registered(root: Path, fmt: str, variant: str | None, split: str, name:
     parts = variant.split("-")
     if fmt == "xquad-r":
         if len(parts) == 2 and parts[0] == "lareqa":
+            if split != "test":
+                raise NotFoundError(f"dataset '{full}' has only the split 'test' (train/heldout are "
+                                    "for paragraph retrieval <q>-<p>)")
             return xquad_r.load_lareqa(parts[1], root=root, name=full)
         if len(parts) == 2:
-            return xquad_r.load_xquad_r(parts[0], parts[1], root=root, name=full)
+            return xquad_r.load_xquad_r(parts[0], parts[1], root=root, name=full, split=split)
     elif fmt == "msmarco-ko":
         if variant in msmarco_ko.DIRECTIONS:
             return msmarco_ko.load_msmarco_ko(parts[0], parts[1], root=root, name=full)

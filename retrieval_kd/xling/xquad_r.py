@@ -13,6 +13,11 @@ Two kinds of :class:`~retrieval_kd.data.types.Dataset` are built from them:
   every language (13,014 candidates); the relevant items are the sentence holding the answer
   in each of the 11 languages (11 per question), as in LAReQA section 3.1.
 
+Splits: ``test`` holds every question (the published protocol); ``train`` and ``heldout``
+split them by article, even and odd positions in the file (XQuAD's 48 articles, 5 paragraphs
+each), so a student trained on ``train`` never sees a ``heldout`` question or its paragraph as
+a positive; the corpus is the whole pool in every split.
+
 Ids are stable and readable: queries keep the SQuAD question id (shared by the 11
 languages, so a score store built on one language joins the others by id); a paragraph is
 ``<lang>_<article:02d>_<paragraph:02d>`` and a sentence
@@ -34,6 +39,15 @@ from retrieval_kd.xling._json import load_json
 
 XQUAD_R_LANGS = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
 DIR = "xquad-r"
+SPLITS = ("test", "train", "heldout")
+"""``test``: every question; ``train`` / ``heldout``: the questions of even / odd articles."""
+
+
+def in_split(article: int, split: str) -> bool:
+    """Whether a question of article ``article`` (its position in the file) belongs to ``split``."""
+    if split not in SPLITS:
+        raise NotFoundError(f"XQuAD-R has no split '{split}' (splits: {', '.join(SPLITS)})")
+    return split == "test" or (article % 2 == 0) == (split == "train")
 
 
 @dataclass(frozen=True)
@@ -191,17 +205,19 @@ def _lang_file(root: Path, lang: str) -> Path:
 
 
 def load_xquad_r(query_lang: str, passage_lang: str, root: str | Path | None = None,
-                 name: str | None = None) -> Dataset:
-    """Paragraph retrieval: questions in ``query_lang`` over the paragraphs in ``passage_lang``."""
+                 name: str | None = None, split: str = "test") -> Dataset:
+    """Paragraph retrieval: questions in ``query_lang`` over the paragraphs in ``passage_lang``;
+    ``split`` picks the questions (:data:`SPLITS`), the pool is every paragraph."""
     root = xquad_r_root(root)
     qf = read_xquad_r(_lang_file(root, query_lang), query_lang)
     pf = qf if passage_lang == query_lang else read_xquad_r(_lang_file(root, passage_lang), passage_lang)
     check_parallel(pf, qf)
     docs = {p.doc_id(pf.lang): Document(text=p.context) for p in pf.paragraphs}
-    qrels: Qrels = {q: {pf.paragraphs[i].doc_id(pf.lang): 1} for q, i in qf.paragraph_of.items()}
-    corpus, queries = Corpus(docs), Queries(dict(qf.questions))
+    qrels: Qrels = {q: {pf.paragraphs[i].doc_id(pf.lang): 1} for q, i in qf.paragraph_of.items()
+                    if in_split(pf.paragraphs[i].article, split)}
+    corpus, queries = Corpus(docs), Queries({q: t for q, t in qf.questions.items() if q in qrels})
     return Dataset(
-        name=name or f"xquad-r:{query_lang}-{passage_lang}", split="test", corpus=corpus,
+        name=name or f"xquad-r:{query_lang}-{passage_lang}", split=split, corpus=corpus,
         queries=queries, qrels=qrels,
         sources={"queries": str(qf.path), "corpus": str(pf.path),
                  "qrels": f"each question's own paragraph (parallel positions in {pf.path.name})"},

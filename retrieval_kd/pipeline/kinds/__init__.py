@@ -11,3 +11,5 @@ BUILTIN = (datasets.SECTION, queries.QUERIES, retrieve.SECTION, scores.TEACHERS,
 
 for _section in BUILTIN:
     register_section(_section)
+
+from retrieval_kd.bench import section as _benchmarks  # noqa: E402, F401 - the benchmarks section, after the built-in ones

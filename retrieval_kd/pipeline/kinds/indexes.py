@@ -182,6 +182,15 @@ def _index_params(family: str, kind: str | None, params: dict[str, Any]):
 
 @register("index", resumable=True, runtime_keys=("batch_size", "device", "chunk_size"),
           requires="retrieval_kd.index.build")
+def _corpus_split(source: str) -> str:
+    """A split to read the corpus through (every split has the same corpus): ``test``, or the
+    dataset's first split when it has none (MS MARCO's dev-small, MIRACL's dev)."""
+    from retrieval_kd.pipeline.load import dataset_splits
+
+    have = dataset_splits(source)
+    return have[0] if have and "test" not in have else "test"
+
+
 def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Encode the corpus with the student (or model) and build its index (build_index); the
     encoding chunks live in the stage's work folder, so a killed build resumes. Dense and SPLADE
@@ -207,7 +216,7 @@ def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "index" / "manifest.json").is_file():  # else built before a kill, not yet renamed
         build_index(ifam, config["dataset"], out / "index", model, encoder_params=enc, faiss_params=fp,
-                    name=config["name"], embedding_cache=cache, **build)
+                    split=_corpus_split(config["dataset"]), name=config["name"], embedding_cache=cache, **build)
     man = read_manifest(out / "index") or {}
     stats = man.get("stats", {})
     return {"index": "index", "family": ifam,
