@@ -35,6 +35,8 @@ FLAGS = {
     "split": Flag("-s", help="Default: the store's split."),
     "scores": Flag(help="Score store (repeat to join stores)."),
     "candidates": Flag(help="Run (folder or TREC file) for --label-only without a store."),
+    "translate": Flag(help="Translate-Distill: train on this dataset's queries (same ids, same split) "
+                           "in place of the scored ones; repeat for several languages."),
     "filter_margin": Flag(help="Drop negatives scoring >= positive - margin (--no-filter: keep them all)."),
 }
 PANELS = {"scores": "Data", "losses": "Examples", "max_length": "Student", "batch_size": "Optimisation"}

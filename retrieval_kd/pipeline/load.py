@@ -150,16 +150,17 @@ class Checks:
     def bad(self, loc: tuple, msg: str) -> None:
         self.problems.append((self.lp.line(*loc), f"{dotted(loc)}: {msg}"))
 
-    def dataset(self, loc: tuple, alias: str, splits: list[str]) -> bool:
-        """Is ``alias`` a datasets entry (with these splits, where they can be known)?"""
-        p = self.p
+    def dataset(self, loc: tuple, alias: str, splits: list[str], key: str | None = "dataset") -> bool:
+        """Is ``alias`` a datasets entry (with these splits, where they can be known)? Problems
+        point at ``loc``'s ``key`` (``None``: at ``loc`` itself, e.g. a list item)."""
+        p, where = self.p, (*loc, key) if key else loc
         if alias not in p.datasets:
-            self.bad((*loc, "dataset"), f"no dataset '{alias}' (datasets: {', '.join(p.datasets)})")
+            self.bad(where, f"no dataset '{alias}' (datasets: {', '.join(p.datasets)})")
             return False
         have = section("datasets").splits(self.lp, alias)
         for s in splits:
             if have is not None and s not in have:
-                self.bad((*loc, "dataset"), f"dataset '{alias}' has no split '{s}' (splits: {', '.join(have)})")
+                self.bad(where, f"dataset '{alias}' has no split '{s}' (splits: {', '.join(have)})")
         return True
 
     def model(self, loc: tuple, ref: str) -> None:

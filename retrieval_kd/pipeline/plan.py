@@ -160,9 +160,12 @@ def key_payload(stage: Stage, keys: dict[str, str], fingerprint) -> dict[str, An
     kind = stage_kind(stage.kind)
     cfg = _strip({k: v for k, v in stage.config.items() if k != "dataset"}, kind.runtime_keys)
     cfg = _model_content(cfg)
-    return {"kind": stage.kind, "version": kind.version, "config": cfg,
-            "dataset": fingerprint(stage.dataset) if stage.dataset else None,
-            "inputs": {n: keys[u] for n, u in sorted(stage.inputs.items())}}
+    out = {"kind": stage.kind, "version": kind.version, "config": cfg,
+           "dataset": fingerprint(stage.dataset) if stage.dataset else None,
+           "inputs": {n: keys[u] for n, u in sorted(stage.inputs.items())}}
+    if stage.config.get("translate"):  # the datasets whose queries a student trains on count by content too
+        out["translate"] = [fingerprint(src) for src in stage.config["translate"]]
+    return out
 
 
 def plan(lp: LoadedPipeline, fingerprint=dataset_fingerprint) -> list[Stage]:

@@ -91,6 +91,12 @@ class TrainConfig(BaseModel):
     stable crc32 hash the stores shard by), so fold j's queries can be scored out-of-fold by this
     model (cross-fitting)."""
 
+    translate: list[str] = []
+    """Translate-Distill: train on these datasets' queries (registered names or folders, the same
+    split) in place of the scored dataset's, joined by query id, each scored query once per
+    dataset listed; candidates, teacher scores, qrels and passages stay the scored dataset's
+    (e.g. the teacher scored English questions, the student learns them in ten languages)."""
+
     embed_teacher: dict[str, Any] | None = None
     """A bi-encoder teacher spec (``{kind: bi-encoder, model: minilm-l6, max_length: 128}``) whose
     vectors of every row's texts the ``embed`` loss trains the student's towards
@@ -216,6 +222,12 @@ class TrainConfig(BaseModel):
             j, k = self.query_folds
             if k < 2 or not 0 <= j < k:
                 raise ValueError(f"query_folds {list(self.query_folds)}: need [j, k] with k >= 2 and 0 <= j < k")
+        if self.translate and (self.query_folds is not None or self.embed_on == "corpus"):
+            raise ValueError("translate trains on the scored queries in other languages: not with "
+                             "query_folds (a question's languages would fall in different folds) or "
+                             "embed_on: corpus (no queries)")
+        if len(set(self.translate)) != len(self.translate):
+            raise ValueError(f"translate lists a dataset twice: {self.translate}")
         if self.query_max_length is not None and not get(self.family).separate_query_length:
             own = ", ".join(f.name for f in all_families() if f.separate_query_length)
             raise ValueError(f"query_max_length applies to {own} only (others use max_length)")

@@ -64,6 +64,8 @@ class TrainInputs:
     groups: Groups
     stores: list[dict[str, Any]] = field(default_factory=list)
     candidates: dict[str, Any] | None = None
+    translated: list[dict[str, Any]] = field(default_factory=list)
+    """The protocols of the datasets whose queries replaced the scored ones (``translate``)."""
 
 
 def work_dir(output: Path) -> Path:
@@ -109,7 +111,7 @@ def load_inputs(cfg: TrainConfig) -> TrainInputs:
         return TrainInputs(ds, {})
     if stores:
         table = pa.concat_tables([s.table() for s in stores])
-        return TrainInputs(ds, groups_from_table(table, with_scores=not cfg.label_only), records)
+        return _translated(cfg, TrainInputs(ds, groups_from_table(table, with_scores=not cfg.label_only), records))
     from retrieval_kd.data.runfiles import locate_run
     from retrieval_kd.data.trec import load_trec_run
 
@@ -118,7 +120,20 @@ def load_inputs(cfg: TrainConfig) -> TrainInputs:
         raise NotFoundError(f"{cfg.candidates}: no run file")
     cand = {"run_file": str(run_file.resolve()), "run_sha256": sha256_file(run_file),
             "top_k": cfg.candidates_top_k, "run_stage": (run_manifest or {}).get("params")}
-    return TrainInputs(ds, groups_from_run(ds, load_trec_run(run_file), cfg.candidates_top_k), [], cand)
+    groups = groups_from_run(ds, load_trec_run(run_file), cfg.candidates_top_k)
+    return _translated(cfg, TrainInputs(ds, groups, [], cand))
+
+
+def _translated(cfg: TrainConfig, inputs: TrainInputs) -> TrainInputs:
+    """With ``translate``: the scored queries in the listed datasets' languages (Translate-Distill)."""
+    if not cfg.translate:
+        return inputs
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.xling.translate import translate_groups
+
+    targets = [load_dataset(name, inputs.ds.split) for name in cfg.translate]
+    ds, groups = translate_groups(inputs.ds, inputs.groups, targets)
+    return TrainInputs(ds, groups, inputs.stores, inputs.candidates, [t.protocol() for t in targets])
 
 
 def make_examples(cfg: TrainConfig, inputs: TrainInputs, width: int | None = None):
@@ -513,7 +528,8 @@ def _finish(run: _Run, trainer, result, train_s: float) -> Path:
         record = manifest(
             "train",
             inputs={"dataset": run.inputs.ds.protocol(), "score_stores": run.inputs.stores,
-                    "candidates": run.inputs.candidates},
+                    "candidates": run.inputs.candidates,
+                    **({"translated_queries": run.inputs.translated} if run.inputs.translated else {})},
             params=cfg.model_dump(mode="json"),
             timings=run.timer.timings,
             outputs={"family": cfg.family, "class": get_family(cfg.family).student_class,

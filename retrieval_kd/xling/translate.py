@@ -113,3 +113,32 @@ def translate_join(store_table, target_queries, corpus: Corpus | Dataset | None 
         cols[opt] = (table.column(opt).cast(pa.int32()) if opt in table.column_names
                      else pa.nulls(n, pa.int32()))
     return pa.table(cols, schema=pa.schema(fields))
+
+
+def translate_groups(ds: Dataset, groups: Mapping[str, list], targets: list[Dataset]
+                     ) -> tuple[Dataset, dict[str, list]]:
+    """Training inputs for Translate-Distill: every scored query of ``ds`` once per target
+    dataset, its text taken from that target's query of the same id; candidates, scores, qrels
+    and passages are ``ds``'s (the teacher's language). Query ids become ``<qid>@<target name>``.
+
+    Every scored query id must have a query in every target, otherwise :class:`IdMismatchError`
+    names the target and the missing ids."""
+    problems = [(f"scored query ids have no query in {t.name}/{t.split}", missing)
+                for t in targets if (missing := [q for q in groups if q not in t.queries.texts])]
+    if problems:
+        raise IdMismatchError(problems)
+    texts: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    out: dict[str, list] = {}
+    for t in targets:
+        for q, cands in groups.items():
+            new = f"{q}@{t.name}"
+            texts[new], out[new] = t.queries.texts[q], cands
+            if q in ds.qrels:
+                qrels[new] = ds.qrels[q]
+    joined = Dataset(name=f"{ds.name} queries from {', '.join(t.name for t in targets)}", split=ds.split,
+                     corpus=ds.corpus, queries=Queries(texts), qrels=qrels,
+                     sources={**ds.sources, "queries": "; ".join(str(t.sources.get("queries", t.name))
+                                                                  for t in targets)},
+                     relevance_level=ds.relevance_level)
+    return joined, out

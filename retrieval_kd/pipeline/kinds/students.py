@@ -35,6 +35,9 @@ class StudentEntry(_Strict):
     params: dict[str, Any] = {}
     seeds: list[StrictInt] | None = Field(None, min_length=1)
     """Train once per seed (each its own stage, ``seed`` set in its train config)."""
+    translate: list[str] | None = Field(None, min_length=1)
+    """Translate-Distill: datasets entries whose queries (same ids, same split) the student trains
+    on instead of ``dataset``'s, which keeps the candidates, teacher scores and passages."""
     crossfit: StrictInt | None = Field(None, ge=2)
     """K: also train K fold models (``student:NAME%fJ``, each without fold J's queries); a
     teacher member ``student:NAME`` scoring this student's own split scores each query with the
@@ -76,6 +79,8 @@ class Students(Section):
                                                f"(it scores {t.dataset}: {', '.join(t.splits)})")
                 if s_.candidates is not None:
                     check_run_ref(c, (*loc, "candidates"), s_.candidates, s_.dataset, [s_.split])
+                for i, t_name in enumerate(s_.translate or []):
+                    c.dataset((*loc, "translate", i), t_name, [s_.split], key=None)
             c.model((*loc, "init"), s_.init)
             up = s_.init[len(STUDENT_REF):] if s_.init.startswith(STUDENT_REF) else None
             if up == name:
@@ -112,12 +117,15 @@ class Students(Section):
                     params = {**params, "query_folds": [fold, s.crossfit]}
                 cfg = {"name": name, "family": s.family, "init": abs_model(s.init, lp.path.parent),
                        "dataset": ds[s.dataset], "split": s.split, "loss": s.loss, "params": params}
+                if s.translate:
+                    cfg["translate"] = [ds[t] for t in s.translate]
                 stage_id = sid("student", name, seed=seed) if fold is None else sid("student", fold_name(name, fold))
                 out.append(Stage(stage_id, "train", cfg, inputs, ds[s.dataset], ("students", name)))
         return out
 
 
 SECTION = Students()
+
 
 
 def _train_config_problems(lp: LoadedPipeline, name: str, s: StudentEntry) -> list[Problem]:
@@ -135,7 +143,8 @@ def _train_config_problems(lp: LoadedPipeline, name: str, s: StudentEntry) -> li
                         "(crossfit: K trains the fold models)")))
         elif k in PIPELINE_TRAIN_KEYS:
             out.append((lp.line(*loc, "params", k), (f"students.{name}.params.{k}: set by the pipeline "
-                        "(family, init, dataset, split, teacher, candidates, loss are the entry's own keys)")))
+                        "(family, init, dataset, split, teacher, candidates, loss, translate are the entry's "
+                        "own keys)")))
         elif k not in TrainConfig.model_fields:
             allowed = sorted(set(TrainConfig.model_fields) - PIPELINE_TRAIN_KEYS)
             out.append((lp.line(*loc, "params", k), (f"students.{name}.params.{k}: unknown train setting "
@@ -144,7 +153,8 @@ def _train_config_problems(lp: LoadedPipeline, name: str, s: StudentEntry) -> li
         return out
     cfg = {"name": name, "family": s.family, "init": s.init, "dataset": lp.datasets.get(s.dataset, s.dataset),
            "split": s.split, "teacher": s.teacher, "loss": s.loss, "params": s.params,
-           **({"candidates": s.candidates} if s.candidates else {})}
+           **({"candidates": s.candidates} if s.candidates else {}),
+           **({"translate": [lp.datasets.get(t, t) for t in s.translate]} if s.translate else {})}
     try:
         TrainConfig(**train_config_data(cfg, None, Path("/nonexistent")))
     except RkdError as e:  # the loss string's own parser (parse_losses)
@@ -167,7 +177,7 @@ def _train_config_problems(lp: LoadedPipeline, name: str, s: StudentEntry) -> li
 # ---------------------------------------------------------------- the train adapter
 
 PIPELINE_TRAIN_KEYS = frozenset({"family", "init", "output", "scores", "dataset", "split", "teacher",
-                                 "candidates", "losses", "query_folds"})
+                                 "candidates", "losses", "query_folds", "translate"})
 """TrainConfig fields the pipeline sets itself (a student's ``params`` may not)."""
 SAVE_STEPS = 25
 """Checkpoint interval when a student's params give none: a killed pipeline loses at most
@@ -190,6 +200,8 @@ def train_config_data(config: dict[str, Any], inputs: dict[str, Path] | None, ou
         data["teacher"] = "none"
         if "candidates" in (inputs if inputs is not None else config):
             data["candidates"] = str(run_file_of(inputs["candidates"])) if inputs else str(out / "run.trec")
+    if config.get("translate"):
+        data["translate"] = list(config["translate"])
     loss = config.get("loss")
     if loss is not None:
         data["losses"] = loss
