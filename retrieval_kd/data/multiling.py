@@ -21,16 +21,13 @@ Corpus files may also be uncompressed (``.jsonl``). A split's queries are those 
 
 from __future__ import annotations
 
-import gzip
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from retrieval_kd.data.readers import Entries, require_str
+from retrieval_kd.data.readers import Entries, read_jsonl, require_str
 from retrieval_kd.data.trec import load_topics, load_trec_qrels
 from retrieval_kd.data.types import Corpus, Dataset, Document
-from retrieval_kd.errors import DataError, NotFoundError
+from retrieval_kd.errors import NotFoundError
 
 MRTYDI_LANGS = {"ar": "arabic", "bn": "bengali", "en": "english", "fi": "finnish", "id": "indonesian",
                 "ja": "japanese", "ko": "korean", "ru": "russian", "sw": "swahili", "te": "telugu",
@@ -38,28 +35,12 @@ MRTYDI_LANGS = {"ar": "arabic", "bn": "bengali", "en": "english", "fi": "finnish
 """Mr. TyDi's ISO codes -> the language names in its release folders."""
 
 
-def _jsonl_any(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) of each non-blank line of a ``.jsonl`` or ``.jsonl.gz`` file."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", lineno) from None
-            if not isinstance(obj, dict):
-                raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", lineno)
-            yield lineno, obj
-
-
 def _corpus(files: list[Path], id_key: str, text_key: str) -> Corpus:
     """Documents of one or more jsonl files; an id repeated in any of them is an error."""
     docs = Entries[Document](files[0], "passage", blank_ids=False)
     for path in files:
         docs.path = path
-        for lineno, obj in _jsonl_any(path):
+        for lineno, obj in read_jsonl(path):
             if isinstance(obj.get(id_key), int) and not isinstance(obj.get(id_key), bool):
                 obj[id_key] = str(obj[id_key])
             did = require_str(path, lineno, obj, id_key, required=True)

@@ -13,13 +13,18 @@ V = TypeVar("V")
 
 
 def _open(path: Path):
+    """A text file, read as UTF-8; a ``.gz`` one through gzip."""
     if not path.is_file():
         raise NotFoundError(f"{path}: file not found")
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8")
     return open(path, encoding="utf-8")
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line of a JSONL file."""
+    """Yield (line number, object) for each non-blank line of a JSONL file (``.jsonl.gz`` too)."""
     path = Path(path)
     with _open(path) as f:
         for lineno, line in enumerate(f, 1):
