@@ -143,3 +143,30 @@ def test_an_index_of_an_arrow_corpus_is_the_dict_corpus_index(beir, tmp_path, mo
     assert (tmp_path / "arrow/doc_ids.json").read_text() == (tmp_path / "ref/doc_ids.json").read_text()
     ma, mb = (json.loads((tmp_path / d / "manifest.json").read_text())["inputs"] for d in ("arrow", "ref"))
     assert ma == mb
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("d0\tagain", "duplicate document id 'd0'"),
+    ("e\t  ", "document 'e' has empty"),
+    ("no tab here", "expected 'docid<TAB>text'"),
+])
+def test_a_tsv_collection_reads_as_the_dict_reader_does(tmp_path, monkeypatch, bad, message):
+    """MS MARCO's collection.tsv: the same documents and fingerprint through Arrow, the same errors by line."""
+    from retrieval_kd.data.trec import load_corpus_tsv
+
+    path = tmp_path / "collection.tsv"
+    path.write_text("d0\ta b\td\n\nd1\tc\n")
+    ref = load_corpus_tsv(path)
+    monkeypatch.setenv(ARROW_ENV, "0")
+    arrow = load_corpus_tsv(path)
+    assert isinstance(arrow, ArrowCorpus) and arrow.ids() == ref.ids() == ["d0", "d1"]
+    assert list(arrow.texts()) == ref.texts() == ["a b\td", "c"] and arrow.fingerprint == ref.fingerprint
+    path.write_text("d0\ta b\n" + bad + "\n")
+    monkeypatch.delenv(ARROW_ENV)
+    with pytest.raises(DataError) as want:
+        load_corpus_tsv(path)
+    monkeypatch.setenv(ARROW_ENV, "0")
+    with pytest.raises(DataError) as got:
+        load_corpus_tsv(path)
+    assert message in str(want.value) and ":2" in str(want.value)
+    assert message in str(got.value) and ":2" in str(got.value) and str(path) in str(got.value)

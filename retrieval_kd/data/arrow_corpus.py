@@ -1,7 +1,8 @@
-"""Arrow-backed corpora: a BEIR ``corpus.jsonl`` too large for Python objects, read from a
-memory-mapped Arrow IPC copy built once.
+"""Arrow-backed corpora: a BEIR ``corpus.jsonl`` or a ``docid<TAB>text`` collection (MS MARCO's
+``collection.tsv``) too large for Python objects, read from a memory-mapped Arrow IPC copy built
+once.
 
-The copy lives in ``$RKD_CACHE/corpora/<sha256 of the jsonl>/`` (``corpus.arrow``: columns
+The copy lives in ``$RKD_CACHE/corpora/<sha256 of the file>/`` (``corpus.arrow``: columns
 ``_id``, ``title``, ``text`` in file order; ``meta.json``: the source's sha256, the document count
 and the corpus fingerprint, the same :attr:`Corpus.fingerprint <retrieval_kd.data.types.Corpus>`
 the in-memory reader computes, so index manifests and stage keys do not change with the
@@ -13,7 +14,7 @@ finds it by the file's size and modification time (a stat stamp) without hashing
 sequence whose slices read only their rows (the chunked encoder takes one chunk at a time),
 ``docs`` a lazy mapping (an id -> row table is made on the first lookup by id). Pages of the
 mapped file are the operating system's to evict, so a corpus larger than memory can be
-encoded and indexed. :func:`wants_arrow`: a ``corpus.jsonl`` of at least
+encoded and indexed. :func:`wants_arrow`: a corpus file of at least
 ``$RKD_ARROW_CORPUS_MB`` MiB (default 256; 0: every corpus) is read this way.
 """
 
@@ -81,7 +82,8 @@ def content_key(path: Path) -> str:
 
 
 def open_arrow_corpus(path: str | Path) -> ArrowCorpus:
-    """The Arrow copy of ``corpus.jsonl`` at ``path``, built first if there is none yet."""
+    """The Arrow copy of the corpus file at ``path`` (BEIR ``corpus.jsonl`` or a ``docid<TAB>text``
+    ``.tsv`` collection), built first if there is none yet."""
     path = Path(path)
     folder = corpora_home() / content_key(path)[:32]
     if not (folder / META).is_file():
@@ -116,14 +118,39 @@ def build_arrow_corpus(path: Path, folder: Path) -> dict[str, Any]:
     return meta
 
 
+def _jsonl_documents(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    """(line, id, title, text) of a BEIR ``corpus.jsonl``, fields checked as its loader does."""
+    for lineno, obj in read_jsonl(path):
+        did = require_str(path, lineno, obj, "_id", required=True)
+        text = require_str(path, lineno, obj, "text", required=True)
+        title = require_str(path, lineno, obj, "title", required=False)
+        yield lineno, did, title, text
+
+
+def _tsv_documents(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    """(line, id, "", text) of a ``docid<TAB>text`` collection (MS MARCO's ``collection.tsv``),
+    as :func:`~retrieval_kd.data.trec.load_corpus_tsv` reads it."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            did, sep, text = line.partition("\t")
+            if not sep:
+                raise DataError(path, "expected 'docid<TAB>text'", lineno)
+            yield lineno, did, "", text
+
+
 def _write_records(path: Path, writer, schema) -> tuple[int, str]:
-    """Stream ``path``'s documents into ``writer`` in batches; (count, fingerprint). Checks as
-    :func:`~retrieval_kd.data.beir.load_corpus_jsonl` does (duplicate ids, empty documents)."""
+    """Stream ``path``'s documents (a ``.tsv`` collection or a BEIR ``.jsonl``) into ``writer`` in
+    batches; (count, fingerprint). Checks as the in-memory loaders do (duplicate ids, empty
+    documents)."""
     import pyarrow as pa
 
     seen: set[str] = set()
     cols: tuple[list[str], list[str], list[str]] = ([], [], [])
     count = [0]
+    documents = _tsv_documents if path.suffix == ".tsv" else _jsonl_documents
 
     def flush() -> None:
         if cols[0]:
@@ -132,10 +159,7 @@ def _write_records(path: Path, writer, schema) -> tuple[int, str]:
                 c.clear()
 
     def records() -> Iterator[tuple[str, str, str]]:
-        for lineno, obj in read_jsonl(path):
-            did = require_str(path, lineno, obj, "_id", required=True)
-            text = require_str(path, lineno, obj, "text", required=True)
-            title = require_str(path, lineno, obj, "title", required=False)
+        for lineno, did, title, text in documents(path):
             if not did.strip():
                 raise DataError(path, "empty document id", lineno)
             if did in seen:

@@ -38,10 +38,16 @@ def load_topics(path: str | Path) -> Queries:
 
 
 def load_corpus_tsv(path: str | Path) -> Corpus:
-    """Read ``docid<TAB>text`` lines (tabs after the first belong to the text)."""
+    """Read ``docid<TAB>text`` lines (tabs after the first belong to the text). A large file (MS
+    MARCO's 8.8M-passage collection) is read through its memory-mapped Arrow copy
+    (:mod:`retrieval_kd.data.arrow_corpus`)."""
+    from retrieval_kd.data.arrow_corpus import open_arrow_corpus, wants_arrow
+
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"{path}: file not found")
+    if wants_arrow(path):
+        return open_arrow_corpus(path)
     docs = Entries[Document](path, "document")
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
