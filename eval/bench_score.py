@@ -11,8 +11,20 @@ Part 2 (quality): each offline teacher reranks SciFact test BM25 top-100 through
 score store (`score_stage`), and the rerank nDCG@10 is computed with ranx. LLM teachers run
 on a subset (``--llm-queries`` queries x top-``--llm-depth``), stated in the table.
 
-    python -m eval.bench_score                      # both parts, writes eval/results/bench-score.*
+Part 3 (``--part llm-teachers``): each offline GGUF LLM (``--llm-models``) as a pointwise
+yes/no judge and as a listwise RankGPT teacher, both on llama.cpp with SciFact's task prompt
+(claim verification), reranking BM25's top-``--llm-depth`` of the first ``--llm-queries``
+test queries, beside the same candidates in BM25's order and in random order (chance: the
+mean over ``--chance-seeds`` seeds, per query), each teacher tested against chance (paired
+t-test over queries, and Wilcoxon's signed-rank test). Models run smallest first until
+``--llm-budget-s`` is spent; the rows not run are listed. Part 4 (``--part gguf-speed``):
+pairs/s of the llama.cpp backend against the transformers path (float32 and bfloat16) on the
+same model and the same pairs, and the Spearman correlation of their scores.
+
+    python -m eval.bench_score                      # parts 1 and 2, writes eval/results/bench-score.*
     python -m eval.bench_score --part throughput --queries 100
+    python -m eval.bench_score --part llm-teachers --llm-queries 30
+    python -m eval.bench_score --part gguf-speed --speed-queries 3
 """
 
 from __future__ import annotations
@@ -176,9 +188,231 @@ ENSEMBLES = {
         {"teacher": t} for t in ENCODERS.values()]},
 }
 LLMS = {
-    "smollm2-135m (llm yes/no)": {"kind": "llm", "model": "smollm2-135m", "dtype": "bfloat16"},
-    "gemma3-270m (llm yes/no)": {"kind": "llm", "model": "gemma3-270m", "dtype": "bfloat16"},
+    "smollm2-135m (llm yes/no)": {"kind": "llm", "model": "smollm2-135m", "dtype": "bfloat16", "backend": "transformers"},
+    "gemma3-270m (llm yes/no)": {"kind": "llm", "model": "gemma3-270m", "dtype": "bfloat16", "backend": "transformers"},
 }
+
+
+LLM_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+LISTWISE = {"window": 20, "step": 10, "passage_words": 80}
+
+
+def _subset_run(n_queries: int):
+    """BM25's run restricted to the first ``n_queries`` test queries (a run folder)."""
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.data.trec import load_trec_run, write_trec_run
+
+    ds = load_dataset("scifact", "test")
+    keep = set(ds.queries.ids()[:n_queries])
+    sub = WORK / f"bm25-test-first{n_queries}"
+    if not (sub / RUN_FILE).is_file():
+        sub.mkdir(parents=True, exist_ok=True)
+        run = load_trec_run(bm25_run() / RUN_FILE)
+        write_trec_run({q: h for q, h in run.items() if q in keep}, sub / RUN_FILE, "bm25")
+    return ds, sub, keep
+
+
+def _versus(per_q: dict[str, float], chance: dict[str, float]) -> dict:
+    from scipy.stats import wilcoxon
+
+    from retrieval_kd.eval.compare import paired_test
+
+    t = paired_test(per_q, chance)
+    qids = sorted(set(per_q) & set(chance))
+    diffs = [per_q[q] - chance[q] for q in qids]
+    w = wilcoxon(diffs).pvalue if any(diffs) else None
+    return {"delta": round(t["delta"], 4), "t_p": t["p_value"], "wilcoxon_p": None if w is None else float(w),
+            "n_queries": t["n_queries"]}
+
+
+def llm_teachers(models: list[str], n_queries: int, depth: int, seeds: int, budget_s: float,
+                 modes: list[str]) -> dict:
+    """Pointwise and listwise GGUF LLM teachers vs chance and BM25's order on the same candidates."""
+    from retrieval_kd.data.trec import sorted_hits
+    from retrieval_kd.eval.metrics import evaluate_run
+    from retrieval_kd.scores.stage import score_stage
+    from retrieval_kd.teachers.prompts import task_of
+    from retrieval_kd.teachers.spec import parse_teacher
+
+    ds, run_dir, keep = _subset_run(n_queries)
+    qrels = {q: r for q, r in ds.qrels.items() if q in keep}
+    top = {q: dict(sorted_hits(h)[:depth]) for q, h in _run(run_dir).items()}
+    metrics = ("ndcg@10", "mrr@10")
+
+    def per_query(run) -> dict[str, float]:
+        return evaluate_run(qrels, run, metrics, per_query=True)["ndcg@10"]
+
+    def mean(run) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in evaluate_run(qrels, run, metrics).items()}
+
+    chance_q: dict[str, list[float]] = {}
+    chance_means = []
+    for seed in range(seeds):  # the same candidates in a random order
+        rng = np.random.default_rng(seed)
+        run = {q: {d: float(x) for d, x in zip(h, rng.permutation(len(h)))} for q, h in top.items()}
+        pq = per_query(run)
+        chance_means.append(float(np.mean(list(pq.values()))))
+        for q, v in pq.items():
+            chance_q.setdefault(q, []).append(v)
+    chance = {q: float(np.mean(v)) for q, v in chance_q.items()}
+    bm25_q = per_query(top)
+    out = {"queries": len(qrels), "depth": depth, "task": task_of("scifact"), "chance_seeds": seeds,
+           "listwise": LISTWISE, "load_avg_start": round(os.getloadavg()[0], 2),
+           "rows": {"chance (random order, mean of seeds)": {
+               "metrics": {"ndcg@10": round(float(np.mean(chance_means)), 4),
+                           "ndcg@10_sd_over_seeds": round(float(np.std(chance_means, ddof=1)), 4)}},
+               "bm25 (first-stage order)": {"metrics": mean(top), "vs_chance": _versus(bm25_q, chance)}},
+           "not_run": []}
+    t_start = time.perf_counter()
+    for model in models:
+        for mode in modes:
+            name = f"{model} ({mode})"
+            if time.perf_counter() - t_start > budget_s:
+                out["not_run"].append(name)
+                continue
+            spec = ({"kind": "llm", "model": model} if mode == "pointwise"
+                    else {"kind": "llm-listwise", "model": model, **LISTWISE})
+            t0 = time.perf_counter()
+            store = score_stage("scifact", "test", run_dir, parse_teacher(spec), root=WORK / "stores",
+                                top_k=depth, progress=sys.stderr.isatty())
+            seconds = time.perf_counter() - t0
+            sc = store.scores()
+            man = store.manifest
+            sess = man.get("sessions", [])
+            same = np.mean([[d for d, _ in sorted(sc[q].items(), key=lambda x: -x[1])[:10]] ==
+                            [d for d, _ in sorted_hits(top[q])[:10]] for q in sc])
+            out["rows"][name] = {
+                "metrics": mean(sc), "vs_chance": _versus(per_query(sc), chance), "store_id": store.id,
+                "vs_bm25": _versus(per_query(sc), bm25_q), "same_top10_as_bm25": float(same),
+                "pairs_per_s": next((x["pairs_per_s"] for x in reversed(sess) if x.get("pairs_per_s")), None),
+                "seconds_this_run": round(seconds, 1), "teacher_stats": man.get("teacher_stats"),
+                "backend": man["teacher"].get("backend"), "spec": spec}
+            r = out["rows"][name]
+            print(f"{name:36s} nDCG@10 {r['metrics']['ndcg@10']:.4f} vs chance p={r['vs_chance']['t_p']} "
+                  f"({r['pairs_per_s']} pairs/s, {seconds:.0f} s)", flush=True)
+    out["seconds"] = round(time.perf_counter() - t_start, 1)
+    out["load_avg_end"] = round(os.getloadavg()[0], 2)
+    return out
+
+
+def isa() -> dict:
+    """The instruction sets each backend was built for / runs with on this machine."""
+    import llama_cpp
+    import torch
+
+    return {"llama.cpp": llama_cpp.llama_print_system_info().decode().strip(" |"),
+            "torch": torch.backends.cpu.get_cpu_capability()}
+
+
+def gguf_speed(model: str, n_queries: int, depth: int) -> dict:
+    """The llama.cpp backend against the transformers path: same model, same pairs, same prompts."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from retrieval_kd.data.trec import sorted_hits
+    from retrieval_kd.teachers.base import Pair
+    from retrieval_kd.teachers.gguf import GGUFTeacher
+    from retrieval_kd.teachers.llm import LLMTeacher
+
+    ds, run_dir, _ = _subset_run(n_queries)
+    run = _run(run_dir)
+    pairs = [Pair(q, d, ds.queries.texts[q], ds.corpus.docs[d].joined())
+             for q in ds.queries.ids()[:n_queries] for d, _ in sorted_hits(run[q])[:depth]]
+    task = "claim"
+    scorers = {"llama.cpp (GGUF as is)": lambda: GGUFTeacher(model, task=task),
+               "transformers float32": lambda: LLMTeacher(model, task=task, dtype="float32"),
+               "transformers bfloat16": lambda: LLMTeacher(model, task=task, dtype="bfloat16")}
+    res, scores = {}, {}
+    for name, make in scorers.items():  # one at a time: a model's memory is freed before the next
+        t = make()
+        t.score(pairs[:2])  # warm-up
+        t0 = time.perf_counter()
+        scores[name] = t.score(pairs)
+        sec = time.perf_counter() - t0
+        t.close()
+        res[name] = {"seconds": round(sec, 2), "pairs_per_s": round(len(pairs) / sec, 3),
+                     "load_avg": round(os.getloadavg()[0], 2)}
+    g = scores["llama.cpp (GGUF as is)"]
+    for name in scores:
+        res[name]["spearman_vs_gguf"] = round(float(spearmanr(g, scores[name]).statistic), 4)
+        res[name]["max_abs_diff_vs_gguf"] = round(float(np.abs(g - scores[name]).max()), 4)
+    gp = res["llama.cpp (GGUF as is)"]["pairs_per_s"]
+    return {"model": model, "pairs": len(pairs), "queries": n_queries, "depth": depth, "max_length": 512,
+            "task": task, "isa": isa(), "threads": torch.get_num_threads(), "cores": os.cpu_count(), "scorers": res,
+            "ratio_gguf_over_transformers_fp32": round(gp / res["transformers float32"]["pairs_per_s"], 3),
+            "ratio_gguf_over_transformers_bf16": round(gp / res["transformers bfloat16"]["pairs_per_s"], 3)}
+
+
+def _p(x) -> str:
+    return "" if x is None else (f"{x:.1e}" if x < 1e-3 else f"{x:.3f}")
+
+
+def llm_markdown(res: dict) -> list[str]:
+    lines = []
+    if "llm_teachers" in res:
+        r = res["llm_teachers"]
+        lines += ["## LLM teachers against chance (SciFact test, BM25 top-"
+                  f"{r['depth']}, first {r['queries']} queries)", "",
+                  (f"Every row reranks the same candidates. Chance: the candidates in a random order, "
+                   f"nDCG@10 averaged over {r['chance_seeds']} seeds per query. LLMs run on llama.cpp "
+                   f"(the wheels' GGUF files as they are) with SciFact's task prompt (`{r['task']}`, "
+                   "retrieval_kd/teachers/prompts.py); pointwise = logit(Yes) - logit(No); listwise = "
+                   f"RankGPT windows ({r['listwise']}), score = -ln(rank). p: paired t-test over queries "
+                   "against chance (Wilcoxon signed-rank beside it)."), "",
+                  "| teacher | nDCG@10 | MRR@10 | delta vs chance | p (t-test) | p (Wilcoxon) | delta vs BM25 | "
+                  "top-10 = BM25's | pairs/s | repairs | store |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+        for name, row in r["rows"].items():
+            m, v = row["metrics"], row.get("vs_chance") or {}
+            rep = row.get("teacher_stats") or {}
+            rep_s = (f"{rep.get('windows', 0)} windows: {rep.get('missing', 0)} missing, "
+                     f"{rep.get('duplicate', 0)} repeated, {rep.get('unknown', 0)} unknown, "
+                     f"{rep.get('unparsed', 0)} unparsed") if rep else ""
+            vb = row.get("vs_bm25") or {}
+            same = row.get("same_top10_as_bm25")
+            mrr = f"{m['mrr@10']:.4f}" if "mrr@10" in m else ""
+            lines.append(f"| {name} | {m['ndcg@10']:.4f} | {mrr} | "
+                         f"{v.get('delta', '')} | {_p(v.get('t_p'))} | {_p(v.get('wilcoxon_p'))} | "
+                         f"{vb.get('delta', '')} | {'' if same is None else f'{same:.0%} of queries'} | "
+                         f"{row.get('pairs_per_s') or ''} | {rep_s} | {row.get('store_id', '')} |")
+        sig = [n for n, row in r["rows"].items() if "(" in n and n.split(" (")[1].startswith(("pointwise", "listwise"))
+               and (row["vs_chance"].get("t_p") or 1) < 0.05 and row["vs_chance"]["delta"] > 0]
+        best = max(((n, row) for n, row in r["rows"].items() if n.endswith(("(pointwise)", "(listwise)"))),
+                   key=lambda x: x[1]["metrics"]["ndcg@10"], default=None)
+        lines += [""]
+        if best:
+            vb, same = best[1].get("vs_bm25") or {}, best[1].get("same_top10_as_bm25")
+            lines.append(f"**Best LLM teacher: {best[0]}, nDCG@10 {best[1]['metrics']['ndcg@10']:.4f}, "
+                         f"{best[1]['vs_chance']['delta']:+.4f} over chance (p = {_p(best[1]['vs_chance']['t_p'])}), "
+                         f"{vb.get('delta', float('nan')):+.4f} over BM25's order"
+                         + ("" if same is None else f", top 10 identical to BM25's on {same:.0%} of queries") + ".** "
+                         + (f"Significantly above chance (p < 0.05): {', '.join(sig)}." if sig else
+                            "No offline LLM teacher is significantly above chance on these queries."))
+        if r.get("not_run"):
+            lines.append(f"Not run within the time budget: {', '.join(r['not_run'])}.")
+        if r.get("finding"):
+            lines.append(f"**Finding:** {r['finding']}")
+        lines.append(f"Wall time {r.get('seconds')} s; load average {r.get('load_avg_start')} at the start, "
+                     f"{r.get('load_avg_end')} at the end (a 2-core machine shared with other jobs).")
+        lines.append("")
+    if "gguf_speed" in res:
+        g = res["gguf_speed"]
+        lines += [f"## LLM backends: llama.cpp vs transformers ({g['model']})", "",
+                  (f"The same {g['pairs']} pairs (SciFact test, BM25 top-{g['depth']} of {g['queries']} queries), "
+                   f"the same prompt tokens (task `{g['task']}`, chat template, max_length {g['max_length']}); "
+                   "pointwise logit(Yes) - logit(No); each scorer once after a warm-up."), "",
+                  "| scorer | seconds | pairs/s | x transformers fp32 | Spearman vs llama.cpp | max abs diff | load avg |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        base = g["scorers"]["transformers float32"]["pairs_per_s"]
+        for name, row in g["scorers"].items():
+            lines.append(f"| {name} | {row['seconds']} | {row['pairs_per_s']} | {row['pairs_per_s'] / base:.2f} | "
+                         f"{row['spearman_vs_gguf']} | {row['max_abs_diff_vs_gguf']} | {row['load_avg']} |")
+        lines += ["", (f"**llama.cpp / transformers: {g['ratio_gguf_over_transformers_fp32']}x (float32), "
+                       f"{g['ratio_gguf_over_transformers_bf16']}x (bfloat16).** " + g.get("note", ""))]
+        if g.get("isa"):
+            lines.append(f"Kernels: llama.cpp built with `{g['isa']['llama.cpp']}`; torch runs `{g['isa']['torch']}`.")
+        lines.append("")
+    return lines
 
 
 def markdown(res: dict) -> str:
@@ -226,12 +460,14 @@ def markdown(res: dict) -> str:
                                "same queries: at 135M/270M parameters they are not usable relevance "
                                "teachers for SciFact; the numbers are reported as measured.")]
             lines.append("")
+    lines += llm_markdown(res)
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["all", "throughput", "quality", "llm"], default="all")
+    ap.add_argument("--part", choices=["all", "throughput", "quality", "llm", "llm-teachers", "gguf-speed"],
+                    default="all")
     ap.add_argument("--queries", type=int, default=None, help="throughput: first N test queries (default all)")
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
@@ -239,7 +475,14 @@ def main() -> None:
     ap.add_argument("--rerank-depth", type=int, default=100)
     ap.add_argument("--llm-queries", type=int, default=50)
     ap.add_argument("--llm-depth", type=int, default=20)
+    ap.add_argument("--llm-models", default=",".join(LLM_MODELS))
+    ap.add_argument("--llm-modes", default="pointwise,listwise")
+    ap.add_argument("--chance-seeds", type=int, default=20)
+    ap.add_argument("--llm-budget-s", type=float, default=1200)
+    ap.add_argument("--speed-model", default="smollm2-135m")
+    ap.add_argument("--speed-queries", type=int, default=3)
     ap.add_argument("--out", default=str(OUT / "bench-score"))
+    ap.add_argument("--note", default=None, help="a note kept with the results (default: the earlier one)")
     a = ap.parse_args()
     import torch
 
@@ -259,11 +502,14 @@ def main() -> None:
         res["quality"] = rerank_quality({**ENCODERS, **ENSEMBLES}, a.rerank_depth, None)
     if a.part in ("all", "llm"):
         res["llm_quality"] = rerank_quality(LLMS, a.llm_depth, a.llm_queries)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from retrieval_kd.artifacts import atomic_write_text, write_json
+    if a.part == "llm-teachers":
+        res["llm_teachers"] = llm_teachers(a.llm_models.split(","), a.llm_queries, a.llm_depth, a.chance_seeds,
+                                           a.llm_budget_s, a.llm_modes.split(","))
+    if a.part == "gguf-speed":
+        res["gguf_speed"] = gguf_speed(a.speed_model, a.speed_queries, a.llm_depth)
+    from retrieval_kd.artifacts import write_benchmark
 
-    write_json(out.with_suffix(".json"), res)
-    atomic_write_text(out.with_suffix(".md"), markdown(res))
+    write_benchmark(out, res, markdown, a.note if a.note is not None else prior.get("notes"))
     print(f"wrote {out.with_suffix('.md')}")
 
 

@@ -75,6 +75,11 @@ class Reference(BaseModel):
     subset: str | None = None
 
 
+TASKS = ("qa", "claim", "argument", "duplicate")
+"""What a dataset's queries ask for, which picks an LLM teacher's prompt (retrieval_kd/teachers/prompts.py):
+questions answered by passages, claims with evidence, arguments on a topic, duplicate questions."""
+
+
 class DatasetSpec(BaseModel):
     """One registry entry."""
 
@@ -101,6 +106,8 @@ class DatasetSpec(BaseModel):
     """Where the release is published, for sources that are neither a BEIR zip nor ir_datasets."""
     protocol: Protocol = Protocol()
     references: dict[str, list[Reference]] = {}
+    task: Literal[TASKS] = "qa"
+    """One of :data:`TASKS`: the prompt an LLM teacher judges this dataset's pairs with."""
     """split -> published numbers."""
     files: dict[str, str] = {}
     """Other release files of the dataset (name -> what and where), e.g. training triples."""

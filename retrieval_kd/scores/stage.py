@@ -32,8 +32,15 @@ def score_stage(dataset: str, split: str, candidates_run: str | Path, teacher_sp
     may pass one that returns a teacher already loaded: that teacher stays theirs, open.
     ``embedding_cache``: the folder the default factory's teachers keep passage vectors in.
     """
+    from retrieval_kd.teachers.prompts import bind_task, bind_teacher, task_of
+
     own = teacher_factory is None  # a teacher from the caller's factory is the caller's to close
-    factory = teacher_factory or (lambda: build_teacher(teacher_spec, embedding_cache))
+    ds_task = task_of(dataset)  # an LLM teacher's prompt follows the dataset's task unless its spec fixes one
+    teacher_spec = bind_task(teacher_spec, ds_task)
+    made = teacher_factory or (lambda: build_teacher(teacher_spec, embedding_cache))
+
+    def factory() -> Teacher:
+        return bind_teacher(made(), ds_task)
     ds = load_dataset(dataset, split)
     run_file, run_manifest = locate_run(candidates_run)
     cands = build_candidates(ds, load_trec_run(run_file), top_k, add_positives)

@@ -5,6 +5,8 @@ Layout of one store (``<root>/<store id>/``)::
     manifest.json            teacher identity, input fingerprints, parameters, status, throughput,
                              and once complete every part's size and sha256 (``files``)
     scores/part-<a>-<b>.parquet   rows of candidates [a, b) of the request, one file per chunk
+                             (its Parquet metadata ``rkd.teacher_stats``: the teacher's counts
+                             for those rows where it keeps any, e.g. a listwise teacher's repairs)
 
 The store id hashes the teacher identity and the inputs (queries and passages actually
 scored, the candidate list), so the same request finds the same store. Each chunk covers
@@ -18,6 +20,7 @@ or any Arrow reader opens ``scores/`` directly.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import time
@@ -42,6 +45,8 @@ from retrieval_kd.teachers.base import Pair, Teacher
 SCORES_DIR = "scores"
 PART = re.compile(r"^part-(?:s\d{3}-)?(\d{9})-(\d{9})\.parquet$")
 HASH_COLUMNS = ("q_hash", "p_hash")
+STATS_KEY = "rkd.teacher_stats"
+"""Parquet metadata key of a part's teacher counts (a listwise teacher's permutation repairs)."""
 STORE_SCHEMA = SCHEMA.append(pa.field("q_hash", pa.string())).append(pa.field("p_hash", pa.string()))
 
 
@@ -159,7 +164,10 @@ def _clean_temp(d: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _write_part(d: Path, start: int, end: int, table: pa.Table) -> None:
+def _write_part(d: Path, start: int, end: int, table: pa.Table, stats: dict[str, Any] | None = None) -> None:
+    """Write one part (``stats``: the teacher's counts for it, kept in the part's metadata)."""
+    if stats:
+        table = table.replace_schema_metadata({STATS_KEY: json.dumps(stats, sort_keys=True)})
     final = d / part_name(start, end)
     tmp = d / f".{final.name}.tmp"
     try:
@@ -285,7 +293,7 @@ def _fill_store(ds: Dataset, mine: list[Candidate], fps: dict[str, Any], sid: st
                 "rank": [c.rank for c in part], "label": [c.label for c in part],
                 "q_hash": [text_hash(p.query) for p in pairs],
                 "p_hash": [text_hash(p.passage) for p in pairs],
-            }, schema=STORE_SCHEMA))
+            }, schema=STORE_SCHEMA), getattr(teacher, "take_stats", lambda: None)())
             scored += len(pairs)
             if on_progress:
                 on_progress(len(pairs), len(mine))
@@ -298,6 +306,9 @@ def _fill_store(ds: Dataset, mine: list[Candidate], fps: dict[str, Any], sid: st
             teacher.close()
     elapsed = time.perf_counter() - t0
     check_rows(store, len(mine))
+    stats = teacher_stats(store)
+    if stats:
+        record["teacher_stats"] = stats
     record["files"] = file_digests(path)  # every part's size and sha256, checked on loading
     record["status"] = "complete"
     record["sessions"] = record.get("sessions", []) + [
@@ -317,6 +328,16 @@ def _load_teacher(factory: Callable[[], Teacher], ds: Dataset, close: bool = Tru
             teacher.close()
         raise
     return teacher
+
+
+def teacher_stats(store: ScoreStore) -> dict[str, int]:
+    """The teacher's counts summed over the store's parts (empty when it keeps none)."""
+    total: dict[str, int] = {}
+    for _, _, p in store.parts():
+        meta = pq.read_schema(p).metadata or {}
+        for k, v in json.loads(meta.get(STATS_KEY.encode(), b"{}")).items():
+            total[k] = total.get(k, 0) + int(v)
+    return total
 
 
 def check_rows(store: ScoreStore, expected: int) -> None:

@@ -44,6 +44,11 @@ class Teacher(ABC):
         for key, pairs in chunks:
             yield key, self.score(pairs)
 
+    def take_stats(self) -> dict[str, int] | None:
+        """Counts about the scores handed back since the last call (e.g. a listwise teacher's
+        permutation repairs), kept by the score store with the chunk just scored; default none."""
+        return None
+
     def prepare(self, corpus) -> None:
         """Called once with the dataset corpus before scoring (BM25 needs its statistics)."""
 

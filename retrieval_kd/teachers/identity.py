@@ -14,7 +14,7 @@ from retrieval_kd.families import teacher_family
 from retrieval_kd.models.resolve import resolve_model
 
 RUNTIME_KEYS = frozenset({"batch_size", "threads", "device", "base_url", "concurrency", "timeout",
-                          "token_budget", "backend_options", "api_key_env"})
+                          "token_budget", "backend_options", "api_key_env", "n_ctx"})
 
 
 def _model_identity(ref_text: str) -> dict[str, Any]:
@@ -24,10 +24,17 @@ def _model_identity(ref_text: str) -> dict[str, Any]:
     return {"hf_id": ref.hf_id or ref.ref, "sha256": None}
 
 
-def _default_template() -> str:
-    from retrieval_kd.teachers.llm import DEFAULT_TEMPLATE
+def _llm_prompt(out: dict[str, Any]) -> None:
+    """The prompt text an LLM spec runs with (its template, else its task's), in place of its task."""
+    from retrieval_kd.teachers.prompts import LISTWISE_SYSTEM, listwise_template, pointwise_template
 
-    return DEFAULT_TEMPLATE
+    task = out.pop("task", None)
+    if out["kind"] == "llm-listwise":
+        out["template"] = out.get("template") or listwise_template(task)
+        out["system"] = LISTWISE_SYSTEM
+        out["max_new_tokens"] = out.get("max_new_tokens") or 6 * out["window"] + 16
+    else:
+        out["template"] = out.get("template") or pointwise_template(task)
 
 
 def identity_of(spec_dump: dict[str, Any]) -> dict[str, Any]:
@@ -43,11 +50,13 @@ def identity_of(spec_dump: dict[str, Any]) -> dict[str, Any]:
         return {"kind": kind, "k": len(spec_dump["folds"]), "fold_of": FOLD_OF,
                 "folds": [identity_of(f) for f in spec_dump["folds"]]}
     out = {k: v for k, v in spec_dump.items() if k not in RUNTIME_KEYS}
-    if kind == "llm":
-        out["template"] = out.get("template") or _default_template()
+    if kind in ("llm", "llm-listwise"):
+        _llm_prompt(out)
         if out.get("backend") == "openai":
             return out  # the served model's name is all we can know
         out.pop("top_logprobs", None)  # only the HTTP backend reads it
+        if out.get("backend") == "llama.cpp":
+            out.pop("dtype", None)  # the GGUF's quantised weights run as they are
     if "model" in out:
         out["model"] = _model_identity(out["model"])
     on_torch = out.get("backend", "torch") == "torch"
@@ -58,7 +67,7 @@ def identity_of(spec_dump: dict[str, Any]) -> dict[str, Any]:
     family = teacher_family(kind)
     if family is not None:  # its own rules (a bi-encoder's prompts and default dtype)
         out = family.teacher_identity(out, spec_dump)
-    if kind != "llm" and ("backend" in out or "variant" in out):  # absent at torch fp32 (dump left them out)
+    if kind not in ("llm", "llm-listwise") and ("backend" in out or "variant" in out):  # absent at torch fp32 (dump left them out)
         from retrieval_kd.models.backends import backend_identity
 
         out.update(backend_identity(out.pop("backend", None), out.pop("variant", None)))

@@ -13,8 +13,8 @@ GGUF weights are dequantised by transformers on first load (slow) and the result
 from __future__ import annotations
 
 import inspect
-import string
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +25,44 @@ from retrieval_kd.errors import DataError, RkdError
 from retrieval_kd.models.resolve import ModelRef, resolve_model
 from retrieval_kd.settings import cache_home
 from retrieval_kd.teachers.base import Pair, Teacher
+from retrieval_kd.teachers.prompts import POINTWISE, TaskPrompt, check_fields
 from retrieval_kd.teachers.torch_utils import pick_device, set_threads, torch_dtype
 
-DEFAULT_TEMPLATE = (
-    "Query: {query}\nPassage: {passage}\n"
-    "Does the passage answer the query? Answer yes or no.\nAnswer:"
-)
+DEFAULT_TEMPLATE = POINTWISE["qa"]
 CONVERTED_RECORD = ".rkd-converted.json"
 
 
 def check_template(template: str) -> str:
     """Return ``template`` if its only fields are ``{query}`` and ``{passage}`` (both present)."""
-    try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as e:
-        raise DataError("<template>", f"not a format string: {e}") from None
-    if fields != {"query", "passage"}:
-        raise DataError("<template>", f"fields must be {{query}} and {{passage}}, got {sorted(fields)}")
-    return template
+    return check_fields(template, {"query", "passage"})
+
+
+def fit_prompt(encode: Callable[[str, str], list[int]], count: Callable[[str], int],
+               head: Callable[[str, int], str], query: str, passage: str, max_length: int) -> list[int]:
+    """Token ids of the prompt (``encode(query, passage)``), cutting the passage, then the query,
+    at a token boundary (``head(text, n)``: the text of its first n tokens; ``count``: its
+    number of tokens) so that it fits ``max_length``."""
+    ids = encode(query, passage)
+    for field in ("passage", "query"):
+        if len(ids) <= max_length:
+            return ids
+        text = passage if field == "passage" else query
+        n = count(text) - (len(ids) - max_length)
+        while len(ids) > max_length:  # boundary merges can cost a token or two more
+            text = head(text, n)
+            if field == "passage":
+                passage = text
+            else:
+                query = text
+            new = encode(query, passage)
+            n -= max(1, len(new) - max_length)
+            ids = new
+            if not text:
+                break
+    if len(ids) > max_length:
+        raise DataError("<template>", f"the prompt without query and passage is {len(ids)} tokens "
+                                      f"> max_length {max_length}")
+    return ids
 
 
 def converted_dir(gguf_sha256: str, dtype: str) -> Path:
@@ -121,15 +141,15 @@ def answer_token(tokenizer, word: str, after_space: bool) -> tuple[str, int]:
     return cands[0], encoded[0][0]
 
 
-class LLMTeacher(Teacher):
+class LLMTeacher(TaskPrompt, Teacher):
     """Pointwise yes/no relevance from a causal LM (transformers; GGUF via dequantisation)."""
 
-    def __init__(self, model: str, template: str = DEFAULT_TEMPLATE, yes: str = "Yes",
+    def __init__(self, model: str, template: str | None = None, task: str | None = None, yes: str = "Yes",
                  no: str = "No", max_length: int = 512, batch_size: int = 8,
                  dtype: str = "float32", chat: bool | None = None, device: str | None = None,
                  threads: int | None = None) -> None:
         set_threads(threads)
-        self.template = check_template(template)
+        self._set_prompt(template, task)
         self.ref = resolve_model(model)
         self.max_length, self.batch_size, self.dtype = max_length, batch_size, dtype
         self.device = pick_device(device)
@@ -184,27 +204,8 @@ class LLMTeacher(Teacher):
 
     def _fit(self, query: str, passage: str) -> list[int]:
         """Token ids of the prompt, cutting the passage (then the query) to fit max_length."""
-        ids = self._encode(query, passage)
-        for field in ("passage", "query"):
-            if len(ids) <= self.max_length:
-                return ids
-            text = passage if field == "passage" else query
-            n = len(self.tokenizer.encode(text, add_special_tokens=False)) - (len(ids) - self.max_length)
-            while len(ids) > self.max_length:  # boundary merges can cost a token or two more
-                text = self._head(text, n)
-                if field == "passage":
-                    passage = text
-                else:
-                    query = text
-                new = self._encode(query, passage)
-                n -= max(1, len(new) - self.max_length)
-                ids = new
-                if not text:
-                    break
-        if len(ids) > self.max_length:
-            raise DataError("<template>", f"the prompt without query and passage is {len(ids)} tokens "
-                                          f"> max_length {self.max_length}")
-        return ids
+        return fit_prompt(self._encode, lambda t: len(self.tokenizer.encode(t, add_special_tokens=False)),
+                          self._head, query, passage, self.max_length)
 
     # -- scoring --------------------------------------------------------------------------
     def score(self, pairs: list[Pair]) -> np.ndarray:

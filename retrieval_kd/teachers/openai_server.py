@@ -23,7 +23,7 @@ import numpy as np
 from retrieval_kd.errors import RkdError
 from retrieval_kd.openai_client import OpenAIClient
 from retrieval_kd.teachers.base import Pair, Teacher
-from retrieval_kd.teachers.llm import DEFAULT_TEMPLATE, check_template
+from retrieval_kd.teachers.prompts import TaskPrompt
 
 _SPACE_MARKS = " \t\r\n\u2581\u0120\u010a"  # whitespace, SentencePiece '▁', byte-BPE 'Ġ' 'Ċ'
 FLOOR = "min(listed logprobs) - log 2"
@@ -62,16 +62,17 @@ def _top_of(response: dict[str, Any], chat: bool) -> list[tuple[str, float]]:
     return list(tops[0].items()) if tops else []
 
 
-class OpenAITeacher(Teacher):
+class OpenAITeacher(TaskPrompt, Teacher):
     """Pointwise relevance from an OpenAI-compatible ``/v1/completions`` (or chat) endpoint."""
 
-    def __init__(self, base_url: str, model: str, template: str = DEFAULT_TEMPLATE,
+    def __init__(self, base_url: str, model: str, template: str | None = None, task: str | None = None,
                  api_key: str | None = None, top_logprobs: int = 20, timeout: float = 60,
                  concurrency: int = 4, chat: bool = False, yes: str = "yes", no: str = "no",
                  retries: int = 4, backoff: float = 0.5) -> None:
         self.client = OpenAIClient(base_url, api_key, timeout, retries, backoff)
         self.api = self.client.api
-        self.model, self.template = model, check_template(template)
+        self.model = model
+        self._set_prompt(template, task)
         self.top_logprobs, self.timeout, self.concurrency = top_logprobs, timeout, concurrency
         self.chat, self.yes, self.no = chat, yes.strip(), no.strip()
         self.served_model = self.client.served_model(model, self._request)

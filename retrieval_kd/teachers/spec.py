@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from retrieval_kd.errors import DataError, RkdError
 from retrieval_kd.families import teacher_family, teacher_specs
@@ -19,26 +19,79 @@ class BM25Spec(BM25Params):
     kind: Literal["bm25"]
 
 
+def _local_backend(model: str) -> str:
+    """``llama.cpp`` for a GGUF file when llama-cpp-python is importable, else ``transformers``."""
+    from retrieval_kd.teachers.gguf import gguf_of, llama_cpp_available
+
+    return "llama.cpp" if gguf_of(model) is not None and llama_cpp_available() else "transformers"
+
+
 class LLMSpec(Spec):
-    """A pointwise yes/no LLM judge: local (transformers, GGUF too) or an OpenAI-compatible server."""
+    """A pointwise yes/no LLM judge: local (llama.cpp for GGUF files, transformers for HF
+    checkpoints) or an OpenAI-compatible server."""
 
     kind: Literal["llm"]
     model: str
     template: str | None = None
-    backend: Literal["transformers", "openai"] = "transformers"
+    """The prompt (fields {query}, {passage}); default: the task's (teachers/prompts.py)."""
+    task: str | None = None
+    """qa | claim | argument | duplicate; default: the dataset's (its registry entry)."""
+    backend: Literal["auto", "transformers", "llama.cpp", "openai"] = "auto"
+    """``auto``: ``openai`` with a base_url, else llama.cpp for a GGUF model when llama-cpp-python
+    is installed, else transformers (resolved when the spec is read; part of the identity)."""
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the server's key (the key itself is never stored)."""
     chat: bool | None = None
-    """Wrap the prompt in the chat template (local: default when the tokenizer has one)."""
+    """Wrap the prompt in the chat template (local: default when the model has one)."""
     yes: str = "Yes"
     no: str = "No"
     top_logprobs: int = 20
     max_length: int = 512
     batch_size: int = 8
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """transformers only (llama.cpp runs the GGUF's quantised weights as they are)."""
     device: str | None = None
     threads: int | None = None
+    LATER: ClassVar[dict[str, Any]] = {"task": None}
+
+    @model_validator(mode="after")
+    def _resolve_backend(self):
+        if self.backend == "auto":
+            self.backend = "openai" if self.base_url else _local_backend(self.model)
+        return self
+
+
+class ListwiseSpec(Spec):
+    """A listwise (RankGPT sliding-window) LLM teacher: local GGUF (llama.cpp) or a server."""
+
+    kind: Literal["llm-listwise"]
+    model: str
+    template: str | None = None
+    """The prompt (fields {query}, {passages}, {n}); default: the task's (teachers/prompts.py)."""
+    task: str | None = None
+    backend: Literal["auto", "llama.cpp", "openai"] = "auto"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    chat: bool | None = None
+    window: int = Field(20, ge=2)
+    step: int = Field(10, ge=1)
+    passes: int = Field(1, ge=1)
+    passage_words: int = Field(100, ge=1)
+    """Each passage is cut to its first words (RankGPT cuts by tokens; words need no tokenizer)."""
+    rank_map: Literal["neg_log_rank", "linear"] = "neg_log_rank"
+    max_new_tokens: int | None = None
+    n_ctx: int = 4096
+    concurrency: int = 4
+    timeout: float = 300
+    threads: int | None = None
+    LATER: ClassVar[dict[str, Any]] = {"task": None}
+
+    @model_validator(mode="after")
+    def _resolve_backend(self):
+        if self.backend == "auto":
+            self.backend = "openai" if self.base_url else "llama.cpp"
+        return self
 
 
 class MemberSpec(Spec):
@@ -63,7 +116,7 @@ class CrossFitSpec(Spec):
 
 
 TeacherSpec = Annotated[
-    Union[(*teacher_specs(), BM25Spec, LLMSpec, EnsembleSpec, CrossFitSpec)],  # families' specs first
+    Union[(*teacher_specs(), BM25Spec, LLMSpec, ListwiseSpec, EnsembleSpec, CrossFitSpec)],  # families' specs first
     Field(discriminator="kind"),
 ]
 """Any teacher spec: a family's model (each family module holds its spec) or bm25, llm, ensemble, crossfit."""
@@ -133,6 +186,8 @@ def _build(spec: TeacherSpec, cache: str | Path | None = None) -> Teacher:
         return BM25Teacher(BM25Params(**args))
     if isinstance(spec, LLMSpec):
         return _build_llm(spec)
+    if isinstance(spec, ListwiseSpec):
+        return _build_listwise(spec)
     if isinstance(spec, CrossFitSpec):
         from retrieval_kd.teachers.crossfit import CrossFitTeacher
 
@@ -144,7 +199,7 @@ def _build(spec: TeacherSpec, cache: str | Path | None = None) -> Teacher:
 
 
 def _build_llm(spec: LLMSpec) -> Teacher:
-    extra = {"template": spec.template} if spec.template else {}
+    extra = {"template": spec.template, "task": spec.task}
     if spec.backend == "openai":
         import os
 
@@ -155,8 +210,36 @@ def _build_llm(spec: LLMSpec) -> Teacher:
         return OpenAITeacher(base_url=spec.base_url, model=spec.model, api_key=os.environ.get(spec.api_key_env),
                              top_logprobs=spec.top_logprobs, chat=bool(spec.chat), yes=spec.yes,
                              no=spec.no, **extra)
+    if spec.backend == "llama.cpp":
+        from retrieval_kd.teachers.gguf import GGUFTeacher
+
+        return GGUFTeacher(model=spec.model, max_length=spec.max_length, chat=spec.chat, threads=spec.threads,
+                           yes=spec.yes, no=spec.no, **extra)
     from retrieval_kd.teachers.llm import LLMTeacher
 
     return LLMTeacher(model=spec.model, max_length=spec.max_length, batch_size=spec.batch_size,
                       dtype=spec.dtype, device=spec.device, threads=spec.threads, chat=spec.chat,
                       yes=spec.yes, no=spec.no, **extra)
+
+
+def _build_listwise(spec: ListwiseSpec) -> Teacher:
+    from retrieval_kd.teachers.listwise import ListwiseTeacher, LlamaGenerator, ServerGenerator
+
+    if spec.backend == "openai":
+        import os
+
+        if not spec.base_url:
+            raise DataError("<teacher spec>", "llm-listwise backend 'openai' needs base_url")
+        gen = ServerGenerator(spec.base_url, spec.model, os.environ.get(spec.api_key_env), spec.timeout, spec.chat)
+        model_id, concurrency = gen.model, spec.concurrency
+    else:
+        gen = LlamaGenerator(spec.model, spec.n_ctx, spec.threads, spec.chat)
+        model_id, concurrency = gen.model, 1
+    try:
+        return ListwiseTeacher(gen, model_id, spec.backend, template=spec.template, task=spec.task,
+                               window=spec.window, step=spec.step, passes=spec.passes,
+                               passage_words=spec.passage_words, rank_map=spec.rank_map,
+                               max_new_tokens=spec.max_new_tokens, chat=gen.chat, concurrency=concurrency)
+    except BaseException:
+        gen.close()
+        raise
