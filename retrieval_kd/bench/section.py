@@ -29,6 +29,8 @@ from retrieval_kd.bench.suites import SUITES_FILE, Unit, get_suite, suite_rows, 
 from retrieval_kd.bench.system import BenchSystem
 from retrieval_kd.data.registry import REGISTRY_FILE
 from retrieval_kd.errors import RkdError
+from retrieval_kd.families import Family
+from retrieval_kd.families import get as get_family
 from retrieval_kd.pipeline.load import Checks, LoadedPipeline, Problem
 from retrieval_kd.pipeline.plan import Stage, abs_model, sid
 from retrieval_kd.pipeline.registry import register
@@ -40,7 +42,8 @@ class BenchmarkEntry(_Strict):
     suite: str
     model: str | None = None
     """A registered name, HF id, path or ``student:NAME``; none: BM25."""
-    family: Literal["bi-encoder", "splade", "colbert"] | None = None
+    family: Family | None = None
+    """The model's family (an indexable one); default: a registered model's own, else bi-encoder."""
     index: Literal["flat", "hnsw", "ivfpq"] | None = None
     k: int = Field(1000, gt=0)
 
@@ -61,7 +64,7 @@ class Benchmarks(Section):
                 s = c.p.students.get(student)
                 if s is None:
                     c.bad((*loc, "model"), f"no student '{student}' (students: {', '.join(c.p.students) or 'none'})")
-                elif s.family not in ("bi-encoder", "splade", "colbert"):
+                elif not get_family(s.family).indexable:
                     c.bad((*loc, "model"), f"student '{student}' is a {s.family}: benchmark retrieval models "
                                            "(a reranker is evaluated with rerankers + evals)")
                 elif s.seeds and len(s.seeds) > 1:

@@ -9,10 +9,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from retrieval_kd.errors import RkdError
+from retrieval_kd.families import BI_ENCODER, CROSS_ENCODER, Family, get
 
 FIRST_STAGES = ("bm25", "model")
 INDEX_KINDS = ("flat", "hnsw", "ivfpq")
-_FAMILY_OF_REGISTERED = {"sentence-transformer": "bi-encoder", "splade": "splade"}
 
 
 class BenchSystem(BaseModel):
@@ -21,8 +21,8 @@ class BenchSystem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
     """A registered model name, Hugging Face id or path (the first stage, or the system)."""
-    family: Literal["bi-encoder", "splade", "colbert"] | None = None
-    """The model's family (a registered model's own; bi-encoder for other models)."""
+    family: Family | None = None
+    """The model's family (a registered model's own; bi-encoder for other models); an indexable one."""
     index: Literal["flat", "hnsw", "ivfpq"] | None = None
     """None: exact dense retrieval (FAISS flat over all vectors) for a bi-encoder, an index of the
     family's default kind otherwise; else the index stage with that FAISS kind."""
@@ -44,6 +44,8 @@ class BenchSystem(BaseModel):
             raise ValueError("--model with --first-stage bm25 needs --reranker (or drop --first-stage)")
         if self.model and self.family is None:
             self.family = registered_family(self.model)
+        if self.family is not None and not get(self.family).indexable:
+            raise ValueError(f"a {self.family} is not a retrieval model: give it as --reranker")
         if self.reranker and self.first_stage == "model" and self.uses_index:
             raise ValueError("a reranker reranks a retrieve run: with --reranker the model's first stage is "
                              "exact dense retrieval (no --index), or use --first-stage bm25")
@@ -51,7 +53,7 @@ class BenchSystem(BaseModel):
 
     @property
     def uses_index(self) -> bool:
-        return self.first_stage == "model" and (self.index is not None or self.family != "bi-encoder")
+        return self.first_stage == "model" and (self.index is not None or self.family != BI_ENCODER.name)
 
     @property
     def reference_key(self) -> str | None:
@@ -70,6 +72,8 @@ class BenchSystem(BaseModel):
     def entries(self, alias: str, splits: list[str]) -> tuple[dict[str, dict], str]:
         """Pipeline entries (section -> {name: entry}) running this system on dataset ``alias``,
         and the prefix of the stage holding its runs (``retrieve``, ``search``, ``reranker``)."""
+        from retrieval_kd.pipeline.kinds.retrieve import DENSE
+
         model = _absolute(self.model) if self.model else None
         out: dict[str, dict[str, Any]] = {}
         if self.uses_index:
@@ -78,12 +82,12 @@ class BenchSystem(BaseModel):
             if self.index:
                 ix["kind"] = self.index
             return {"indexes": {alias: ix}}, "search"
-        first: dict[str, Any] = ({"kind": "bm25"} if self.first_stage == "bm25" else {"kind": "dense", "model": model})
+        first: dict[str, Any] = ({"kind": "bm25"} if self.first_stage == "bm25" else {"kind": DENSE, "model": model})
         out["retrieve"] = {alias: {**first, "dataset": alias, "splits": splits, "k": self.k}}
         if not self.reranker:
             return out, "retrieve"
         out["rerankers"] = {alias: {"dataset": alias, "splits": splits, "candidates": alias, "top_k": self.depth,
-                                    "teacher": {"kind": "cross-encoder", "model": _absolute(self.reranker)}}}
+                                    "teacher": {"kind": CROSS_ENCODER.name, "model": _absolute(self.reranker)}}}
         return out, "reranker"
 
 
@@ -104,12 +108,14 @@ def registered_name(ref: str) -> str | None:
 
 
 def registered_family(ref: str) -> str:
-    from retrieval_kd.models.registry import model_registry
+    """A registered model's family as a retrieval model; a model the registry does not hold is a
+    bi-encoder."""
+    from retrieval_kd.models.registry import RETRIEVAL_FAMILY, model_registry
 
     name = registered_name(ref)
     if name is None:
-        return "bi-encoder"
+        return BI_ENCODER.name
     fam = model_registry()[name].family
-    if fam not in _FAMILY_OF_REGISTERED:
-        raise RkdError(f"model '{ref}' is a {fam}, not a retrieval model (bi-encoder or SPLADE)")
-    return _FAMILY_OF_REGISTERED[fam]
+    if fam not in RETRIEVAL_FAMILY:
+        raise RkdError(f"model '{ref}' is a {fam}, not a retrieval model ({', '.join(RETRIEVAL_FAMILY.values())})")
+    return RETRIEVAL_FAMILY[fam]

@@ -15,6 +15,9 @@ from retrieval_kd.errors import DataError
 Family = Literal["sentence-transformer", "splade", "causal-lm"]
 """sentence-transformer and splade: a saved sentence-transformers folder (resolved to the
 folder); causal-lm: a GGUF file (resolved to the file itself)."""
+RETRIEVAL_FAMILY: dict[str, str] = {"sentence-transformer": "bi-encoder", "splade": "splade"}
+"""The model family (retrieval_kd.families) a registered format is as a retrieval model; causal-lm
+is none (an LLM judge)."""
 
 _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
 

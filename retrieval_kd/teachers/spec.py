@@ -42,6 +42,8 @@ class LLMSpec(Spec):
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the server's key (the key itself is never stored)."""
+    concurrency: int = Field(4, ge=1)
+    """Requests in flight to the server (``openai`` backend; not part of the identity)."""
     chat: bool | None = None
     """Wrap the prompt in the chat template (local: default when the model has one)."""
     yes: str = "Yes"
@@ -209,7 +211,7 @@ def _build_llm(spec: LLMSpec) -> Teacher:
             raise DataError("<teacher spec>", "llm backend 'openai' needs base_url")
         return OpenAITeacher(base_url=spec.base_url, model=spec.model, api_key=os.environ.get(spec.api_key_env),
                              top_logprobs=spec.top_logprobs, chat=bool(spec.chat), yes=spec.yes,
-                             no=spec.no, **extra)
+                             no=spec.no, concurrency=spec.concurrency, **extra)
     if spec.backend == "llama.cpp":
         from retrieval_kd.teachers.gguf import GGUFTeacher
 

@@ -180,8 +180,6 @@ def _index_params(family: str, kind: str | None, params: dict[str, Any]):
     return enc, fp, build
 
 
-@register("index", resumable=True, runtime_keys=("batch_size", "device", "chunk_size"),
-          requires="retrieval_kd.index.build")
 def _corpus_split(source: str) -> str:
     """A split to read the corpus through (every split has the same corpus): ``test``, or the
     dataset's first split when it has none (MS MARCO's dev-small, MIRACL's dev)."""
@@ -191,6 +189,8 @@ def _corpus_split(source: str) -> str:
     return have[0] if have and "test" not in have else "test"
 
 
+@register("index", resumable=True, runtime_keys=("batch_size", "device", "chunk_size"),
+          requires="retrieval_kd.index.build")
 def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Encode the corpus with the student (or model) and build its index (build_index); the
     encoding chunks live in the stage's work folder, so a killed build resumes. Dense and SPLADE

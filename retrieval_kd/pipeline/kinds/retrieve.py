@@ -32,6 +32,10 @@ class BM25Retrieve(BM25Params, _RetrieveCommon):
     kind: Literal["bm25"]
 
 
+DENSE = "dense"
+"""The kind of a dense retrieve entry (exact search over a bi-encoder's vectors)."""
+
+
 class DenseRetrieve(DenseParams, _RetrieveCommon):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["dense"]
