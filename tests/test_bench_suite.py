@@ -152,6 +152,18 @@ def test_bench_refuses_bad_systems_and_unknown_suites(home):
     s = BenchSystem(model="sentence-transformers/all-MiniLM-L6-v2")
     assert s.reference_key == "minilm-l6" and not s.uses_index and BenchSystem(model="minilm-l6", index="hnsw").uses_index
     assert BenchSystem(reranker="x").reference_key is None
+    with pytest.raises(ValueError, match="cross-encoder is not a retrieval model"):
+        BenchSystem(model="x", family="cross-encoder")
+
+
+def test_a_bad_model_is_one_line_about_the_model_not_a_generated_file(home, tmp_path):
+    from retrieval_kd.cli.main import app
+
+    r = CliRunner().invoke(app, ["bench", "beir", "--model", "no-such-model", "-o", str(tmp_path / "b")])
+    assert r.exit_code != 0  # rkd's main prints an RkdError as one "error: ..." line
+    msg = str(r.exception)
+    assert "model 'no-such-model' is not a registered name" in msg and ".yaml" not in msg
+    assert not [p for p in (tmp_path / "b").rglob("*") if p.is_file()]
 
 
 @pytest.mark.slow

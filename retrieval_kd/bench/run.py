@@ -12,6 +12,7 @@ looked in, the files missing there and the download sources.
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +62,7 @@ def run_suite(suite: Suite, system: BenchSystem, out: Path, *, echo: Callable[[s
               tokenizer: str | None = None) -> dict[str, Any]:
     """Run ``system`` on every locally available dataset of ``suite`` (stages cached under
     ``out``) and return the benchmark record (rows, averages, references, provenance)."""
-    from retrieval_kd.pipeline.load import load_pipeline
+    from retrieval_kd.pipeline.load import PipelineError, load_pipeline
     from retrieval_kd.pipeline.runner import run_stages
 
     rows = suite_rows(suite)
@@ -77,7 +78,11 @@ def run_suite(suite: Suite, system: BenchSystem, out: Path, *, echo: Callable[[s
             yaml.safe_dump(doc, f, sort_keys=False)
             path = Path(f.name)
         try:
-            lp = load_pipeline(path)
+            try:
+                lp = load_pipeline(path)
+            except PipelineError as e:  # the generated file is ours: say what the user asked that is wrong
+                problems = [re.sub(r"^.*?\.yaml:\d+: \S+: ", "", line) for line in str(e).splitlines()]
+                raise RkdError("; ".join(dict.fromkeys(problems))) from None
             record = run_stages(lp, out, echo=echo)
         finally:
             path.unlink(missing_ok=True)
