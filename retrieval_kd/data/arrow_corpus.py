@@ -130,15 +130,10 @@ def _jsonl_documents(path: Path) -> Iterator[tuple[int, str, str, str]]:
 def _tsv_documents(path: Path) -> Iterator[tuple[int, str, str, str]]:
     """(line, id, "", text) of a ``docid<TAB>text`` collection (MS MARCO's ``collection.tsv``),
     as :func:`~retrieval_kd.data.trec.load_corpus_tsv` reads it."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            did, sep, text = line.partition("\t")
-            if not sep:
-                raise DataError(path, "expected 'docid<TAB>text'", lineno)
-            yield lineno, did, "", text
+    from retrieval_kd.data.trec import corpus_tsv_lines
+
+    for lineno, did, text in corpus_tsv_lines(path):
+        yield lineno, did, "", text
 
 
 def _write_records(path: Path, writer, schema) -> tuple[int, str]:

@@ -49,6 +49,14 @@ def load_corpus_tsv(path: str | Path) -> Corpus:
     if wants_arrow(path):
         return open_arrow_corpus(path)
     docs = Entries[Document](path, "document")
+    for lineno, did, text in corpus_tsv_lines(path):
+        docs.add(lineno, did, Document(text=text), text)
+    return Corpus(docs.done("documents"))
+
+
+def corpus_tsv_lines(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line number, docid, text) of each non-blank ``docid<TAB>text`` line; a line without a tab
+    is an error naming it."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
@@ -57,8 +65,7 @@ def load_corpus_tsv(path: str | Path) -> Corpus:
             did, sep, text = line.partition("\t")
             if not sep:
                 raise DataError(path, "expected 'docid<TAB>text'", lineno)
-            docs.add(lineno, did, Document(text=text), text)
-    return Corpus(docs.done("documents"))
+            yield lineno, did, text
 
 
 def load_trec_qrels(path: str | Path) -> Qrels:
