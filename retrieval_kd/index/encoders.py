@@ -127,9 +127,12 @@ class SpladeEncoder(_ModelEncoder):
     def _load(self, embedding_cache: str | Path | None) -> None:
         from sentence_transformers import SparseEncoder
 
+        from retrieval_kd.models.splade_pooling import fast_max_pooling
+
         self.se = load_st_model(SparseEncoder, self.ref, "a SPLADE index",
                                 device=_device(self.params.device, self.params.backend),
                                 max_seq_length=self.params.max_length)
+        fast_max_pooling(self.se)
         self.backend = apply_backend(self.se, self.ref, self.params.backend, self.params.variant,
                                      device=self.params.device, what="the SPLADE encoder")
         # the output width, from a probe: SpladePooling learns it on its first forward pass

@@ -137,6 +137,7 @@ class SpladeTeacher(Teacher):
         from sentence_transformers import SparseEncoder
 
         from retrieval_kd.models.backends import apply_backend, check
+        from retrieval_kd.models.splade_pooling import fast_max_pooling
 
         check(backend, variant, what="the SPLADE teacher")
         set_threads(threads)
@@ -144,6 +145,7 @@ class SpladeTeacher(Teacher):
         dev = pick_device(device) if backend == "torch" else (device or "cpu")
         self.se = load_st_model(SparseEncoder, self.ref, "a SPLADE teacher", device=dev,
                                 max_seq_length=max_length)
+        fast_max_pooling(self.se)
         self.backend = apply_backend(self.se, self.ref, backend, variant, threads=threads, device=dev,
                                      what="the SPLADE teacher")
         self.batch_size = batch_size
