@@ -23,6 +23,7 @@ def teacher_stage(path):
     return next(s for s in plan(load_pipeline(path)) if s.id == "teacher:bm25t@test")
 
 
+@needs_ray  # the file's ray key is checked against an installed Ray
 def test_ray_options_stay_out_of_the_stage_key(base_dir):  # noqa: F811
     plain = teacher_stage(write(base_dir, BASE, "plain.yaml"))
     ray = teacher_stage(write(base_dir, with_ray("{address: local, workers: 2, gpus: 0.5}"), "ray.yaml"))
