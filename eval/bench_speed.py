@@ -359,12 +359,38 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_args(doc: str | None) -> argparse.ArgumentParser:
+    """The options every speed benchmark here takes: the SciFact test subset, rounds, threads."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit-docs", type=int, help="encode N docs (the chosen queries' relevant ones first)")
     ap.add_argument("--limit-queries", type=int, help="the first N test queries")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    return ap
+
+
+def scifact_inputs(a: argparse.Namespace) -> tuple[Any, list[str], list[str]]:
+    """SciFact test, its judged query ids (the first ``--limit-queries``) and the document ids
+    (``--limit-docs``: those queries' relevant documents first, then the corpus order)."""
+    from retrieval_kd.data.registry import load_dataset
+
+    ds = load_dataset("scifact", "test")
+    qids = [q for q in ds.queries.ids() if q in ds.qrels][:a.limit_queries]
+    doc_ids = ds.corpus.ids()
+    if a.limit_docs:
+        rel = [d for q in qids for d in ds.qrels[q] if d in ds.corpus.docs]
+        doc_ids = list(dict.fromkeys(rel + doc_ids))[:a.limit_docs]
+    return ds, qids, doc_ids
+
+
+def record_head(a: argparse.Namespace) -> dict[str, Any]:
+    """The start of a result record: environment, rounds, whether a subset ran, the arguments."""
+    return {"environment": environment(a.threads), "rounds": a.rounds, "subset": bool(a.limit_docs or a.limit_queries),
+            "args": {k: str(x) if isinstance(x, Path) else x for k, x in vars(a).items()}}
+
+
+def main() -> None:
+    ap = common_args(__doc__)
     ap.add_argument("--variants", help="backend:variant,... of ours (default: every one that runs here)")
     ap.add_argument("--colbert", action="store_true", help="measure ColBERT engines now, not read")
     ap.add_argument("--run-json", type=Path, default=ROOT / "runs" / "scifact" / "run.json")
@@ -373,20 +399,12 @@ def main() -> None:
     import torch
 
     from retrieval_kd.artifacts import atomic_write_text, write_json
-    from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.index.stats import peak_rss_mb
 
     torch.set_num_threads(a.threads)  # ONNX Runtime / OpenVINO sessions take torch's count
     variants = [tuple(x.split(":")) for x in a.variants.split(",")] if a.variants else all_variants()
-    ds = load_dataset("scifact", "test")
-    qids = [q for q in ds.queries.ids() if q in ds.qrels][:a.limit_queries]
-    doc_ids = ds.corpus.ids()
-    if a.limit_docs:
-        rel = [d for q in qids for d in ds.qrels[q] if d in ds.corpus.docs]
-        doc_ids = list(dict.fromkeys(rel + doc_ids))[:a.limit_docs]
-    res: dict[str, Any] = {"environment": environment(a.threads), "rounds": a.rounds, "variants": variants,
-                           "subset": bool(a.limit_docs or a.limit_queries),
-                           "args": {k: str(x) if isinstance(x, Path) else x for k, x in vars(a).items()}}
+    ds, qids, doc_ids = scifact_inputs(a)
+    res: dict[str, Any] = {**record_head(a), "variants": variants}
     res["dense"] = dense_section(ds, qids, doc_ids, a.rounds, variants)
     gc.collect()
     res["teachers"] = teacher_section(ds, qids, a.rounds, a.threads, variants)

@@ -13,14 +13,23 @@ queries) and whether its document vectors equal the plain ones bit for bit.
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eval.bench_speed import PLAIN, ROOT, TOL, _f, alternate, build, environment, with_quality
+from eval.bench_speed import (
+    PLAIN,
+    ROOT,
+    TOL,
+    _f,
+    alternate,
+    build,
+    common_args,
+    record_head,
+    scifact_inputs,
+    with_quality,
+)
 
 MODEL, LENGTH, BATCH = "splade-tiny", 256, 8
 
@@ -98,31 +107,19 @@ def markdown(res: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--limit-docs", type=int, help="encode N docs (the chosen queries' relevant ones first)")
-    ap.add_argument("--limit-queries", type=int, help="the first N test queries")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap = common_args(__doc__)
     ap.add_argument("--variants", default="torch:fp32,openvino:fp32", help="backend:variant,... of ours")
     ap.add_argument("--out", type=Path, default=ROOT / "eval" / "results", help="folder for bench-splade.{json,md}")
     a = ap.parse_args()
     import torch
 
     from retrieval_kd.artifacts import atomic_write_text, write_json
-    from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.index.stats import peak_rss_mb
 
     torch.set_num_threads(a.threads)
-    ds = load_dataset("scifact", "test")
-    qids = [q for q in ds.queries.ids() if q in ds.qrels][:a.limit_queries]
-    doc_ids = ds.corpus.ids()
-    if a.limit_docs:
-        rel = [d for q in qids for d in ds.qrels[q] if d in ds.corpus.docs]
-        doc_ids = list(dict.fromkeys(rel + doc_ids))[:a.limit_docs]
+    ds, qids, doc_ids = scifact_inputs(a)
     variants = [tuple(x.split(":")) for x in a.variants.split(",")]
-    res: dict[str, Any] = {"environment": environment(a.threads), "rounds": a.rounds,
-                           "subset": bool(a.limit_docs or a.limit_queries),
-                           "args": {k: str(x) if isinstance(x, Path) else x for k, x in vars(a).items()}}
+    res: dict[str, Any] = record_head(a)
     res["splade"] = section(ds, qids, doc_ids, a.rounds, variants)
     res["peak_rss_mb"] = round(peak_rss_mb())
     a.out.mkdir(parents=True, exist_ok=True)
