@@ -369,6 +369,24 @@ def common_args(doc: str | None) -> argparse.ArgumentParser:
     return ap
 
 
+def parse_variants(ap: argparse.ArgumentParser, text: str) -> Variants:
+    """``backend:variant,...`` as pairs, each checked (a bad one: the parser's one-line error)."""
+    from retrieval_kd.errors import RkdError
+    from retrieval_kd.models.backends import check
+
+    out: Variants = []
+    for x in text.split(","):
+        b, sep, v = x.strip().partition(":")
+        try:
+            if not sep:
+                raise RkdError(f"'{x}' is not backend:variant (e.g. torch:fp32, onnx:int8, openvino:bf16)")
+            check(b, v, what="--variants")
+        except RkdError as e:
+            ap.error(str(e))
+        out.append((b, v))
+    return out
+
+
 def scifact_inputs(a: argparse.Namespace) -> tuple[Any, list[str], list[str]]:
     """SciFact test, its judged query ids (the first ``--limit-queries``) and the document ids
     (``--limit-docs``: those queries' relevant documents first, then the corpus order)."""
@@ -402,7 +420,7 @@ def main() -> None:
     from retrieval_kd.index.stats import peak_rss_mb
 
     torch.set_num_threads(a.threads)  # ONNX Runtime / OpenVINO sessions take torch's count
-    variants = [tuple(x.split(":")) for x in a.variants.split(",")] if a.variants else all_variants()
+    variants = parse_variants(ap, a.variants) if a.variants else all_variants()
     ds, qids, doc_ids = scifact_inputs(a)
     res: dict[str, Any] = {**record_head(a), "variants": variants}
     res["dense"] = dense_section(ds, qids, doc_ids, a.rounds, variants)

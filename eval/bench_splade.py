@@ -26,6 +26,7 @@ from eval.bench_speed import (
     alternate,
     build,
     common_args,
+    parse_variants,
     record_head,
     scifact_inputs,
     with_quality,
@@ -118,7 +119,7 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     ds, qids, doc_ids = scifact_inputs(a)
-    variants = [tuple(x.split(":")) for x in a.variants.split(",")]
+    variants = parse_variants(ap, a.variants)
     res: dict[str, Any] = record_head(a)
     res["splade"] = section(ds, qids, doc_ids, a.rounds, variants)
     res["peak_rss_mb"] = round(peak_rss_mb())
