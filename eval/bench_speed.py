@@ -416,7 +416,7 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    from retrieval_kd.artifacts import atomic_write_text, write_json
+    from retrieval_kd.artifacts import write_benchmark
     from retrieval_kd.index.stats import peak_rss_mb
 
     torch.set_num_threads(a.threads)  # ONNX Runtime / OpenVINO sessions take torch's count
@@ -429,10 +429,7 @@ def main() -> None:
     res["peak_rss_mb"] = round(peak_rss_mb())  # every contender of a section is loaded at once
     res["colbert"] = colbert_section(a.colbert, a.rounds)
     res["main_job"] = run_section(a.run_json)
-    a.out.mkdir(parents=True, exist_ok=True)
-    write_json(a.out / "bench-speed.json", res)
-    atomic_write_text(a.out / "bench-speed.md", markdown(res))
-    print(markdown(res))
+    print(write_benchmark(a.out / "bench-speed", res, markdown))
 
 
 if __name__ == "__main__":

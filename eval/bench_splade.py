@@ -114,7 +114,7 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    from retrieval_kd.artifacts import atomic_write_text, write_json
+    from retrieval_kd.artifacts import write_benchmark
     from retrieval_kd.index.stats import peak_rss_mb
 
     torch.set_num_threads(a.threads)
@@ -123,10 +123,7 @@ def main() -> None:
     res: dict[str, Any] = record_head(a)
     res["splade"] = section(ds, qids, doc_ids, a.rounds, variants)
     res["peak_rss_mb"] = round(peak_rss_mb())
-    a.out.mkdir(parents=True, exist_ok=True)
-    write_json(a.out / "bench-splade.json", res)
-    atomic_write_text(a.out / "bench-splade.md", markdown(res))
-    print(markdown(res))
+    print(write_benchmark(a.out / "bench-splade", res, markdown))
 
 
 if __name__ == "__main__":
