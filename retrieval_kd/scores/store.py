@@ -40,7 +40,7 @@ from retrieval_kd.locks import clear_stale, lock_file_for, output_lock
 from retrieval_kd.scores.candidates import Candidate, candidates_fingerprint, query_chunks, select_shard
 from retrieval_kd.scores.schema import SCHEMA
 from retrieval_kd.storage import writing
-from retrieval_kd.teachers.base import Pair, Teacher
+from retrieval_kd.teachers.base import Pair, Teacher, add_counts
 
 SCORES_DIR = "scores"
 PART = re.compile(r"^part-(?:s\d{3}-)?(\d{9})-(\d{9})\.parquet$")
@@ -334,9 +334,7 @@ def teacher_stats(store: ScoreStore) -> dict[str, int]:
     """The teacher's counts summed over the store's parts (empty when it keeps none)."""
     total: dict[str, int] = {}
     for _, _, p in store.parts():
-        meta = pq.read_schema(p).metadata or {}
-        for k, v in json.loads(meta.get(STATS_KEY.encode(), b"{}")).items():
-            total[k] = total.get(k, 0) + int(v)
+        add_counts(total, json.loads((pq.read_schema(p).metadata or {}).get(STATS_KEY.encode(), b"{}")))
     return total
 
 

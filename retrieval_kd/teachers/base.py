@@ -25,6 +25,13 @@ class Pair:
     passage: str
 
 
+def add_counts(into: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    """Add ``more``'s counts into ``into`` (a teacher's stats, e.g. listwise repairs); returns it."""
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + int(v)
+    return into
+
+
 class Teacher(ABC):
     """Scores (query, passage) pairs; higher means more relevant."""
 

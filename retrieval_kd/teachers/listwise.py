@@ -36,11 +36,10 @@ from typing import Any
 import numpy as np
 
 from retrieval_kd.errors import DataError, RkdError
-from retrieval_kd.teachers.base import Pair, Teacher
+from retrieval_kd.teachers.base import Pair, Teacher, add_counts
 from retrieval_kd.teachers.prompts import LISTWISE_SYSTEM, TaskPrompt
 
 RANK_MAPS = ("neg_log_rank", "linear")
-STATS_KEY = "rkd.teacher_stats"
 REPAIRS = ("windows", "unparsed", "missing", "duplicate", "unknown")
 """Counted per window: windows asked, answers with no id at all (prior order kept), ids
 missing (appended), repeated (dropped), outside 1..n (dropped)."""
@@ -95,12 +94,6 @@ def sliding_windows(n: int, window: int, step: int) -> list[tuple[int, int]]:
             break
         end -= step
     return out
-
-
-def add_stats(into: dict[str, int], more: dict[str, int]) -> dict[str, int]:
-    for k, v in more.items():
-        into[k] = into.get(k, 0) + int(v)
-    return into
 
 
 # -- generators: (system, user) -> the model's answer ------------------------------------------
@@ -216,7 +209,7 @@ class ListwiseTeacher(TaskPrompt, Teacher):
                                        self.max_new_tokens)
                 perm, counts = parse_permutation(answer, len(sub))
                 order[s:e] = [sub[i] for i in perm]
-                add_stats(stats, counts)
+                add_counts(stats, counts)
         return order, stats
 
     def score(self, pairs: list[Pair]) -> np.ndarray:
@@ -241,7 +234,7 @@ class ListwiseTeacher(TaskPrompt, Teacher):
             results = [one(idx) for idx in groups.values()]
         with self._lock:
             for st in results:
-                add_stats(self._stats, st)
+                add_counts(self._stats, st)
         return out
 
     def take_stats(self) -> dict[str, int] | None:
