@@ -26,13 +26,18 @@ def _model_identity(ref_text: str) -> dict[str, Any]:
 
 def _llm_prompt(out: dict[str, Any]) -> None:
     """The prompt text an LLM spec runs with (its template, else its task's), in place of its task."""
-    from retrieval_kd.teachers.prompts import LISTWISE_SYSTEM, listwise_template, pointwise_template
+    from retrieval_kd.teachers.prompts import (
+        LISTWISE_SYSTEM,
+        listwise_max_new_tokens,
+        listwise_template,
+        pointwise_template,
+    )
 
     task = out.pop("task", None)
     if out["kind"] == "llm-listwise":
         out["template"] = out.get("template") or listwise_template(task)
         out["system"] = LISTWISE_SYSTEM
-        out["max_new_tokens"] = out.get("max_new_tokens") or 6 * out["window"] + 16
+        out["max_new_tokens"] = out.get("max_new_tokens") or listwise_max_new_tokens(out["window"])
     else:
         out["template"] = out.get("template") or pointwise_template(task)
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from retrieval_kd.errors import DataError, RkdError
 from retrieval_kd.teachers.base import Pair, Teacher, add_counts
-from retrieval_kd.teachers.prompts import LISTWISE_SYSTEM, TaskPrompt
+from retrieval_kd.teachers.prompts import LISTWISE_SYSTEM, TaskPrompt, listwise_max_new_tokens
 
 RANK_MAPS = ("neg_log_rank", "linear")
 REPAIRS = ("windows", "unparsed", "missing", "duplicate", "unknown")
@@ -184,7 +184,7 @@ class ListwiseTeacher(TaskPrompt, Teacher):
         self.generate, self.model_identity, self.backend = generate, model_identity, backend
         self.window, self.step, self.passes, self.passage_words = window, step, passes, passage_words
         self.rank_map, self.chat, self.concurrency = rank_map, chat, max(1, concurrency)
-        self.max_new_tokens = max_new_tokens or 6 * window + 16
+        self.max_new_tokens = max_new_tokens or listwise_max_new_tokens(window)
         self._stats: dict[str, int] = {}
         self._lock = threading.Lock()
 

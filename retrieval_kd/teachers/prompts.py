@@ -52,6 +52,11 @@ LISTWISE: dict[str, str] = {t: _listwise(*w) for t, w in _LISTWISE_WHAT.items()}
 LISTWISE_SYSTEM = ("You are RankGPT, an intelligent assistant that can rank passages based on "
                    "their relevance to a query.")
 
+def listwise_max_new_tokens(window: int) -> int:
+    """Default answer length of a listwise window: about 6 tokens per "[k] > " and a margin."""
+    return 6 * window + 16
+
+
 def check_task(task: str) -> str:
     if task not in TASKS:
         raise DataError("<teacher spec>", f"unknown task '{task}' (known: {', '.join(TASKS)})")
