@@ -64,9 +64,10 @@ def collect(run_root: Path, baseline: str) -> dict[str, Any]:
     x_langs = sorted(lg for lg in langs if lg != "en-en")
     mean = {name: sum(langs[lg][name]["mean"] for lg in x_langs) / len(x_langs) for name in pooled}
     tests = {name: paired_test(pooled[name], pooled[baseline]) for name in pooled if name != baseline}
-    for other in ("init", "label-only"):
-        if "distilled" in pooled and other in pooled:
-            tests[f"distilled vs {other}"] = paired_test(pooled["distilled"], pooled[other])
+    for name in [n for n in pooled if n.startswith("distilled")]:
+        for other in ("init", "label-only"):
+            if other in pooled:
+                tests[f"{name} vs {other}"] = paired_test(pooled[name], pooled[other])
     return {"run": str(run_root), "pipeline": run.get("pipeline"), "metric": METRIC, "baseline": baseline,
             "languages": langs, "x_en_languages": x_langs, "x_en_mean": mean, "paired_tests": tests}
 
@@ -75,8 +76,8 @@ def markdown(r: dict[str, Any]) -> str:
     systems = list(r["x_en_mean"])
     lines = ["# Cross-lingual students on XQuAD-R (held-out questions)", "",
              f"{r['metric']} per language, mean over seeds (± sd); run `{r['run']}`. Questions of odd "
-             "articles (`heldout`), 240 English paragraphs; the students trained on the even articles' "
-             "questions in the ten X languages (`pipelines/xquad-r.yaml`); the decision rule is "
+             "articles (`heldout`), 240 English paragraphs; the students trained on the even articles "
+             "(`pipelines/xquad-r.yaml` says on what); the decision rule is "
              "research/crosslingual/PLAN.md's.", "",
              "| query language | n | " + " | ".join(systems) + " |",
              "|---|---:|" + "---:|" * len(systems)]

@@ -67,6 +67,35 @@ def test_xquad_r_paragraph_directions(tmp_path):
     assert same.corpus.ids() == ["de_00_00", "de_00_01"] and same.queries.texts["q1"] == "Was tun Katzen?"
 
 
+def test_xquad_r_pool_variant_adds_the_paragraphs_as_training_queries(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_HOME_ENV, str(tmp_path))
+    tiny_xquad(tmp_path / "xquad-r")
+    ds = load_dataset("xquad-r:de-en+pool", "train")
+    assert ds.name == "xquad-r:de-en+pool" and ds.corpus.ids() == ["en_00_00", "en_00_01"]
+    # train holds article 0's questions; every paragraph of the pool, in German, is a query too
+    assert ds.queries.texts["pool_00_01"] == "Hunde bellen laut." and ds.queries.texts["q3"] == "Was tun Hunde?"
+    assert set(ds.qrels) == {"q1", "q2", "q3"} and "pool_00_00" not in ds.qrels
+    assert "pool_00_00" in load_dataset("xquad-r:de-en+pool", "heldout").queries.texts  # the pool: every split
+    assert "pool_00_00" not in load_dataset("xquad-r:de-en", "train").queries.texts
+
+
+def test_translate_queries_joins_target_ids_to_their_source_text(tmp_path, monkeypatch):
+    from retrieval_kd.xling.translate import IdMismatchError, translate_queries
+
+    monkeypatch.setenv(DATA_HOME_ENV, str(tmp_path))
+    tiny_xquad(tmp_path / "xquad-r")
+    src = load_dataset("xquad-r:en-en+pool", "train")
+    joined, sources = translate_queries(src, [load_dataset("xquad-r:en-en", "train"),
+                                              load_dataset("xquad-r:de-en+pool", "train")])
+    assert joined.queries.texts["q1@xquad-r:de-en+pool"] == "Was tun Katzen?"
+    assert sources["q1@xquad-r:de-en+pool"] == sources["q1@xquad-r:en-en"] == "What do cats do?"
+    assert sources["pool_00_01@xquad-r:de-en+pool"] == "Dogs bark loudly."
+    assert "pool_00_01@xquad-r:en-en" not in sources  # a target may hold a subset of the ids
+    assert len(sources) == 3 + 3 + 2 and not joined.qrels
+    with pytest.raises(IdMismatchError, match="pool_00_00"):  # a target id the source lacks
+        translate_queries(load_dataset("xquad-r:en-en", "train"), [load_dataset("xquad-r:de-en+pool", "train")])
+
+
 def test_lareqa_pool_and_answer_sentences(tmp_path):
     root = tiny_xquad(tmp_path / "xquad-r")
     ds = load_lareqa("de", root=root, pool_langs=("en", "de"))

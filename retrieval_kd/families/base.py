@@ -90,13 +90,14 @@ class ModelFamily:
         body (:meth:`around_body`)."""
         import sentence_transformers as st
 
+        from retrieval_kd.models.load import set_max_length
         from retrieval_kd.train.students import local_only, transformer_body
 
         if kind == self.student_class:
             model = getattr(st, self.student_class)(loc, **local_only(loc))
         else:
             model = self.around_body(transformer_body(loc) if local else loc, max_length, colbert_dim)
-        model.max_seq_length = max_length
+        set_max_length(model, max_length)
         return model
 
     def around_body(self, body: str, max_length: int, colbert_dim: int) -> Any:

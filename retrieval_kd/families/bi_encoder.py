@@ -84,10 +84,11 @@ class BiEncoderFamily(ModelFamily):
                       colbert_dim: int) -> Any:
         from sentence_transformers import SentenceTransformer
 
+        from retrieval_kd.models.load import set_max_length
         from retrieval_kd.train.students import local_only
 
         model = SentenceTransformer(loc, **local_only(loc))
-        model.max_seq_length = max_length
+        set_max_length(model, max_length)
         return model
 
     def loss(self, name: str, model: Any, cfg: Any) -> Any:

@@ -83,20 +83,31 @@ class DenseEncoder(_ModelEncoder):
     params: DenseParams
 
     def _load(self, embedding_cache: str | Path | None) -> None:
-        self.st = load_encoder(self.ref, self.params)  # on params.backend
-        self.backend = backend_info(self.st)
-        self.dim = int(self.st.get_embedding_dimension())
-        self.cache = dense_doc_cache(embedding_cache, self.ref, self.st, self.params)
+        self.doc_ref = resolve_model(self.params.doc_model) if self.params.doc_model else self.ref
+        if self.doc_ref is self.ref:
+            self.st = self.doc_st = load_encoder(self.ref, self.params)  # on params.backend
+        else:  # asymmetric: the query encoder on torch, the documents' model on params' backend
+            self.st = load_encoder(self.ref, self.params.model_copy(update={"backend": "torch", "variant": "fp32",
+                                                                           "max_length": None}))
+            self.doc_st = load_encoder(self.doc_ref, self.params)
+            dims = (self.st.get_embedding_dimension(), self.doc_st.get_embedding_dimension())
+            if dims[0] != dims[1]:
+                raise RkdError(f"{self.ref.ref} makes {dims[0]}-d query vectors, doc_model {self.doc_ref.ref} "
+                               f"{dims[1]}-d document vectors: they must agree")
+        self.backend = backend_info(self.doc_st)
+        self.dim = int(self.doc_st.get_embedding_dimension())
+        self.cache = dense_doc_cache(embedding_cache, self.doc_ref, self.doc_st, self.params)
 
     def identity(self) -> dict[str, Any]:
-        return {"family": self.family, "model": self.ref.provenance(),
-                "max_seq_length": self.st.max_seq_length,
+        doc = {"doc_model": self.doc_ref.provenance()} if self.doc_ref is not self.ref else {}
+        return {"family": self.family, "model": self.ref.provenance(), **doc,
+                "max_seq_length": self.doc_st.max_seq_length,
                 "params": self.params.model_dump(exclude={"device", "batch_size", "backend", "variant"}),
                 **self.backend}  # torch fp32 adds nothing
 
     def encode_docs(self, texts: list[str]) -> dict[str, np.ndarray]:
         def enc(t: list[str]) -> np.ndarray:
-            return encode_texts(self.st, t, self.params, self.params.doc_prompt, chunk=len(t) or 1)
+            return encode_texts(self.doc_st, t, self.params, self.params.doc_prompt, chunk=len(t) or 1)
         if self.cache is None:
             return {"emb": enc(texts)}
         emb = self.cache.encode(texts, enc, self.params.doc_prompt)

@@ -51,7 +51,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, PrivateAttr, model_serializer, model_validator
 
@@ -246,12 +246,18 @@ class BackendParams(BaseModel):
             raise ValueError(str(e)) from None
         return self
 
+    DROP_WHEN_NONE: ClassVar[tuple[str, ...]] = ()
+    """Fields added later, left out of dumps while unset (a subclass's)."""
+
     @model_serializer(mode="wrap")
     def _drop_default_backend(self, handler):
         out = handler(self)
         if isinstance(out, dict):
             for k, default in zip(("backend", "variant"), DEFAULT):
                 if out.get(k) == default:
+                    del out[k]
+            for k in self.DROP_WHEN_NONE:
+                if k in out and out[k] is None:
                     del out[k]
         return out
 

@@ -16,5 +16,12 @@ def load_st_model(cls: type, ref: ModelRef, use: str, *, device: str | None = No
     kw = {"model_kwargs": model_kwargs} if model_kwargs else {}
     model = cls(ref.location, device=device, **kw)
     if max_seq_length:
-        model.max_seq_length = max_seq_length
+        set_max_length(model, max_seq_length)
     return model
+
+
+def set_max_length(model: Any, n: int) -> None:
+    """Cut texts at ``n`` tokens; a model that reads whole texts (a ``StaticEmbedding``, whose
+    length is infinite and fixed) is left as it is."""
+    if model.max_seq_length != float("inf"):
+        model.max_seq_length = n

@@ -69,13 +69,18 @@ def registered_copy(hf_id: str, *, same_weights: bool = True):
 
 
 def resolve_model(ref: str, *, fetch_missing: bool = True) -> ModelRef:
-    """Resolve ``ref``: a registered short name is fetched (and verified), a path is hashed,
+    """Resolve ``ref``: a registered short name is fetched (and verified), ``static:<ref>`` is a
+    static encoder derived from ``<ref>`` (:mod:`retrieval_kd.models.static`), a path is hashed,
     anything else is taken as a Hugging Face hub id (hashed if already in the local HF cache).
     A hub id that is not in the HF cache but is a registered model's own weights (e.g.
     sentence-transformers/all-MiniLM-L6-v2) resolves to the registered, verified copy."""
     reg = model_registry()
     if ref in reg:
         return _registered(reg[ref], ref, fetch_missing)
+    from retrieval_kd.models.static import is_static_ref, resolve_static
+
+    if is_static_ref(ref):
+        return resolve_static(ref, fetch_missing)
     path = Path(ref).expanduser()
     if path.exists():
         w = _local_weight(path)

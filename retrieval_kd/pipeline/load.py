@@ -215,6 +215,10 @@ def model_problem(ref: str, students: dict, base: Path) -> str | None:
     if ref.startswith(STUDENT_REF):
         name = ref[len(STUDENT_REF):]
         return None if name in students else f"no student '{name}' (students: {', '.join(students) or 'none'})"
+    from retrieval_kd.models.static import PREFIX as STATIC
+
+    if ref.startswith(STATIC):  # derived from the model it names
+        return model_problem(ref[len(STATIC):], {}, base)
     reg = model_registry()
     if ref in reg or (base / ref).exists() or Path(ref).expanduser().exists():
         return None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from pydantic import ConfigDict, Field
 
 from retrieval_kd.data.types import Corpus, Queries, Run
+from retrieval_kd.errors import RkdError
 from retrieval_kd.families.lengths import MAX_LENGTH, OneName, renamed
 from retrieval_kd.models.backends import BackendParams
 from retrieval_kd.models.load import load_st_model
@@ -37,6 +39,12 @@ class DenseParams(OneName, BackendParams):
     """Joins a document's title and text."""
     device: str | None = None
     """Torch device of the encoder (default: the best available)."""
+    doc_model: str | None = None
+    """An index's documents encoded by this model instead of the index's own (an asymmetric
+    index: e.g. a ``static:`` query encoder trained towards this model's query vectors,
+    ``embed_on: queries``); the length, prompt and backend settings then apply to it, and the
+    query encoder runs on torch. Left out of dumps when unset."""
+    DROP_WHEN_NONE: ClassVar[tuple[str, ...]] = ("doc_model",)
 
 
 def load_encoder(model: ModelRef, params: DenseParams):
@@ -84,6 +92,8 @@ def dense_search(st, corpus: Corpus, queries: Queries, params: DenseParams | Non
                  k: int = 1000) -> Run:
     """Encode corpus and queries, return the exact top-``k`` run."""
     params = params or DenseParams()
+    if params.doc_model:
+        raise RkdError("doc_model (documents by another model) applies to a dense index, not to dense retrieval")
     d = encode_texts(st, corpus.texts(params.title_sep), params, params.doc_prompt)
     q = encode_texts(st, list(queries.texts.values()), params, params.query_prompt)
     return topk_run(corpus.ids(), d, queries.ids(), q, k)

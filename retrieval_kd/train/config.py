@@ -101,11 +101,17 @@ class TrainConfig(BaseModel):
     """A bi-encoder teacher spec (``{kind: bi-encoder, model: minilm-l6, max_length: 128}``) whose
     vectors of every row's texts the ``embed`` loss trains the student's towards
     (:mod:`retrieval_kd.train.embed`); needs the ``embed`` loss, and the ``embed`` loss needs it."""
-    embed_on: Literal["rows", "corpus"] = "rows"
-    """What the ``embed`` loss trains on: the training ``rows``' texts, or alone on the ``corpus``.
+    embed_on: Literal["rows", "corpus", "queries"] = "rows"
+    """What the ``embed`` loss trains on: the training ``rows``' texts, or alone on the ``corpus``
+    or the ``queries``.
     ``corpus``: the dataset's corpus documents, one text per row, with the ``embed`` loss alone (no
     query, no label, no candidates): the teacher's view of the unlabelled corpus, e.g. as a first
-    stage before label training (``init: student:NAME`` in a pipeline)."""
+    stage before label training (``init: student:NAME`` in a pipeline).
+    ``queries``: the dataset's queries (under ``translate``, the listed datasets' queries of the
+    same ids), each towards the teacher's query vector of the dataset's own query, in the
+    teacher's space (no rotation): a query encoder searched against the teacher's document vectors
+    (a dense index's ``doc_model``), e.g. a ``static:`` multilingual student of an English
+    teacher."""
 
     # --- examples -----------------------------------------------------------------------------
     losses: list[LossTerm] = [LossTerm(name="kl")]
@@ -165,6 +171,9 @@ class TrainConfig(BaseModel):
     """> 0 overrides ``epochs``."""
     lr: float = Field(2e-5, gt=0)
     """Peak learning rate (linear decay after the warm-up)."""
+    lr_schedule: Literal["linear", "constant"] = "linear"
+    """After the warm-up: ``linear`` decay to 0, or ``constant`` (the trainer's
+    ``constant_with_warmup``)."""
     warmup: float = Field(0.1, ge=0)
     """Learning-rate warm-up: a fraction of the steps if < 1, else a number of steps."""
     weight_decay: float = Field(0.0, ge=0)
@@ -200,10 +209,10 @@ class TrainConfig(BaseModel):
         if "embed" in names and not get(self.family).embed_once:
             own = ", ".join(f.name for f in all_families() if f.embed_once)
             raise ValueError(f"the embed loss applies to {own} students (one vector per text)")
-        if self.embed_on == "corpus":
+        if self.embed_on in ("corpus", "queries"):
             if names != ["embed"] or self.scores or self.candidates is not None:
-                raise ValueError("embed_on: corpus trains with the embed loss alone, from no scores "
-                                 "or candidates")
+                raise ValueError(f"embed_on: {self.embed_on} trains with the embed loss alone, from no "
+                                 "scores or candidates")
         elif self.teacher == "none":
             if "infonce" not in names or not set(names) <= SCORE_FREE:
                 raise ValueError("teacher: none (label-only) trains with loss infonce "

@@ -74,6 +74,37 @@ def corpus_rows(ds: Any) -> tuple[dict[str, list], Any]:
     return cols, stats
 
 
+def query_rows(ds: Any, groups: dict[str, str]) -> tuple[dict[str, list], list[str], Any]:
+    """One row per query of ``ds`` (``embed_on: queries``): its text the only column, and the text
+    whose teacher vector is its target, ``groups[qid]`` (the query itself, or under ``translate``
+    the scored dataset's query of the same id)."""
+    from retrieval_kd.artifacts import sha256_records
+    from retrieval_kd.train.examples import ExampleStats
+
+    ids = list(groups)
+    cols = {"query": [ds.queries.texts[q] for q in ids]}
+    sources = [groups[q] for q in ids]
+    stats = ExampleStats(layout="queries", queries=len(ids), rows=len(ids),
+                         fingerprint=sha256_records(zip(cols["query"], sources)))
+    return cols, sources, stats
+
+
+def add_query_targets(cols: dict[str, list], sources: list[str], spec: dict[str, Any], width: int
+                      ) -> dict[str, Any]:
+    """``embed_on: queries``: each row's target is the teacher's query vector of its source text,
+    in the teacher's own space (no rotation: the student's queries are searched against the
+    teacher's document vectors, a dense index's ``doc_model``), so the sizes must agree."""
+    unique = sorted(set(sources))
+    vectors, identity = teacher_vectors(spec, [unique])
+    if vectors.shape[-1] != width:
+        raise RkdError(f"embed_on: queries trains in the teacher's own space: the student's vector size "
+                       f"({width}) must be the teacher's ({vectors.shape[-1]})")
+    at = {t: i for i, t in enumerate(unique)}
+    cols["label"] = [vectors[at[t], 0] for t in sources]
+    return {"teacher": identity, "teacher_dim": int(vectors.shape[-1]), "width": width, "columns": 1,
+            "space": "teacher", "distinct_targets": len(unique)}
+
+
 def add_targets(cols: dict[str, list], spec: dict[str, Any], width: int, queries_first: bool = True
                 ) -> dict[str, Any]:
     """Append every row's ``embed`` targets (``width`` per text column) to its ``label`` (made if

@@ -109,6 +109,14 @@ def load_inputs(cfg: TrainConfig) -> TrainInputs:
                         "n_rows": m.get("n_rows")})
     if cfg.embed_on == "corpus":  # its rows are the corpus documents (make_examples)
         return TrainInputs(ds, {})
+    if cfg.embed_on == "queries":  # its rows are the queries, each group the text of its target
+        if not cfg.translate:
+            return TrainInputs(ds, dict(ds.queries.texts))
+        from retrieval_kd.xling.translate import translate_queries
+
+        targets = [load_dataset(name, ds.split) for name in cfg.translate]
+        joined, sources = translate_queries(ds, targets)
+        return TrainInputs(joined, sources, [], None, [t.protocol() for t in targets])
     if stores:
         table = pa.concat_tables([s.table() for s in stores])
         return _translated(cfg, TrainInputs(ds, groups_from_table(table, with_scores=not cfg.label_only), records))
@@ -143,10 +151,15 @@ def make_examples(cfg: TrainConfig, inputs: TrainInputs, width: int | None = Non
     from datasets import Dataset as HFDataset
 
     groups = inputs.groups if cfg.query_folds is None else outside_fold(inputs.groups, cfg.query_folds)
+    sources = None
     if cfg.embed_on == "corpus":
         from retrieval_kd.train.embed import corpus_rows
 
         cols, stats = corpus_rows(inputs.ds)
+    elif cfg.embed_on == "queries":
+        from retrieval_kd.train.embed import query_rows
+
+        cols, sources, stats = query_rows(inputs.ds, groups)
     else:
         cols, stats = build_rows(inputs.ds, groups, ExampleOptions.from_config(cfg))
     if cfg.query_folds is not None:
@@ -163,7 +176,12 @@ def make_examples(cfg: TrainConfig, inputs: TrainInputs, width: int | None = Non
 
         if width is None:
             raise RkdError("embed targets need the student's vector size")
-        stats.embed = add_targets(cols, cfg.embed_teacher, width, queries_first=cfg.embed_on == "rows")
+        if sources is not None:
+            from retrieval_kd.train.embed import add_query_targets
+
+            stats.embed = add_query_targets(cols, sources, cfg.embed_teacher, width)
+        else:
+            stats.embed = add_targets(cols, cfg.embed_teacher, width, queries_first=cfg.embed_on == "rows")
         stats.fingerprint = sha256_json({"rows": stats.fingerprint, "embed": stats.embed})
     return HFDataset.from_dict(cols), stats
 
@@ -196,6 +214,7 @@ def training_args(cfg: TrainConfig, out_dir: Path, world: World | None = None):
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.lr,
+        lr_scheduler_type="linear" if cfg.lr_schedule == "linear" else "constant_with_warmup",
         warmup_steps=cfg.warmup,
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,
@@ -242,12 +261,50 @@ def make_trainer(cfg: TrainConfig, model, train_dataset, out_dir: Path, callback
     loss = build_loss(cfg.family, model, cfg)
     if world is not None and world.active:
         gather_in_batch(loss)
-    trainer = cls(model=model, args=training_args(cfg, out_dir, world), train_dataset=train_dataset,
-                  loss=loss, callbacks=list(callbacks))
+    args = training_args(cfg, out_dir, world)
+    sparse = sparse_optimizer(model, cfg, world)
+    if sparse is not None:
+        args.max_grad_norm = 0.0  # no clipping: the norm of sparse gradients is not taken
+    trainer = cls(model=model, args=args, train_dataset=train_dataset, loss=loss, callbacks=list(callbacks),
+                  **({"optimizers": (sparse, None)} if sparse is not None else {}))
     trainer.remove_callback(PrinterCallback)  # logs go to the manifest and the progress bar
+    if sparse is not None:  # transformers 5 logs the gradient norm through clip_grad_norm_, dense only
+        trainer._get_grad_norm = lambda model, grad_norm=None: sparse_grad_norm(model)
     if world is not None and world.active:
         _writer_saves_model(trainer)
     return trainer
+
+
+def sparse_optimizer(model, cfg: TrainConfig, world: World | None = None):
+    """For a student made of ``StaticEmbedding`` tables alone (a ``static:`` init): sparse
+    gradients and ``torch.optim.SparseAdam``, so a step moves only the rows of the batch's tokens
+    instead of every row of a 262k-token table (Adam's dense update of EmbeddingGemma's table takes
+    ~3 s a step on 2 cores). None for any other student (the trainer's own AdamW)."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    tables = [m for m in model.modules() if isinstance(m, StaticEmbedding)]
+    if not tables:
+        return None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if sum(p.numel() for m in tables for p in m.parameters()) != sum(p.numel() for p in trainable):
+        raise RkdError("a student with a StaticEmbedding trains it alone (sparse gradients): "
+                       "its other modules must have no trainable parameters")
+    if world is not None and world.active:
+        raise RkdError("a StaticEmbedding student trains in one process (sparse gradients are not all-reduced)")
+    for m in tables:
+        m.embedding.sparse = True
+    return torch.optim.SparseAdam(trainable, lr=cfg.lr)
+
+
+def sparse_grad_norm(model) -> float:
+    """The L2 norm of every gradient, sparse ones included (what the trainer logs)."""
+    total = 0.0
+    for p in model.parameters():
+        if p.grad is not None:
+            g = p.grad.coalesce().values() if p.grad.is_sparse else p.grad
+            total += float(g.float().pow(2).sum())
+    return total ** 0.5
 
 
 def _writer_saves_model(trainer) -> None:
@@ -327,7 +384,7 @@ def _progress_callback(prog, task_id):
 
 
 LATER_FIELDS = {"teacher_scale": 1.0, "short_lists": "drop", "positive_floor": None, "query_folds": None,
-                "embed_teacher": None, "embed_on": "rows"}
+                "embed_teacher": None, "embed_on": "rows", "lr_schedule": "linear"}
 """Config fields added after runs were first recorded: left out of the key while at this
 default, so a run made before the field existed keeps its key (and is not retrained)."""
 

@@ -14,7 +14,8 @@ from retrieval_kd.xling import msmarco_ko, xquad_r
 
 FORMATS = ("xquad-r", "msmarco-ko")
 VARIANTS = {
-    "xquad-r": f"<q>-<p> (paragraphs) or lareqa-<q> (sentence pool), q, p in "
+    "xquad-r": f"<q>-<p> (paragraphs; <q>-<p>+pool adds the pool's paragraphs in <q> as queries "
+               f"without qrels, for training) or lareqa-<q> (sentence pool), q, p in "
                f"{' '.join(xquad_r.XQUAD_R_LANGS)}",
     "msmarco-ko": ", ".join(msmarco_ko.DIRECTIONS),
 }
@@ -33,8 +34,11 @@ def load_registered(root: Path, fmt: str, variant: str | None, split: str, name:
                 raise NotFoundError(f"dataset '{full}' has only the split 'test' (train/heldout are "
                                     "for paragraph retrieval <q>-<p>)")
             return xquad_r.load_lareqa(parts[1], root=root, name=full)
+        pool = len(parts) == 2 and parts[1].endswith(xquad_r.POOL_SUFFIX)
+        if pool:
+            parts[1] = parts[1].removesuffix(xquad_r.POOL_SUFFIX)
         if len(parts) == 2:
-            return xquad_r.load_xquad_r(parts[0], parts[1], root=root, name=full, split=split)
+            return xquad_r.load_xquad_r(parts[0], parts[1], root=root, name=full, split=split, pool_queries=pool)
     elif fmt == "msmarco-ko":
         if variant in msmarco_ko.DIRECTIONS:
             return msmarco_ko.load_msmarco_ko(parts[0], parts[1], root=root, name=full)

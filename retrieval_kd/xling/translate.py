@@ -142,3 +142,28 @@ def translate_groups(ds: Dataset, groups: Mapping[str, list], targets: list[Data
                                                                   for t in targets)},
                      relevance_level=ds.relevance_level)
     return joined, out
+
+
+def translate_queries(ds: Dataset, targets: list[Dataset]) -> tuple[Dataset, dict[str, str]]:
+    """Query-vector distillation (``embed_on: queries``) under ``translate``: every query of every
+    target dataset whose id is one of ``ds``'s queries, its text the target's, and (the second
+    value) the text of ``ds``'s query of the same id, whose teacher vector it learns. Unlike
+    :func:`translate_groups` a target may hold a subset of ``ds``'s ids (English questions alone
+    beside a dataset that adds the pool's paragraphs); a target id that ``ds`` lacks is an
+    :class:`IdMismatchError`. Query ids become ``<qid>@<target name>``."""
+    src = ds.queries.texts
+    problems = [(f"query ids of {t.name}/{t.split} have no query in {ds.name}/{ds.split}", missing)
+                for t in targets if (missing := [q for q in t.queries.texts if q not in src])]
+    if problems:
+        raise IdMismatchError(problems)
+    texts: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for t in targets:
+        for q, text in t.queries.texts.items():
+            texts[f"{q}@{t.name}"], sources[f"{q}@{t.name}"] = text, src[q]
+    joined = Dataset(name=f"{ds.name} queries from {', '.join(t.name for t in targets)}", split=ds.split,
+                     corpus=ds.corpus, queries=Queries(texts), qrels={},
+                     sources={**ds.sources, "queries": "; ".join(str(t.sources.get("queries", t.name))
+                                                                  for t in targets)},
+                     relevance_level=ds.relevance_level)
+    return joined, sources

@@ -40,6 +40,8 @@ from retrieval_kd.xling._json import load_json
 XQUAD_R_LANGS = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
 DIR = "xquad-r"
 SPLITS = ("test", "train", "heldout")
+POOL_SUFFIX = "+pool"
+"""A variant ``<q>-<p>+pool``: the pool's paragraphs in ``q`` are queries too (training only)."""
 """``test``: every question; ``train`` / ``heldout``: the questions of even / odd articles."""
 
 
@@ -204,10 +206,18 @@ def _lang_file(root: Path, lang: str) -> Path:
     return path
 
 
+def pool_query_id(p: Paragraph) -> str:
+    """A paragraph's id as a query, the same in every language (``pool_<article>_<paragraph>``)."""
+    return f"pool_{p.article:02d}_{p.index:02d}"
+
+
 def load_xquad_r(query_lang: str, passage_lang: str, root: str | Path | None = None,
-                 name: str | None = None, split: str = "test") -> Dataset:
+                 name: str | None = None, split: str = "test", pool_queries: bool = False) -> Dataset:
     """Paragraph retrieval: questions in ``query_lang`` over the paragraphs in ``passage_lang``;
-    ``split`` picks the questions (:data:`SPLITS`), the pool is every paragraph."""
+    ``split`` picks the questions (:data:`SPLITS`), the pool is every paragraph. With
+    ``pool_queries`` (variant ``<q>-<p>+pool``) every paragraph of the pool in ``query_lang`` is
+    also a query (:func:`pool_query_id`, no qrels, in every split): the collection in the query
+    language, for training a query encoder on it (never for evaluation)."""
     root = xquad_r_root(root)
     qf = read_xquad_r(_lang_file(root, query_lang), query_lang)
     pf = qf if passage_lang == query_lang else read_xquad_r(_lang_file(root, passage_lang), passage_lang)
@@ -215,7 +225,10 @@ def load_xquad_r(query_lang: str, passage_lang: str, root: str | Path | None = N
     docs = {p.doc_id(pf.lang): Document(text=p.context) for p in pf.paragraphs}
     qrels: Qrels = {q: {pf.paragraphs[i].doc_id(pf.lang): 1} for q, i in qf.paragraph_of.items()
                     if in_split(pf.paragraphs[i].article, split)}
-    corpus, queries = Corpus(docs), Queries({q: t for q, t in qf.questions.items() if q in qrels})
+    texts = {q: t for q, t in qf.questions.items() if q in qrels}
+    if pool_queries:
+        texts.update({pool_query_id(p): p.context for p in qf.paragraphs})
+    corpus, queries = Corpus(docs), Queries(texts)
     return Dataset(
         name=name or f"xquad-r:{query_lang}-{passage_lang}", split=split, corpus=corpus,
         queries=queries, qrels=qrels,

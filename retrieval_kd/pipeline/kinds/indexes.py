@@ -211,8 +211,8 @@ def index(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[st
         raise RkdError(f"index {config['name']}: a {family} is not indexable; score it as a reranker")
     enc, fp, build = _index_params(ifam, config.get("kind"), config.get("params") or {})
     # a student trained in this run is encoded by its own index stage only: caching its vectors
-    # would store a second copy nothing reads
-    cache = None if "student" in inputs else current_root()
+    # would store a second copy nothing reads (unless another model, doc_model, encodes the documents)
+    cache = None if "student" in inputs and not getattr(enc, "doc_model", None) else current_root()
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "index" / "manifest.json").is_file():  # else built before a kill, not yet renamed
         build_index(ifam, config["dataset"], out / "index", model, encoder_params=enc, faiss_params=fp,

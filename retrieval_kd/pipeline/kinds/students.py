@@ -93,9 +93,9 @@ class Students(Section):
             if s_.crossfit is not None and s_.seeds is not None:
                 bad((*loc, "crossfit"), "give either 'crossfit' or 'seeds', not both (a cross-fitted student "
                                         "is one full model and its fold models, of one seed)")
-            if s_.teacher is None and s_.candidates is None and s_.params.get("embed_on") != "corpus":
+            if s_.teacher is None and s_.candidates is None and s_.params.get("embed_on") not in ("corpus", "queries"):
                 bad(loc, "a label-only student (no teacher) needs 'candidates' (a retrieve entry for negatives); "
-                         "only params.embed_on: corpus trains without them")
+                         "only params.embed_on: corpus or queries trains without them")
             else:
                 c.problems.extend(_train_config_problems(c.lp, name, s_))
         return c.problems
