@@ -135,3 +135,30 @@ def test_pipeline_accepts_static_refs_and_query_students(tmp_path):
 
     assert model_problem("static:minilm-l6", {}, tmp_path) is None
     assert "not a registered name" in model_problem("static:no-such-model", {}, tmp_path)
+
+
+def test_pipeline_static_student_indexes_share_the_teachers_document_vectors(tmp_path, cache):
+    """A pipeline: a static student of the tiny teacher, its init and its seeds indexed against
+    the teacher's document vectors, the corpus encoded once for all of them (the run's cache)."""
+    from retrieval_kd.artifacts import read_manifest
+    from tests.tiny_pipeline import make_env, run_quietly
+
+    env = make_env(tmp_path, """
+name: static
+datasets: {tiny: {source: tiny}}
+students:
+  q: {family: bi-encoder, init: "static:models/st", dataset: tiny, loss: embed, seeds: [1, 2],
+      params: {embed_on: queries, embed_teacher: {kind: bi-encoder, model: models/st, max_length: 32},
+               max_steps: 4, batch_size: 4, lr: 0.05, lr_schedule: constant, warmup: 0}}
+indexes:
+  init: {model: "static:models/st", family: bi-encoder, dataset: tiny, kind: flat,
+         params: {doc_model: models/st, max_length: 32}, search: {splits: [test], k: 10}}
+  kd: {student: q, dataset: tiny, kind: flat, params: {doc_model: models/st, max_length: 32},
+       search: {splits: [test], k: 10}}
+""")
+    root = run_quietly(env)
+    built = sorted(root.glob("stages/index-*/index/manifest.json"))
+    assert len(built) == 3
+    cached = [read_manifest(m.parent)["stats"]["encode"].get("cached_docs", 0) for m in built]
+    assert sorted(cached) == [0, 50, 50]  # the first index encoded the 50 documents, the others read them
+    assert len(list((root / "embeddings").iterdir())) == 1

@@ -62,7 +62,7 @@ def local_models(obj: Any, base: Path) -> Any:
     """Model references (``model``/``init`` values) that are paths relative to the pipeline
     file, made absolute so stages find them from any working directory."""
     if isinstance(obj, dict):
-        return {k: (abs_model(v, base) if k in ("model", "init") and isinstance(v, str) else
+        return {k: (abs_model(v, base) if k in ("model", "init", "doc_model") and isinstance(v, str) else
                     local_models(v, base)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [local_models(v, base) for v in obj]
@@ -72,7 +72,10 @@ def local_models(obj: Any, base: Path) -> Any:
 def abs_model(ref: str, base: Path) -> str:
     """A model reference as stages get it: a path relative to the pipeline file made absolute."""
     from retrieval_kd.models.registry import model_registry
+    from retrieval_kd.models.static import PREFIX as STATIC
 
+    if ref.startswith(STATIC):  # static:<ref>, its inner reference resolved the same way
+        return STATIC + abs_model(ref[len(STATIC):], base)
     if ref.startswith(STUDENT_REF) or ref in model_registry() or Path(ref).is_absolute():
         return ref
     cand = base / ref

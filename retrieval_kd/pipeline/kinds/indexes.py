@@ -17,7 +17,7 @@ from retrieval_kd.families import get as get_family
 from retrieval_kd.models.backends import keyed_params
 from retrieval_kd.pipeline.adapters import STAGE_FILE, model_dir_of, run_queries, stage_result
 from retrieval_kd.pipeline.load import Checks, LoadedPipeline, Problem, dotted
-from retrieval_kd.pipeline.plan import Stage, abs_model, sid
+from retrieval_kd.pipeline.plan import Stage, abs_model, local_models, sid
 from retrieval_kd.pipeline.registry import register
 from retrieval_kd.pipeline.schema import Split, _Strict
 from retrieval_kd.pipeline.sections import Section
@@ -88,7 +88,7 @@ class Indexes(Section):
                 inputs = {"student": sid("student", ix.student, seed=seed)} if ix.student else {}
                 cfg = {"name": name, "dataset": ds[ix.dataset], "family": ix.family,
                        "model": abs_model(ix.model, lp.path.parent) if ix.model else None,
-                       "kind": ix.kind, "params": keyed_params(_key_params(p, ix))}
+                       "kind": ix.kind, "params": local_models(keyed_params(_key_params(p, ix)), lp.path.parent)}
                 out.append(Stage(sid("index", name, seed=seed), "index", cfg, inputs, ds[ix.dataset],
                                  ("indexes", name)))
                 for split in ix.search.splits:

@@ -14,7 +14,7 @@ from retrieval_kd.families import Family
 from retrieval_kd.pipeline.adapters import model_dir_of, run_file_of, stage_result
 from retrieval_kd.pipeline.kinds.retrieve import check_run_ref
 from retrieval_kd.pipeline.load import Checks, LoadedPipeline, Problem, dotted
-from retrieval_kd.pipeline.plan import Stage, abs_model, sid
+from retrieval_kd.pipeline.plan import Stage, abs_model, local_models, sid
 from retrieval_kd.pipeline.registry import register
 from retrieval_kd.pipeline.schema import STUDENT_REF, Split, _Strict, fold_name
 from retrieval_kd.pipeline.sections import Section
@@ -116,7 +116,8 @@ class Students(Section):
                 if fold is not None:
                     params = {**params, "query_folds": [fold, s.crossfit]}
                 cfg = {"name": name, "family": s.family, "init": abs_model(s.init, lp.path.parent),
-                       "dataset": ds[s.dataset], "split": s.split, "loss": s.loss, "params": params}
+                       "dataset": ds[s.dataset], "split": s.split, "loss": s.loss,
+                       "params": local_models(params, lp.path.parent)}  # embed_teacher's model
                 if s.translate:
                     cfg["translate"] = [ds[t] for t in s.translate]
                 stage_id = sid("student", name, seed=seed) if fold is None else sid("student", fold_name(name, fold))
