@@ -25,6 +25,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "research" / "distillation"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # token_corpus (revision 14)
 import bench_distill as bench  # noqa: E402
 import seed_study  # noqa: E402
 
@@ -117,6 +118,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "pq-twin": {"teacher": "none", "losses": "infonce", "negatives": 7, "epochs": 1, "lr": 1e-3, "pq": True},
     "pq-kd": {"losses": "kl:1.0+infonce:1.0", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
               "epochs": 1, "lr": 1e-3, "pq": True},
+    # revision 14 (dev only): ColBERT's own corpus stage, all-MiniLM-L6-v2's token vectors of every
+    # corpus document (token_corpus.py), then the twin's or the distilled recipe at lr 1e-3
+    "tok4-then-twin": {"stage1_token": True, "then": "twin-1ep-lr1e-3"},
+    "tok4-then-kd": {"stage1_token": True, "then": "kd-kl+infonce-1ep-lr1e-3"},
     "twin-noreg": {"teacher": "none", "losses": "infonce", "negatives": 7,
                    "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
     "kd-kl-noreg": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
@@ -225,7 +230,13 @@ def _train_rows(args, students, arms, seeds, store, ds, env, have, dest) -> int:
                 model_dir = Path(args.work) / args.split / f"{student}--{arm}--s{seed}"
                 init = STUDENTS[student]["init"]
                 t0 = time.perf_counter()
-                if "then" in ARMS[arm]:  # a bi-encoder first stage without labels, then another arm's recipe
+                if ARMS[arm].get("stage1_token"):  # revision 14: ColBERT's token corpus stage
+                    from token_corpus import train as token_stage
+
+                    first = model_dir.parent / f"{student}--tok4--s{seed}--stage1"
+                    init = str(token_stage(seed, first, Path(args.work)))
+                    tr = row_train(student, ARMS[arm]["then"], seed)
+                elif "then" in ARMS[arm]:  # a bi-encoder first stage without labels, then another arm's recipe
                     from retrieval_kd.train.config import load_config
 
                     of = ARMS[arm].get("stage1_of", f"{student}--{arm}")
