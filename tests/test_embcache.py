@@ -133,6 +133,29 @@ def test_bi_encoder_teacher_fills_the_cache_an_index_build_reads(tiny, tmp_path,
                                atol=1e-6)
 
 
+def test_bi_encoder_teacher_keeps_query_vectors_apart_and_reuses_them(tiny, tmp_path, monkeypatch):
+    """Query vectors (``embed_queries``, what ``embed_on: queries`` asks once per seed) are cached
+    in a folder of their own, and a second teacher of the same model encodes none of them."""
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.teachers.encoders import BiEncoderTeacher
+
+    texts = list(load_dataset(str(tiny["ds"]), "test").queries.texts.values())
+    cache = tmp_path / "cache"
+    first = BiEncoderTeacher(str(tiny["st"]), embedding_cache=cache, query_prompt="q: ")
+    want = first.embed_queries(texts)
+    first.close()
+    folders = [d for d in cache.iterdir() if d.is_dir()]
+    assert len(folders) == 1 and '"texts": "queries"' in (folders[0] / "identity.json").read_text()
+    again = BiEncoderTeacher(str(tiny["st"]), embedding_cache=cache, query_prompt="q: ")
+    seen = _count(monkeypatch, again.st, "encode")
+    np.testing.assert_allclose(again.embed_queries(texts), want, atol=1e-6)
+    assert seen == [] and again._disk_q.cached == len(set(texts))
+    other = BiEncoderTeacher(str(tiny["st"]), embedding_cache=cache, query_prompt="other: ")
+    seen = _count(monkeypatch, other.st, "encode")
+    other.embed_queries(texts[:2])
+    assert sum(seen) == 2  # another prompt: other vectors, encoded afresh
+
+
 # -- the cache on its own, with a stand-in encoder ------------------------------------------------
 IDENT = {"vectors": "dense", "model": {"sha256": "x" * 64}, "max_length": 8}
 

@@ -87,6 +87,11 @@ class BiEncoderTeacher(Teacher):
         self._q, self._d = _EmbeddingCache(), _EmbeddingCache()
         self._disk = BI_ENCODER.doc_cache(embedding_cache, self.ref, self.st.max_seq_length, self.backend,
                                           normalize=normalize, doc_prompt=self.doc_prompt, dtype=self.dtype)
+        # query vectors too (``embed_on: queries`` asks for the same ones once per seed), in a folder
+        # of their own: the identity says they are queries and with which prompt
+        self._disk_q = BI_ENCODER.doc_cache(embedding_cache, self.ref, self.st.max_seq_length, self.backend,
+                                            normalize=normalize, query_prompt=self.query_prompt, dtype=self.dtype,
+                                            texts="queries")
 
     def identity(self) -> dict[str, Any]:
         ident = {"kind": BI_ENCODER.name, "model": self.ref.provenance(),
@@ -101,14 +106,19 @@ class BiEncoderTeacher(Teacher):
                            normalize_embeddings=self.normalize, convert_to_tensor=True)
         return x.float().cpu().numpy()  # bf16 tensors have no numpy view
 
+    def _queries(self, texts: list[str]) -> np.ndarray:
+        def enc(t: list[str]) -> np.ndarray:
+            return self._enc(t, self.query_prompt)
+        return self._disk_q.encode(texts, enc, self.query_prompt) if self._disk_q else enc(texts)
+
     def _docs(self, texts: list[str]) -> np.ndarray:
         def enc(t: list[str]) -> np.ndarray:
             return self._enc(t, self.doc_prompt)
         return self._disk.encode(texts, enc, self.doc_prompt) if self._disk else enc(texts)
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
-        """Query vectors, one row per text (repeats encoded once)."""
-        q, pos = self._q.lookup(texts, lambda t: self._enc(t, self.query_prompt))
+        """Query vectors, one row per text (repeats encoded once; cached on disk if set up)."""
+        q, pos = self._q.lookup(texts, self._queries)
         return q[pos]
 
     def embed_documents(self, texts: list[str]) -> np.ndarray:
@@ -117,13 +127,14 @@ class BiEncoderTeacher(Teacher):
         return d[pos]
 
     def close(self) -> None:
-        if self._disk:
-            self._disk.close()
+        for disk in (self._disk, self._disk_q):
+            if disk:
+                disk.close()
 
     def score(self, pairs: list[Pair]) -> np.ndarray:
         if not pairs:
             return np.zeros(0)
-        q, qpos = self._q.lookup([p.query for p in pairs], lambda t: self._enc(t, self.query_prompt))
+        q, qpos = self._q.lookup([p.query for p in pairs], self._queries)
         d, dpos = self._d.lookup([p.passage for p in pairs], self._docs)
         return np.einsum("ij,ij->i", q[qpos], d[dpos]).astype(np.float64)
 
