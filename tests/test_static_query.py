@@ -161,4 +161,6 @@ indexes:
     assert len(built) == 3
     cached = [read_manifest(m.parent)["stats"]["encode"].get("cached_docs", 0) for m in built]
     assert sorted(cached) == [0, 50, 50]  # the first index encoded the 50 documents, the others read them
-    assert len(list((root / "embeddings").iterdir())) == 1
+    idents = [(d / "identity.json").read_text() for d in (root / "embeddings").iterdir()]
+    # one folder of document vectors, one of the teacher's query vectors (shared by both seeds)
+    assert sorted('"texts": "queries"' in i for i in idents) == [False, True]
