@@ -174,8 +174,10 @@ def train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dest = out / "rows.jsonl.gz"
+    # the queries rows are evaluated on (the `else` below once hung off `if args.pq_store`, so a dev
+    # study without pseudo-queries searched the test queries; revision 14 found it, see FINDINGS.md)
+    ds = seed_study.dev_split() if args.split == "dev" else load_dataset(bench.DATASET, "test")
     if args.split == "dev":
-        ds = seed_study.dev_split()
         full = load_dataset(bench.DATASET, "train")
         keep = {q for q in full.queries.ids() if not seed_study.is_dev(q)}
         store = bench.scaled_store(store, 1.0, keep)  # the train store without the dev queries
@@ -185,8 +187,6 @@ def train(args: argparse.Namespace) -> int:
         pq_ids = {q for q in _load(args.pq_folder, "train").queries.ids()
                   if q.startswith("pq-") or (args.split == "test" or not seed_study.is_dev(q))}
         args.pq_store = bench.scaled_store(Path(args.pq_store), 1.0, pq_ids, dataset=args.pq_folder)
-    else:
-        ds = load_dataset(bench.DATASET, "test")
     env = seed_study.environment()
     have = done_rows(dest)
     from retrieval_kd import embcache
