@@ -164,3 +164,14 @@ indexes:
     idents = [(d / "identity.json").read_text() for d in (root / "embeddings").iterdir()]
     # one folder of document vectors, one of the teacher's query vectors (shared by both seeds)
     assert sorted('"texts": "queries"' in i for i in idents) == [False, True]
+
+
+def test_dense_retrieval_refuses_doc_model_and_writes_nothing(train_env, tmp_path):  # noqa: F811
+    from retrieval_kd.errors import RkdError
+    from retrieval_kd.retrieve.dense import DenseParams
+    from retrieval_kd.retrieve.stage import dense_stage
+
+    params = DenseParams(doc_model=str(train_env["bi-encoder"]), max_length=32)
+    with pytest.raises(RkdError, match="applies to a dense index"):
+        dense_stage(str(train_env["dataset"]), "train", tmp_path / "run", str(train_env["bi-encoder"]), params)
+    assert not (tmp_path / "run").exists()

@@ -88,12 +88,18 @@ def encode_texts(st, texts: list[str], params: DenseParams, prompt: str = "",
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
+def check_no_doc_model(params: DenseParams) -> None:
+    """Dense retrieval encodes documents and queries with one model: ``doc_model`` is an index's."""
+    if params.doc_model:
+        raise RkdError("doc_model (documents by another model) applies to a dense index (rkd index dense), "
+                       "not to dense retrieval")
+
+
 def dense_search(st, corpus: Corpus, queries: Queries, params: DenseParams | None = None,
                  k: int = 1000) -> Run:
     """Encode corpus and queries, return the exact top-``k`` run."""
     params = params or DenseParams()
-    if params.doc_model:
-        raise RkdError("doc_model (documents by another model) applies to a dense index, not to dense retrieval")
+    check_no_doc_model(params)
     d = encode_texts(st, corpus.texts(params.title_sep), params, params.doc_prompt)
     q = encode_texts(st, list(queries.texts.values()), params, params.query_prompt)
     return topk_run(corpus.ids(), d, queries.ids(), q, k)

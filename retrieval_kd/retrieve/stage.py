@@ -13,7 +13,13 @@ from retrieval_kd.digests import file_digests
 from retrieval_kd.models.resolve import resolve_model
 from retrieval_kd.progress import Timer, make_progress
 from retrieval_kd.retrieve.bm25 import BM25Params, bm25_search
-from retrieval_kd.retrieve.dense import DenseParams, dense_doc_cache, encode_texts, load_encoder
+from retrieval_kd.retrieve.dense import (
+    DenseParams,
+    check_no_doc_model,
+    dense_doc_cache,
+    encode_texts,
+    load_encoder,
+)
 from retrieval_kd.retrieve.fusion import (
     FusionParams,
     check_arity,
@@ -54,6 +60,7 @@ def dense_stage(dataset: str, split: str, out: Path, model: str, params: DensePa
                 k: int = 1000, name: str | None = None, embedding_cache: str | Path | None = None) -> Path:
     """Exact dense retrieval (FAISS flat, inner product) with a sentence-transformers model;
     documents in ``embedding_cache`` (:mod:`retrieval_kd.embcache`) are not encoded again."""
+    check_no_doc_model(params)
     timer = Timer()
     with timer("load_s", f"loading {dataset}/{split} and {model}"):
         ds = load_dataset(dataset, split)
