@@ -175,3 +175,16 @@ def test_dense_retrieval_refuses_doc_model_and_writes_nothing(train_env, tmp_pat
     with pytest.raises(RkdError, match="applies to a dense index"):
         dense_stage(str(train_env["dataset"]), "train", tmp_path / "run", str(train_env["bi-encoder"]), params)
     assert not (tmp_path / "run").exists()
+
+
+def test_unknown_models_are_one_line_each(tmp_path, cache, monkeypatch):
+    from retrieval_kd.errors import RkdError
+    from retrieval_kd.index.encoders import make_encoder
+    from retrieval_kd.retrieve.dense import DenseParams
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RkdError, match="'no-such' is neither a registered model nor a local folder"):
+        make_encoder("dense", "static:no-such", DenseParams())
+    with pytest.raises(RkdError, match="no-such-doc-model: cannot load a dense encoder") as e:
+        make_encoder("dense", "minilm-l6", DenseParams(doc_model="no-such-doc-model"))
+    assert "\n" not in str(e.value)

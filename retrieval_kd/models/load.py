@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from retrieval_kd.errors import RkdError
 from retrieval_kd.models.resolve import ModelRef, require_model_type
 
 
@@ -14,7 +15,12 @@ def load_st_model(cls: type, ref: ModelRef, use: str, *, device: str | None = No
     and ``model_kwargs`` for the transformer (e.g. its dtype)."""
     require_model_type(ref, cls.__name__, use)
     kw = {"model_kwargs": model_kwargs} if model_kwargs else {}
-    model = cls(ref.location, device=device, **kw)
+    try:
+        model = cls(ref.location, device=device, **kw)
+    except OSError as e:  # not found locally, and the hub unreachable or without it
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RkdError(f"{ref.ref}: cannot load {use}: not a registered name, a local folder or a model in the "
+                       f"Hugging Face cache ({first})") from None
     if max_seq_length:
         set_max_length(model, max_seq_length)
     return model

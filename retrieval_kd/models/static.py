@@ -48,8 +48,9 @@ def _input_embeddings(folder: Path):
 
 def derive_static(source) -> Path:
     """The cached ``StaticEmbedding`` folder derived from ``source`` (a resolved ModelRef)."""
-    if not source.sha256:
-        raise RkdError(f"{source.ref}: a static encoder needs local weights with a known sha256")
+    if not source.sha256 or not Path(source.location).exists():
+        raise RkdError(f"static:{source.ref}: '{source.ref}' is neither a registered model nor a local folder "
+                       "with weights (a static encoder is derived from local weights)")
     final = cache_home() / "converted" / f"{source.sha256[:16]}-static"
     if (final / RECORD).is_file() and (final / WEIGHTS).is_file():
         return final
