@@ -185,6 +185,6 @@ def test_unknown_models_are_one_line_each(tmp_path, cache, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RkdError, match="'no-such' is neither a registered model nor a local folder"):
         make_encoder("dense", "static:no-such", DenseParams())
-    with pytest.raises(RkdError, match="no-such-doc-model: cannot load a dense encoder") as e:
+    with pytest.raises(RkdError, match="no-such-doc-model: cannot load the doc_model") as e:
         make_encoder("dense", "minilm-l6", DenseParams(doc_model="no-such-doc-model"))
     assert "\n" not in str(e.value)

@@ -71,7 +71,12 @@ class _ModelEncoder:
         _quiet_hf()
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
         self.params = params or self.params_class()
-        self._load(embedding_cache)
+        try:
+            self._load(embedding_cache)
+        except OSError as e:
+            from retrieval_kd.models.load import not_loadable
+
+            raise not_loadable(self.ref, f"a {self.family} encoder", e) from None
 
     def _load(self, embedding_cache: str | Path | None) -> None:
         raise NotImplementedError
@@ -89,7 +94,12 @@ class DenseEncoder(_ModelEncoder):
         else:  # asymmetric: the query encoder on torch, the documents' model on params' backend
             self.st = load_encoder(self.ref, self.params.model_copy(update={"backend": "torch", "variant": "fp32",
                                                                            "max_length": None}))
-            self.doc_st = load_encoder(self.doc_ref, self.params)
+            try:
+                self.doc_st = load_encoder(self.doc_ref, self.params)
+            except OSError as e:
+                from retrieval_kd.models.load import not_loadable
+
+                raise not_loadable(self.doc_ref, "the doc_model", e) from None
             dims = (self.st.get_embedding_dimension(), self.doc_st.get_embedding_dimension())
             if dims[0] != dims[1]:
                 raise RkdError(f"{self.ref.ref} makes {dims[0]}-d query vectors, doc_model {self.doc_ref.ref} "

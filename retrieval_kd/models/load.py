@@ -15,12 +15,7 @@ def load_st_model(cls: type, ref: ModelRef, use: str, *, device: str | None = No
     and ``model_kwargs`` for the transformer (e.g. its dtype)."""
     require_model_type(ref, cls.__name__, use)
     kw = {"model_kwargs": model_kwargs} if model_kwargs else {}
-    try:
-        model = cls(ref.location, device=device, **kw)
-    except OSError as e:  # not found locally, and the hub unreachable or without it
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RkdError(f"{ref.ref}: cannot load {use}: not a registered name, a local folder or a model in the "
-                       f"Hugging Face cache ({first})") from None
+    model = cls(ref.location, device=device, **kw)
     if max_seq_length:
         set_max_length(model, max_seq_length)
     return model
@@ -31,3 +26,10 @@ def set_max_length(model: Any, n: int) -> None:
     length is infinite and fixed) is left as it is."""
     if model.max_seq_length != float("inf"):
         model.max_seq_length = n
+
+
+def not_loadable(ref: ModelRef, use: str, e: OSError) -> RkdError:
+    """One line for a model that cannot be found (locally, and the hub unreachable or without it)."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return RkdError(f"{ref.ref}: cannot load {use}: not a registered name, a local folder or a model in the "
+                    f"Hugging Face cache ({first})")
