@@ -65,21 +65,16 @@ def teacher_vectors(files: dict, work: Path) -> dict[str, np.ndarray]:
 
 
 def init_model():
-    """The student before training: Router(query: StaticEmbedding over EmbeddingGemma's tokenizer
-    and input embeddings); only the query side is used here, passages are the teacher's vectors."""
-    from safetensors import safe_open
+    """The student before training: the package's ``static:embeddinggemma-300m`` (a StaticEmbedding
+    over EmbeddingGemma's tokenizer and input embeddings), with sparse gradients; passages are the
+    teacher's vectors."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
-    from tokenizers import Tokenizer
 
     from retrieval_kd.models.resolve import resolve_model
 
-    folder = Path(resolve_model("embeddinggemma-300m").location)
-    with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        weights = f.get_tensor("embed_tokens.weight").float()
-    static = StaticEmbedding(Tokenizer.from_file(str(folder / "tokenizer.json")), embedding_weights=weights)
-    static.embedding.sparse = True
-    return SentenceTransformer(modules=[static], device="cpu")
+    model = SentenceTransformer(resolve_model("static:embeddinggemma-300m").location, device="cpu")
+    model[0].embedding.sparse = True
+    return model
 
 
 def rows(files: dict, teacher: dict[str, np.ndarray], splits: set[str], arm: str) -> tuple[list[str], np.ndarray]:
