@@ -122,6 +122,14 @@ ARMS: dict[str, dict[str, Any]] = {
     # corpus document (token_corpus.py), then the twin's or the distilled recipe at lr 1e-3
     "tok4-then-twin": {"stage1_token": True, "then": "twin-1ep-lr1e-3"},
     "tok4-then-kd": {"stage1_token": True, "then": "kd-kl+infonce-1ep-lr1e-3"},
+    # revision 15 (dev only): why SPLADE distillation loses to its init. The diagnostic's KL row at
+    # the init-matched teacher scale (splade_scale.py, read when the row is built), at lr 1e-5, and
+    # a label-only row at its settings
+    "kd-kl-1ep-scaled": {"losses": "kl", "kl_passages": 4, "filter_margin": None, "positive_floor": 1.0,
+                         "epochs": 1, "teacher_scale": "splade-scale.json"},
+    "kd-kl-1ep-lr1e-5": {"losses": "kl", "kl_passages": 4, "filter_margin": None, "positive_floor": 1.0,
+                         "epochs": 1, "lr": 1e-5},
+    "twin-1ep-n3": {"teacher": "none", "losses": "infonce", "negatives": 3, "epochs": 1},
     "twin-noreg": {"teacher": "none", "losses": "infonce", "negatives": 7,
                    "splade_query_weight": 0.0, "splade_doc_weight": 0.0},
     "kd-kl-noreg": {"losses": "kl", "kl_passages": 8, "filter_margin": None, "positive_floor": 1.0,
@@ -149,6 +157,8 @@ def row_train(student: str, arm: str, seed: int) -> dict[str, Any]:
         kl_w, sep, rest = arm_cfg["losses"].partition("+infonce:1.0")
         if sep and not rest:  # InfoNCE at the family's weight (T^2 for the cosine student)
             arm_cfg["losses"] = f"{kl_w}+infonce:{kd['infonce_weight']}"
+    if isinstance(arm_cfg.get("teacher_scale"), str):  # revision 15: a scale computed from train data
+        arm_cfg["teacher_scale"] = json.loads((RESULTS / arm_cfg["teacher_scale"]).read_text())["teacher_scale"]
     return {**tr, **arm_cfg, "seed": seed}
 
 
