@@ -122,6 +122,8 @@ ARMS: dict[str, dict[str, Any]] = {
     # corpus document (token_corpus.py), then the twin's or the distilled recipe at lr 1e-3
     "tok4-then-twin": {"stage1_token": True, "then": "twin-1ep-lr1e-3"},
     "tok4-then-kd": {"stage1_token": True, "then": "kd-kl+infonce-1ep-lr1e-3"},
+    # revision 16 (dev only): the same with an 8-epoch token stage
+    "tok8-then-kd": {"stage1_token": True, "token_epochs": 8, "then": "kd-kl+infonce-1ep-lr1e-3"},
     # revision 15 (dev only): why SPLADE distillation loses to its init. The diagnostic's KL row at
     # the init-matched teacher scale (splade_scale.py, read when the row is built), at lr 1e-5, and
     # a label-only row at its settings
@@ -243,8 +245,9 @@ def _train_rows(args, students, arms, seeds, store, ds, env, have, dest) -> int:
                 if ARMS[arm].get("stage1_token"):  # revision 14: ColBERT's token corpus stage
                     from token_corpus import train as token_stage
 
-                    first = model_dir.parent / f"{student}--tok4--s{seed}--stage1"
-                    init = str(token_stage(seed, first, Path(args.work)))
+                    ep = ARMS[arm].get("token_epochs", 4)
+                    first = model_dir.parent / f"{student}--tok{ep}--s{seed}--stage1"
+                    init = str(token_stage(seed, first, Path(args.work), epochs=ep))
                     tr = row_train(student, ARMS[arm]["then"], seed)
                 elif "then" in ARMS[arm]:  # a bi-encoder first stage without labels, then another arm's recipe
                     from retrieval_kd.train.config import load_config

@@ -50,8 +50,9 @@ def targets(texts: list[str], cache: Path) -> list[np.ndarray]:
     return np.split(rotated, np.cumsum(lengths)[:-1])
 
 
-def train(seed: int, out: Path, work: Path) -> Path:
-    """Train the corpus stage for ``seed`` into ``out`` (skipped when it is already there)."""
+def train(seed: int, out: Path, work: Path, epochs: int = EPOCHS) -> Path:
+    """Train the corpus stage for ``seed`` into ``out`` (skipped when it is already there);
+    ``epochs``: revision 14 ran 4, revision 16 8."""
     import torch
     import transformers
 
@@ -64,12 +65,12 @@ def train(seed: int, out: Path, work: Path) -> Path:
     model, _ = build_student("colbert", "splade-tiny", max_length=LENGTH, colbert_dim=WIDTH, seed=seed)
     transformers.set_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
-    steps = EPOCHS * ((len(texts) + BATCH - 1) // BATCH)
+    steps = epochs * ((len(texts) + BATCH - 1) // BATCH)
     sched = transformers.get_linear_schedule_with_warmup(opt, int(0.1 * steps), steps)
     rng = np.random.default_rng(seed)
     model.train()
     t0, step = time.time(), 0
-    for ep in range(EPOCHS):
+    for ep in range(epochs):
         total, n = 0.0, 0
         order = rng.permutation(len(texts))
         for s in range(0, len(order), BATCH):
