@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-length", type=int, default=128)
     args = ap.parse_args(argv)
 
-    from retrieval_kd.data.registry import load_dataset
     from sentence_transformers import SparseEncoder
 
+    from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.models.load import load_st_model
     from retrieval_kd.models.resolve import resolve_model
     from retrieval_kd.scores.store import ScoreStore
