@@ -38,6 +38,9 @@ class ModelFamily:
     refine_default: ClassVar[str | None] = None
     """An IVF-PQ index's ``refine`` when its params leave it unset (the dense index's: ``flat``;
     :func:`retrieval_kd.index.faiss_index.with_refine_default`); part of a pipeline index's key."""
+    token_embed: ClassVar[bool] = False
+    """Its ``embed`` loss works per token, on the corpus alone (``embed_on: corpus``; the teacher's
+    token vectors, :mod:`retrieval_kd.train.token_embed`)."""
     separate_query_length: ClassVar[bool] = False
     """Queries have their own token length (``query_max_length``)."""
 

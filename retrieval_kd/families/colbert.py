@@ -6,7 +6,9 @@ student            ``MultiVectorEncoder`` (ST 6 multi-vector); a plain body beco
                    token ``Normalize``; queries have their own length (``query_max_length``)
 losses             ``margin-mse``: ``MultiVectorMarginMSELoss``, ``kl``:
                    ``MultiVectorDistillKLDivLoss``, ``infonce``:
-                   ``MultiVectorMultipleNegativesRankingLoss``
+                   ``MultiVectorMultipleNegativesRankingLoss``; ``embed`` (alone, ``embed_on:
+                   corpus``): a teacher bi-encoder's token vectors of the corpus
+                   (:mod:`retrieval_kd.train.token_embed`)
 index              :class:`~retrieval_kd.index.encoders.TokenEncoder` float16 token vectors
                    + a FAISS token index (``candidates.faiss``); engine ``exact`` (MaxSim
                    over every candidate, :mod:`retrieval_kd.index.late`) or ``plaid``
@@ -31,6 +33,7 @@ class ColbertFamily(ModelFamily):
     separate_query_length = True
     index_name = "colbert"
     encoder_class = "TokenEncoder"
+    token_embed = True
     index_build_keys = frozenset({"engine", "plaid"})
     faiss_file = "candidates.faiss"
     engines = True

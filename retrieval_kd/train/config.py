@@ -206,9 +206,13 @@ class TrainConfig(BaseModel):
             raise ValueError(f"rank_window {list(self.rank_window)}: need 1 <= low <= high")
         if ("embed" in names) != (self.embed_teacher is not None):
             raise ValueError("the embed loss and embed_teacher go together: give both or neither")
-        if "embed" in names and not get(self.family).embed_once:
-            own = ", ".join(f.name for f in all_families() if f.embed_once)
-            raise ValueError(f"the embed loss applies to {own} students (one vector per text)")
+        fam = get(self.family)
+        if "embed" in names and fam.token_embed and self.embed_on != "corpus":
+            raise ValueError(f"a {fam.name} student's embed loss learns the teacher's token vectors of the "
+                             "corpus: embed_on: corpus")
+        if "embed" in names and not (fam.embed_once or fam.token_embed):
+            own = ", ".join(f.name for f in all_families() if f.embed_once or f.token_embed)
+            raise ValueError(f"the embed loss applies to {own} students")
         if self.embed_on in ("corpus", "queries"):
             if names != ["embed"] or self.scores or self.candidates is not None:
                 raise ValueError(f"embed_on: {self.embed_on} trains with the embed loss alone, from no "

@@ -147,6 +147,11 @@ def build_loss(family: str, model, cfg) -> nn.Module:
     from retrieval_kd.train.embed import EmbedLoss
 
     fam = get(family)
+    if fam.token_embed and cfg.loss_names == ["embed"]:  # the corpus token stage (validated: alone)
+        from retrieval_kd.train.embed import student_width
+        from retrieval_kd.train.token_embed import TokenEmbedLoss
+
+        return fam.wrap_loss(TokenEmbedLoss(model, student_width(model)), model, cfg)
     terms = {t.name: (EmbedLoss(model) if t.name == "embed" else fam.loss(t.name, model, cfg), t.weight)
              for t in cfg.losses}
     if len(terms) == 1 and next(iter(terms.values()))[1] == 1.0 and "embed" not in terms:

@@ -180,6 +180,10 @@ def make_examples(cfg: TrainConfig, inputs: TrainInputs, width: int | None = Non
             from retrieval_kd.train.embed import add_query_targets
 
             stats.embed = add_query_targets(cols, sources, cfg.embed_teacher, width)
+        elif get_family(cfg.family).token_embed:
+            from retrieval_kd.train.token_embed import add_token_targets
+
+            stats.embed = add_token_targets(cols, cfg.embed_teacher, width, cfg.max_length)
         else:
             stats.embed = add_targets(cols, cfg.embed_teacher, width, queries_first=cfg.embed_on == "rows")
         stats.fingerprint = sha256_json({"rows": stats.fingerprint, "embed": stats.embed})

@@ -1,0 +1,88 @@
+"""Token-level embedding distillation for ColBERT (retrieval_kd/train/token_embed.py): the
+principal axes, config rules, a corpus stage that moves the student's tokens towards the
+teacher's, and the tokenizer check. Tiny random-weight models sharing one vocabulary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from retrieval_kd.errors import RkdError
+from tests.test_train_support import tiny_config, train_env  # noqa: F401 - fixture
+
+
+def _tokens(env, out, **kw):
+    spec = {"kind": "bi-encoder", "model": str(env["bi-encoder"]), "max_length": 32}
+    base = {"losses": "embed", "scores": [], "embed_on": "corpus", "embed_teacher": spec, "lr": 1e-2,
+            "batch_size": 8}
+    return tiny_config(env, "colbert", out, **{**base, **kw})
+
+
+def test_principal_axes_are_the_covariance_eigenvectors():
+    from retrieval_kd.train.token_embed import principal_axes
+
+    rng = np.random.default_rng(0)
+    vecs = [rng.normal(size=(n, 6)) * np.arange(1, 7) for n in (5, 9, 3)]
+    mean, axes = principal_axes(vecs, 4)
+    flat = np.concatenate(vecs)
+    assert np.allclose(mean, flat.mean(axis=0))
+    assert np.allclose(axes @ axes.T, np.eye(4), atol=1e-8)  # orthonormal
+    _, _, vt = np.linalg.svd(flat - flat.mean(axis=0), full_matrices=False)
+    for a, b in zip(axes, vt[:4]):  # the same axes as an SVD's, in order, up to sign
+        assert abs(abs(a @ b) - 1) < 1e-8
+        assert a[np.abs(a).argmax()] > 0  # the sign convention
+
+
+def test_config_rules(train_env, tmp_path):  # noqa: F811
+    with pytest.raises(Exception, match="token vectors of the corpus: embed_on: corpus"):
+        _tokens(train_env, tmp_path / "a", embed_on="rows", losses="kl+embed", scores=[train_env["store"]])
+    with pytest.raises(Exception, match="token vectors of the corpus: embed_on: corpus"):
+        _tokens(train_env, tmp_path / "b", embed_on="queries")
+    with pytest.raises(Exception, match="the embed loss applies to bi-encoder, colbert students"):
+        tiny_config(train_env, "splade", tmp_path / "c", losses="embed", scores=[], embed_on="corpus",
+                    embed_teacher={"kind": "bi-encoder", "model": str(train_env["bi-encoder"])})
+
+
+def _cos_to_targets(model, texts, labels, width):
+    """Mean cosine of the model's document tokens to their targets (the loss's own arithmetic)."""
+    from retrieval_kd.train.token_embed import TokenEmbedLoss
+
+    with torch.no_grad():
+        feats = model.preprocess(texts, task="document")
+        return 1.0 - float(TokenEmbedLoss(model, width)([feats], torch.tensor(np.stack(labels))))
+
+
+def test_corpus_token_stage_moves_the_students_tokens_to_the_teachers(train_env, tmp_path):  # noqa: F811
+    from retrieval_kd.artifacts import read_manifest
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.models.resolve import resolve_model
+    from retrieval_kd.train.stage import _build, load_inputs, make_examples, train_stage
+    from retrieval_kd.train.students import build_student
+
+    cfg = _tokens(train_env, tmp_path / "tok", max_steps=30)
+    init = _build(cfg, resolve_model(cfg.init))
+    data, stats = make_examples(cfg, load_inputs(cfg), 16)
+    assert stats.layout == "corpus" and stats.embed["space"] == "principal token axes"
+    assert stats.rows == len(load_dataset(str(train_env["dataset"]), "train").corpus)
+    texts, labels = data["text"][:16], [np.asarray(x, dtype=np.float32) for x in data["label"][:16]]
+    assert all(len(x) == 1 + 32 * 16 for x in labels)
+    before = _cos_to_targets(init, texts, labels, 16)
+    out = train_stage(cfg, progress=False)
+    m = read_manifest(out)
+    assert m["examples"]["embed"]["tokens"] > stats.rows and m["outputs"]["global_step"] == 30
+    trained, _ = build_student("colbert", resolve_model(str(out)), max_length=32, colbert_dim=16, seed=42)
+    after = _cos_to_targets(trained, texts, labels, 16)
+    assert after > before + 0.2, (before, after)
+    # the stage's weights start ColBERT's KL recipe (init: that folder)
+    then = tiny_config(train_env, "colbert", tmp_path / "kd", init=str(out), max_steps=2)
+    assert read_manifest(train_stage(then, progress=False))["init"]["location"] == str(out.resolve())
+
+
+def test_a_teacher_that_tokenises_otherwise_is_one_clear_error(train_env, tmp_path):  # noqa: F811
+    from retrieval_kd.train.stage import train_stage
+
+    spec = {"kind": "bi-encoder", "model": str(train_env["bi-encoder"]), "max_length": 8}  # cuts at 8 tokens
+    with pytest.raises(RkdError, match="student tokens and .* teacher tokens"):
+        train_stage(_tokens(train_env, tmp_path / "bad", embed_teacher=spec, max_steps=2), progress=False)
+    assert not (tmp_path / "bad").exists()
