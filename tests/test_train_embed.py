@@ -54,11 +54,13 @@ def test_split_labels_scores_then_targets():
     assert none is None
 
 
-def test_embed_needs_its_teacher_and_a_one_vector_family(train_env, tmp_path):  # noqa: F811
+def test_embed_needs_its_teacher_and_a_family_that_has_it(train_env, tmp_path):  # noqa: F811
     with pytest.raises(Exception, match="embed loss and embed_teacher go together"):
         tiny_config(train_env, "bi-encoder", tmp_path / "o", losses="infonce+embed", teacher="none",
                     scores=[], candidates=train_env["dataset"])
-    with pytest.raises(Exception, match="applies to bi-encoder"):
+    with pytest.raises(Exception, match="applies to bi-encoder, colbert"):
+        tiny_config(train_env, "cross-encoder", tmp_path / "o", losses="kl+embed", **_embed(train_env))
+    with pytest.raises(Exception, match="token vectors of the corpus: embed_on: corpus"):  # ColBERT: tokens
         tiny_config(train_env, "colbert", tmp_path / "o", losses="kl+embed", **_embed(train_env))
     with pytest.raises(Exception, match="label-only"):
         tiny_config(train_env, "bi-encoder", tmp_path / "o", losses="embed", teacher="none", scores=[],

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from retrieval_kd.errors import RkdError
+from retrieval_kd.families import BI_ENCODER
 
 
 def teacher_tokens(spec: dict[str, Any], texts: list[str]) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -38,8 +39,8 @@ def teacher_tokens(spec: dict[str, Any], texts: list[str]) -> tuple[list[np.ndar
     from retrieval_kd.teachers.spec import parse_teacher
 
     parsed = parse_teacher(spec, "embed_teacher")
-    if parsed.kind != "bi-encoder":
-        raise RkdError(f"embed_teacher: token targets come from a bi-encoder, not a {parsed.kind}")
+    if parsed.kind != BI_ENCODER.name:
+        raise RkdError(f"embed_teacher: token targets come from a {BI_ENCODER.name}, not a {parsed.kind}")
     model = load_st_model(SentenceTransformer, resolve_model(parsed.model), "the embed teacher",
                           max_seq_length=parsed.max_length)
     out = model.encode(texts, output_value="token_embeddings", batch_size=32, convert_to_numpy=False,
