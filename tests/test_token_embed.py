@@ -86,3 +86,46 @@ def test_a_teacher_that_tokenises_otherwise_is_one_clear_error(train_env, tmp_pa
     with pytest.raises(RkdError, match="student tokens and .* teacher tokens"):
         train_stage(_tokens(train_env, tmp_path / "bad", embed_teacher=spec, max_steps=2), progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_token_targets_are_built_once_per_run_and_read_back_exactly(train_env, tmp_path, monkeypatch):  # noqa: F811
+    """Seeds of one run share the teacher's token table (the run's cache), value for value; rows
+    read their targets as tensors (the collator stacks them); a damaged table is built again."""
+    from retrieval_kd import embcache
+    from retrieval_kd.train import token_embed
+    from retrieval_kd.train.stage import load_inputs, make_examples
+
+    calls = []
+    real = token_embed.teacher_tokens
+    monkeypatch.setattr(token_embed, "teacher_tokens", lambda *a: calls.append(1) or real(*a))
+    cfg = _tokens(train_env, tmp_path / "tok", max_steps=2)
+    fresh, stats0 = make_examples(cfg, load_inputs(cfg), 16)  # no run root: nothing kept
+    with embcache.use_root(tmp_path / "emb"):
+        first, stats1 = make_examples(cfg, load_inputs(cfg), 16)
+        seed43 = cfg.model_copy(update={"seed": 43})
+        again, stats2 = make_examples(seed43, load_inputs(seed43), 16)
+    assert len(calls) == 2 and stats0.embed == stats1.embed == stats2.embed
+    assert first.format["type"] == "torch" and isinstance(first[0]["label"], torch.Tensor)
+    assert isinstance(first[0]["text"], str)
+    for other in (first, again):
+        assert torch.equal(fresh[:]["label"], other[:]["label"])
+    [folder] = (tmp_path / "emb" / "tokens").iterdir()
+    (folder / "targets.npy").write_bytes(b"\x00" * 64)  # damaged: built again, and replaced
+    with embcache.use_root(tmp_path / "emb"):
+        rebuilt, _ = make_examples(cfg, load_inputs(cfg), 16)
+        make_examples(cfg, load_inputs(cfg), 16)
+    assert len(calls) == 3 and torch.equal(fresh[:]["label"], rebuilt[:]["label"])
+
+
+def test_token_targets_say_they_ran_on_torch_on_any_machine(train_env, tmp_path):  # noqa: F811
+    """Token vectors come from torch fp32 whatever this machine's default backend (OpenVINO bf16
+    on a bf16 CPU): the identity says so, and another backend asked for is one clear error."""
+    from retrieval_kd.train.stage import load_inputs, make_examples
+
+    cfg = _tokens(train_env, tmp_path / "tok", max_steps=2)
+    _, stats = make_examples(cfg, load_inputs(cfg), 16)
+    teacher = stats.embed["teacher"]
+    assert teacher["vectors"] == "tokens" and "backend" not in teacher and "variant" not in teacher
+    spec = {**cfg.embed_teacher, "backend": "openvino"}
+    with pytest.raises(RkdError, match="computed with torch fp32, not backend openvino"):
+        make_examples(cfg.model_copy(update={"embed_teacher": spec}), load_inputs(cfg), 16)

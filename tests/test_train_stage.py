@@ -84,7 +84,7 @@ train_stage(cfg, progress=False, callbacks=[Slow()])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rows", ["scores", "corpus-embed"])
+@pytest.mark.parametrize("rows", ["scores", "corpus-embed", "corpus-tokens"])
 def test_killed_run_resumes_from_its_last_checkpoint(train_env, tmp_path, rows):  # noqa: F811
     from transformers import TrainerCallback
 
@@ -94,7 +94,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(train_env, tmp_path, rows):
     extra = {} if rows == "scores" else {
         "losses": "embed", "scores": [], "embed_on": "corpus",
         "embed_teacher": {"kind": "bi-encoder", "model": str(train_env["bi-encoder"]), "max_length": 32}}
-    cfg = tiny_config(train_env, "bi-encoder", out, max_steps=10, save_steps=2, **extra)
+    family = "colbert" if rows == "corpus-tokens" else "bi-encoder"  # ColBERT: the token stage
+    cfg = tiny_config(train_env, family, out, max_steps=10, save_steps=2, **extra)
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     (tmp_path / "slow.py").write_text(SLOW_TRAIN)
     ckpts = work_dir(out) / CHECKPOINTS

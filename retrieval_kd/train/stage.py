@@ -151,7 +151,7 @@ def make_examples(cfg: TrainConfig, inputs: TrainInputs, width: int | None = Non
     from datasets import Dataset as HFDataset
 
     groups = inputs.groups if cfg.query_folds is None else outside_fold(inputs.groups, cfg.query_folds)
-    sources = None
+    sources, token_rows = None, False
     if cfg.embed_on == "corpus":
         from retrieval_kd.train.embed import corpus_rows
 
@@ -184,10 +184,14 @@ def make_examples(cfg: TrainConfig, inputs: TrainInputs, width: int | None = Non
             from retrieval_kd.train.token_embed import add_token_targets
 
             stats.embed = add_token_targets(cols, cfg.embed_teacher, width, cfg.max_length)
+            token_rows = True
         else:
             stats.embed = add_targets(cols, cfg.embed_teacher, width, queries_first=cfg.embed_on == "rows")
         stats.fingerprint = sha256_json({"rows": stats.fingerprint, "embed": stats.embed})
-    return HFDataset.from_dict(cols), stats
+    data = HFDataset.from_dict(cols)
+    if token_rows:  # rows of ~16k targets each: read as tensors and stacked, not as Python lists
+        data = data.with_format("torch", columns=["label"], output_all_columns=True)
+    return data, stats
 
 
 # ---------------------------------------------------------------------------------------------

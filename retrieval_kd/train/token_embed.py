@@ -11,12 +11,15 @@ stage of this, then ColBERT's KL + InfoNCE recipe, was +0.026 over the label-onl
 dev).
 
 Each row's label is ``[n_tokens, n_tokens x width targets, zero padding]`` (float16), a fixed size
-per run, so the rows stay a plain dataset; the loss checks on every batch that the student
-tokenised each text into exactly ``n_tokens`` tokens.
+per run, so the rows stay a plain dataset (read as tensors, which the collator stacks); the loss
+checks on every batch that the student tokenised each text into exactly ``n_tokens`` tokens. The
+table of targets is built once per pipeline run and shared by its seeds
+(:mod:`retrieval_kd.train.token_cache`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -26,41 +29,51 @@ from torch import Tensor, nn
 
 from retrieval_kd.errors import RkdError
 from retrieval_kd.families import BI_ENCODER
+from retrieval_kd.teachers.spec import parse_teacher
+from retrieval_kd.train.token_cache import TokenTable, cached_table
 
 
-def teacher_tokens(spec: dict[str, Any], texts: list[str]) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """The teacher's normalised token vectors of ``texts`` (one ``(tokens, dim)`` array each) and
-    its identity. Runs the spec's model with torch (token vectors are not a backend output)."""
+def teacher_tokens(spec: dict[str, Any], texts: list[str]) -> list[Tensor]:
+    """The teacher's token vectors of ``texts`` (one ``(tokens, dim)`` tensor each, as Sentence
+    Transformers returns them: unnormalised, see :func:`_unit`). Runs the spec's model with torch
+    (token vectors are not a backend output)."""
     from sentence_transformers import SentenceTransformer
 
     from retrieval_kd.models.load import load_st_model
     from retrieval_kd.models.resolve import resolve_model
-    from retrieval_kd.teachers.identity import spec_identity
-    from retrieval_kd.teachers.spec import parse_teacher
 
     parsed = parse_teacher(spec, "embed_teacher")
-    if parsed.kind != BI_ENCODER.name:
-        raise RkdError(f"embed_teacher: token targets come from a {BI_ENCODER.name}, not a {parsed.kind}")
     model = load_st_model(SentenceTransformer, resolve_model(parsed.model), "the embed teacher",
                           max_seq_length=parsed.max_length)
-    out = model.encode(texts, output_value="token_embeddings", batch_size=32, convert_to_numpy=False,
-                       show_progress_bar=False)
-    vecs = [t.float().cpu().numpy() for t in out]
-    vecs = [v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-12) for v in vecs]
-    return vecs, {**spec_identity(parsed), "vectors": "tokens"}
+    return model.encode(texts, output_value="token_embeddings", batch_size=32, convert_to_numpy=False,
+                        show_progress_bar=False)
 
 
-def principal_axes(vecs: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
+def torch_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` on torch fp32, where token vectors are computed (no backend outputs them), so its
+    identity says what ran on any machine; another backend asked for is one clear error."""
+    if spec.get("backend", "auto") not in ("auto", "torch") or spec.get("variant", "auto") not in ("auto", "fp32"):
+        raise RkdError(f"embed_teacher: token targets are computed with torch fp32, not backend "
+                       f"{spec.get('backend')} / variant {spec.get('variant')}; leave both out")
+    return {**spec, "backend": "torch", "variant": "fp32"}
+
+
+def _unit(t: Tensor) -> np.ndarray:
+    """One text's token vectors, each L2-normalised (float32)."""
+    v = t.float().cpu().numpy()
+    return v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-12)
+
+
+def principal_axes(vecs: Iterable[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
     """(mean, axes ``(width, dim)``) of every token vector: the covariance's leading eigenvectors
     (accumulated in float64 per text, so memory stays one text's), each signed so that its largest
     loading is positive."""
-    dim = vecs[0].shape[1]
-    n, total, outer = 0, np.zeros(dim), np.zeros((dim, dim))
+    n, total, outer = 0, 0.0, 0.0
     for v in vecs:
         v64 = v.astype(np.float64)
         n += len(v64)
-        total += v64.sum(axis=0)
-        outer += v64.T @ v64
+        total = total + v64.sum(axis=0)
+        outer = outer + v64.T @ v64
     mean = total / n
     _, vec = np.linalg.eigh(outer / n - np.outer(mean, mean))
     axes = vec[:, ::-1].T[:width]
@@ -68,24 +81,56 @@ def principal_axes(vecs: list[np.ndarray], width: int) -> tuple[np.ndarray, np.n
     return mean, axes * signs[:, None]
 
 
+def _build_table(spec: dict[str, Any], texts: list[str], width: int, max_length: int,
+                 identity: dict[str, Any]) -> TokenTable:
+    """Two passes over the teacher's raw vectors (normalised per text each time), so memory holds
+    them once beside the float16 table."""
+    raw = teacher_tokens(spec, texts)
+    dim = int(raw[0].shape[1])
+    if dim < width:
+        raise RkdError(f"embed_teacher: {dim}-d token vectors cannot fill a {width}-d student")
+    mean, axes = principal_axes((_unit(t) for t in raw), width)
+    lengths = np.array([len(t) for t in raw], dtype=np.int32)
+    targets = np.zeros((len(raw), max_length, width), dtype=np.float16)
+    for i, t in enumerate(raw):
+        targets[i, :len(t)] = ((_unit(t) - mean) @ axes.T).astype(np.float16)
+    record = {"teacher": identity, "teacher_dim": dim, "width": width, "columns": 1,
+              "space": "principal token axes", "tokens": int(lengths.sum())}
+    return TokenTable(lengths, targets, record)
+
+
+def token_table(spec: dict[str, Any], texts: list[str], width: int, max_length: int) -> TokenTable:
+    """The token targets of ``texts``: from the run's cache (:mod:`retrieval_kd.train.token_cache`)
+    when another stage (another seed) built them, else built now."""
+    from retrieval_kd.artifacts import sha256_records
+    from retrieval_kd.embcache import current_root
+    from retrieval_kd.teachers.identity import spec_identity
+
+    spec = torch_spec(spec)
+    parsed = parse_teacher(spec, "embed_teacher")
+    if parsed.kind != BI_ENCODER.name:
+        raise RkdError(f"embed_teacher: token targets come from a {BI_ENCODER.name}, not a {parsed.kind}")
+    identity = {**spec_identity(parsed), "vectors": "tokens"}
+    key = {"teacher": identity, "texts": sha256_records((t,) for t in texts), "width": width,
+           "max_length": max_length}
+    return cached_table(current_root(), key, lambda: _build_table(spec, texts, width, max_length, identity))
+
+
 def add_token_targets(cols: dict[str, list], spec: dict[str, Any], width: int, max_length: int
                       ) -> dict[str, Any]:
-    """Every row's (one text, column ``text``) token targets as its ``label``, in place."""
-    vecs, identity = teacher_tokens(spec, cols["text"])
-    if vecs[0].shape[1] < width:
-        raise RkdError(f"embed_teacher: {vecs[0].shape[1]}-d token vectors cannot fill a {width}-d student")
-    mean, axes = principal_axes(vecs, width)
+    """Every row's (one text, column ``text``) token targets as its ``label``, in place (the rows'
+    dataset should read them as tensors: ``with_format("torch", columns=["label"])``, which the
+    collator stacks, rather than as Python lists)."""
+    table = token_table(spec, cols["text"], width, max_length)
     size = 1 + max_length * width
     labels = []
-    for v in vecs:
-        t = ((v - mean) @ axes.T).astype(np.float16)
-        row = np.zeros(size, dtype=np.float16)
-        row[0] = len(t)
-        row[1:1 + t.size] = t.reshape(-1)
+    for n, t in zip(table.lengths, table.targets):
+        row = np.empty(size, dtype=np.float16)
+        row[0] = n
+        row[1:] = t.reshape(-1)
         labels.append(row)
     cols["label"] = labels
-    return {"teacher": identity, "teacher_dim": int(vecs[0].shape[1]), "width": width, "columns": 1,
-            "space": "principal token axes", "tokens": int(sum(len(v) for v in vecs))}
+    return table.record
 
 
 class TokenEmbedLoss(nn.Module):
