@@ -109,12 +109,15 @@ def test_token_targets_are_built_once_per_run_and_read_back_exactly(train_env, t
     assert isinstance(first[0]["text"], str)
     for other in (first, again):
         assert torch.equal(fresh[:]["label"], other[:]["label"])
-    [folder] = (tmp_path / "emb" / "tokens").iterdir()
+    [folder] = [p for p in (tmp_path / "emb" / "tokens").iterdir() if not p.name.startswith(".")]
     (folder / "targets.npy").write_bytes(b"\x00" * 64)  # damaged: built again, and replaced
+    stale = folder.parent / f".{folder.name}.tmp-killed"  # what a killed builder leaves: removed
+    stale.mkdir()
     with embcache.use_root(tmp_path / "emb"):
         rebuilt, _ = make_examples(cfg, load_inputs(cfg), 16)
         make_examples(cfg, load_inputs(cfg), 16)
     assert len(calls) == 3 and torch.equal(fresh[:]["label"], rebuilt[:]["label"])
+    assert not stale.exists()
 
 
 def test_token_targets_say_they_ran_on_torch_on_any_machine(train_env, tmp_path):  # noqa: F811

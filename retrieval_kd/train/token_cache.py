@@ -9,7 +9,8 @@ so the table is kept beside the run's embedding cache (:func:`retrieval_kd.embca
 record, every file's size and sha256). The key is the sha256 of the teacher's identity, the texts'
 fingerprint, the width and the max length; a hit returns exactly the arrays that were built, so
 the cache changes no stage key and no value. A table is written whole into a temporary folder and
-renamed into place; one that fails its check is built again (one warning line) and replaced.
+renamed into place, under a lock (a second builder waits, then reads it); one that fails its check
+is built again (one warning line) and replaced, and a killed builder's temporary folder is removed.
 Outside a pipeline (no root) nothing is kept.
 """
 
@@ -24,7 +25,10 @@ import numpy as np
 
 from retrieval_kd.artifacts import atomic_dir, read_json, save_arrays, sha256_json, write_json
 from retrieval_kd.digests import file_digests, recorded_files, verify_files
+from retrieval_kd.embcache import LOCK_WAIT_S
+from retrieval_kd.locks import hold, lock_file_for
 from retrieval_kd.progress import console
+from retrieval_kd.workdirs import clean_stale_temps
 
 FORMAT = 1
 RECORD = "record.json"
@@ -63,13 +67,18 @@ def cached_table(root: Path | None, key: dict[str, Any], build: Callable[[], Tok
         return build()
     key = {"format": FORMAT, **key}
     folder = Path(root) / TOKENS_DIR / sha256_json(key)[:32]
-    if folder.is_dir() and (hit := _load(folder, key)) is not None:
-        return hit
-    table = build()
-    try:
-        with atomic_dir(folder) as tmp:
-            save_arrays(tmp, {"lengths": table.lengths.astype(np.int32), "targets": table.targets})
-            write_json(tmp / RECORD, {"key": key, "table": table.record, "files": file_digests(tmp)})
-    except OSError as e:  # a full disk: the stage goes on without the cache
-        console.log(f"[yellow]warning:[/] could not keep the token targets in {folder}: {e}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # one builder per table: a second process waits for it, then reads what it wrote
+    with hold(lock_file_for(folder), f"{folder}: another process is building these token targets",
+              wait=LOCK_WAIT_S):
+        if folder.is_dir() and (hit := _load(folder, key)) is not None:
+            return hit
+        clean_stale_temps(folder)  # a killed builder's half-written folder
+        table = build()
+        try:
+            with atomic_dir(folder) as tmp:
+                save_arrays(tmp, {"lengths": table.lengths.astype(np.int32), "targets": table.targets})
+                write_json(tmp / RECORD, {"key": key, "table": table.record, "files": file_digests(tmp)})
+        except OSError as e:  # a full disk: the stage goes on without the cache
+            console.log(f"[yellow]warning:[/] could not keep the token targets in {folder}: {e}")
     return table
