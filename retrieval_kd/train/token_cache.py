@@ -26,7 +26,7 @@ import numpy as np
 from retrieval_kd.artifacts import atomic_dir, read_json, save_arrays, sha256_json, write_json
 from retrieval_kd.digests import file_digests, recorded_files, verify_files
 from retrieval_kd.embcache import LOCK_WAIT_S
-from retrieval_kd.locks import hold, lock_file_for
+from retrieval_kd.locks import output_lock
 from retrieval_kd.progress import console
 from retrieval_kd.workdirs import clean_stale_temps
 
@@ -69,8 +69,7 @@ def cached_table(root: Path | None, key: dict[str, Any], build: Callable[[], Tok
     folder = Path(root) / TOKENS_DIR / sha256_json(key)[:32]
     folder.parent.mkdir(parents=True, exist_ok=True)
     # one builder per table: a second process waits for it, then reads what it wrote
-    with hold(lock_file_for(folder), f"{folder}: another process is building these token targets",
-              wait=LOCK_WAIT_S):
+    with output_lock(folder, f"{folder}: another process is building these token targets", wait=LOCK_WAIT_S):
         if folder.is_dir() and (hit := _load(folder, key)) is not None:
             return hit
         clean_stale_temps(folder)  # a killed builder's half-written folder
