@@ -118,6 +118,7 @@ def test_token_targets_are_built_once_per_run_and_read_back_exactly(train_env, t
         make_examples(cfg, load_inputs(cfg), 16)
     assert len(calls) == 3 and torch.equal(fresh[:]["label"], rebuilt[:]["label"])
     assert not stale.exists()
+    assert not [p for p in folder.parent.iterdir() if ".tmp-" in p.name]  # no builder's scratch left
 
 
 def test_token_targets_say_they_ran_on_torch_on_any_machine(train_env, tmp_path):  # noqa: F811
@@ -132,3 +133,26 @@ def test_token_targets_say_they_ran_on_torch_on_any_machine(train_env, tmp_path)
     spec = {**cfg.embed_teacher, "backend": "openvino"}
     with pytest.raises(RkdError, match="computed with torch fp32, not backend openvino"):
         make_examples(cfg.model_copy(update={"embed_teacher": spec}), load_inputs(cfg), 16)
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_teacher_tokens_spill_what_encode_returns(train_env, tmp_path, on_disk):  # noqa: F811
+    """The spilled token vectors are Sentence Transformers' own ``encode`` output for each text,
+    normalised per token, value for value, whether kept in memory or in a spill file."""
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval_kd.train.token_embed import _unit, teacher_tokens
+    from retrieval_kd.train.token_spill import TokenSpill
+
+    texts = ["a short one", "a somewhat longer text about proteins and cells " * 3, "x", "mid length text here"] * 9
+    spec = {"kind": "bi-encoder", "model": str(train_env["bi-encoder"]), "max_length": 32}
+    with TokenSpill(tmp_path if on_disk else None) as spill:
+        blocks = teacher_tokens(spec, texts, spill)
+        got = [spill.get(j).copy() for j in blocks]
+    assert (tmp_path / "tokens.f32").is_file() == on_disk
+    model = SentenceTransformer(str(train_env["bi-encoder"]), device="cpu")
+    model.max_seq_length = 32
+    want = model.encode(texts, output_value="token_embeddings", batch_size=32, convert_to_numpy=False)
+    assert len(got) == len(texts) and len(set(blocks)) == len(texts)
+    for g, w in zip(got, want):
+        assert np.array_equal(g, _unit(w))

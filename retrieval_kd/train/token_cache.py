@@ -9,13 +9,16 @@ so the table is kept beside the run's embedding cache (:func:`retrieval_kd.embca
 record, every file's size and sha256). The key is the sha256 of the teacher's identity, the texts'
 fingerprint, the width and the max length; a hit returns exactly the arrays that were built, so
 the cache changes no stage key and no value. A table is written whole into a temporary folder and
-renamed into place, under a lock (a second builder waits, then reads it); one that fails its check
+renamed into place, under a lock (a second builder waits, then reads it); the builder's spill
+files (:mod:`retrieval_kd.train.token_spill`) live in a scratch folder beside it; one that fails its check
 is built again (one warning line) and replaced, and a killed builder's temporary folder is removed.
 Outside a pipeline (no root) nothing is kept.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +64,13 @@ def _load(folder: Path, key: dict[str, Any]) -> TokenTable | None:
     return TokenTable(lengths, targets, rec["table"])
 
 
-def cached_table(root: Path | None, key: dict[str, Any], build: Callable[[], TokenTable]) -> TokenTable:
-    """The table for ``key`` from ``root/tokens/``, else ``build()`` (stored there when ``root``)."""
+def cached_table(root: Path | None, key: dict[str, Any], build: Callable[[Path | None], TokenTable]
+                 ) -> TokenTable:
+    """The table for ``key`` from ``root/tokens/``, else ``build(scratch)`` (stored there when
+    ``root``). ``scratch``: a temporary folder beside the table for the builder's spill files
+    (removed afterwards, and by the next builder if this one is killed); None without a root."""
     if root is None:
-        return build()
+        return build(None)
     key = {"format": FORMAT, **key}
     folder = Path(root) / TOKENS_DIR / sha256_json(key)[:32]
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +78,12 @@ def cached_table(root: Path | None, key: dict[str, Any], build: Callable[[], Tok
     with output_lock(folder, f"{folder}: another process is building these token targets", wait=LOCK_WAIT_S):
         if folder.is_dir() and (hit := _load(folder, key)) is not None:
             return hit
-        clean_stale_temps(folder)  # a killed builder's half-written folder
-        table = build()
+        clean_stale_temps(folder)  # a killed builder's half-written folder or scratch
+        scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-scratch-", dir=folder.parent))
+        try:
+            table = build(scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         try:
             with atomic_dir(folder) as tmp:
                 save_arrays(tmp, {"lengths": table.lengths.astype(np.int32), "targets": table.targets})

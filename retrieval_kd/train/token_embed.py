@@ -20,6 +20,7 @@ table of targets is built once per pipeline run and shared by its seeds
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,22 +32,45 @@ from retrieval_kd.errors import RkdError
 from retrieval_kd.families import BI_ENCODER
 from retrieval_kd.teachers.spec import parse_teacher
 from retrieval_kd.train.token_cache import TokenTable, cached_table
+from retrieval_kd.train.token_spill import TokenSpill
 
 
-def teacher_tokens(spec: dict[str, Any], texts: list[str]) -> list[Tensor]:
-    """The teacher's token vectors of ``texts`` (one ``(tokens, dim)`` tensor each, as Sentence
-    Transformers returns them: unnormalised, see :func:`_unit`). Runs the spec's model with torch
-    (token vectors are not a backend output)."""
+def teacher_tokens(spec: dict[str, Any], texts: list[str], spill: TokenSpill) -> list[int]:
+    """Encode ``texts`` with the teacher and put each text's token vectors, L2-normalised per
+    token (:func:`_unit`), into ``spill``; returns each text's block number there. Sentence
+    Transformers' own ``encode`` runs the batches (its order, padding and slicing); a forward hook
+    moves each batch's token vectors into the spill as they come, so memory never holds the corpus's.
+    Runs the spec's model with torch (token vectors are not a backend output)."""
     from sentence_transformers import SentenceTransformer
 
     from retrieval_kd.models.load import load_st_model
     from retrieval_kd.models.resolve import resolve_model
+    from retrieval_kd.pipeline.memory import trim
 
     parsed = parse_teacher(spec, "embed_teacher")
     model = load_st_model(SentenceTransformer, resolve_model(parsed.model), "the embed teacher",
                           max_seq_length=parsed.max_length)
-    return model.encode(texts, output_value="token_embeddings", batch_size=32, convert_to_numpy=False,
-                        show_progress_bar=False)
+
+    def spill_batch(module, args, out):
+        tok, mask = out["token_embeddings"], out["attention_mask"]
+        numbers = torch.zeros(*tok.shape[:2], 1, dtype=torch.float64)
+        for b in range(len(tok)):
+            real = mask[b].nonzero()
+            n = int(real.max()) + 1 if len(real) else 1  # as encode slices: up to the last real token
+            numbers[b] = spill.add(_unit(tok[b, :n]))
+        trim()  # the batch's freed activations would otherwise stay resident
+        return {**out, "token_embeddings": numbers}  # encode slices these instead of the vectors
+
+    hook = model.register_forward_hook(spill_batch)
+    try:
+        out = model.encode(texts, output_value="token_embeddings", batch_size=32, convert_to_numpy=False,
+                           show_progress_bar=False)
+    finally:
+        hook.remove()
+    blocks = [int(t[0, 0]) for t in out]
+    if any(spill.rows(j) != len(t) for j, t in zip(blocks, out)):
+        raise RkdError("embed_teacher: the token vectors kept do not line up with the texts encoded")
+    return blocks
 
 
 def torch_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -82,18 +106,19 @@ def principal_axes(vecs: Iterable[np.ndarray], width: int) -> tuple[np.ndarray, 
 
 
 def _build_table(spec: dict[str, Any], texts: list[str], width: int, max_length: int,
-                 identity: dict[str, Any]) -> TokenTable:
-    """Two passes over the teacher's raw vectors (normalised per text each time), so memory holds
-    them once beside the float16 table."""
-    raw = teacher_tokens(spec, texts)
-    dim = int(raw[0].shape[1])
-    if dim < width:
-        raise RkdError(f"embed_teacher: {dim}-d token vectors cannot fill a {width}-d student")
-    mean, axes = principal_axes((_unit(t) for t in raw), width)
-    lengths = np.array([len(t) for t in raw], dtype=np.int32)
-    targets = np.zeros((len(raw), max_length, width), dtype=np.float16)
-    for i, t in enumerate(raw):
-        targets[i, :len(t)] = ((_unit(t) - mean) @ axes.T).astype(np.float16)
+                 identity: dict[str, Any], scratch: Path | None) -> TokenTable:
+    """Two passes over the teacher's normalised token vectors, read back from a spill file in
+    ``scratch`` (in memory without one), so memory holds one text's beside the float16 table."""
+    with TokenSpill(scratch) as spill:
+        blocks = teacher_tokens(spec, texts, spill)
+        dim = int(spill.dim or 0)
+        if dim < width:
+            raise RkdError(f"embed_teacher: {dim}-d token vectors cannot fill a {width}-d student")
+        mean, axes = principal_axes((spill.get(j) for j in blocks), width)
+        lengths = np.array([spill.rows(j) for j in blocks], dtype=np.int32)
+        targets = np.zeros((len(blocks), max_length, width), dtype=np.float16)
+        for i, j in enumerate(blocks):
+            targets[i, :lengths[i]] = ((spill.get(j) - mean) @ axes.T).astype(np.float16)
     record = {"teacher": identity, "teacher_dim": dim, "width": width, "columns": 1,
               "space": "principal token axes", "tokens": int(lengths.sum())}
     return TokenTable(lengths, targets, record)
@@ -113,23 +138,24 @@ def token_table(spec: dict[str, Any], texts: list[str], width: int, max_length: 
     identity = {**spec_identity(parsed), "vectors": "tokens"}
     key = {"teacher": identity, "texts": sha256_records((t,) for t in texts), "width": width,
            "max_length": max_length}
-    return cached_table(current_root(), key, lambda: _build_table(spec, texts, width, max_length, identity))
+    return cached_table(current_root(), key,
+                        lambda scratch: _build_table(spec, texts, width, max_length, identity, scratch))
 
 
 def add_token_targets(cols: dict[str, list], spec: dict[str, Any], width: int, max_length: int
                       ) -> dict[str, Any]:
     """Every row's (one text, column ``text``) token targets as its ``label``, in place (the rows'
     dataset should read them as tensors: ``with_format("torch", columns=["label"])``, which the
-    collator stacks, rather than as Python lists)."""
+    collator stacks, rather than as Python lists). The labels are one float16 buffer wrapped as
+    an arrow column, so building the dataset does not copy every row through Python."""
+    import pyarrow as pa
+
     table = token_table(spec, cols["text"], width, max_length)
     size = 1 + max_length * width
-    labels = []
-    for n, t in zip(table.lengths, table.targets):
-        row = np.empty(size, dtype=np.float16)
-        row[0] = n
-        row[1:] = t.reshape(-1)
-        labels.append(row)
-    cols["label"] = labels
+    rows = np.empty((len(table.lengths), size), dtype=np.float16)  # one buffer, which arrow wraps
+    rows[:, 0] = table.lengths
+    rows[:, 1:] = table.targets.reshape(len(rows), -1)
+    cols["label"] = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), size)
     return table.record
 
 
