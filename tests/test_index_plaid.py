@@ -237,3 +237,24 @@ def test_pipeline_index_params_take_the_engine():
     assert fp is None and build == {"engine": "plaid", "plaid_params": PlaidParams(nfull=48), "chunk_size": 10}
     with pytest.raises(RkdError, match="unknown"):
         _index_params("dense", None, {"engine": "plaid"})
+
+
+@pytest.mark.slow
+def test_bench_exhaustive_reference_is_maxsim_against_every_document(tiny):
+    """eval/bench_colbert_engines.py's reference: the exact engine with a flat candidate index and
+    every token as a candidate scores every document, so both must give the same ranking."""
+    from eval.bench_colbert_engines import exhaustive
+
+    n_tok = _manifest(tiny["exact"])["stats"]["n_tokens"]
+    s, exact = _all_results(tiny["exact"], tiny["ds"], {"k_token": n_tok})
+    from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.index.search import encoder_for
+
+    d = load_dataset(str(tiny["ds"]))
+    reps = encoder_for(s.manifest).encode_queries([d.queries.texts[q] for q in d.queries.ids()])
+    ref, cpu_s, wall_s = exhaustive(tiny["exact"], reps, 10)
+    assert cpu_s > 0 and wall_s > 0 and len(ref) == len(exact)
+    for (d1, s1, _), (d2, s2, c) in zip(exact, ref):
+        assert c["candidates"] == len(s.doc_ids)
+        assert list(d1) == list(d2)
+        np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-5)
