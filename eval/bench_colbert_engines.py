@@ -66,7 +66,6 @@ def exhaustive(folder: Path, reps: list, k: int) -> tuple[list, float, float]:
     import torch
 
     from retrieval_kd.index.late import LateIndex
-    from retrieval_kd.index.plaid import _torch_view
     from retrieval_kd.retrieve.topk import top_k
 
     late = LateIndex(folder, None)
@@ -74,7 +73,7 @@ def exhaustive(folder: Path, reps: list, k: int) -> tuple[list, float, float]:
     lens = np.diff(late.offsets)
     nz = lens > 0
     seg = (np.cumsum(lens) - lens)[nz]
-    tokens = _torch_view(late.tokens).float()  # as maxsim_torch computes: float16 vectors, float32 arithmetic
+    tokens = torch.from_numpy(np.asarray(late.tokens, dtype=np.float32))  # float16 vectors, float32 arithmetic
     out, c0, t0 = [], time.process_time(), time.perf_counter()
     for q in reps:
         sim = (torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)) @ tokens.T).numpy()
@@ -158,6 +157,17 @@ def markdown(rows: dict[str, dict], args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer above 0."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {n}")
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", help="trained ColBERT folder (repeatable)")
@@ -168,17 +178,29 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--query-length", type=int, default=32)
     ap.add_argument("--document-length", type=int, default=128)
-    ap.add_argument("--nfull", type=int, help="plaid: candidates scored exactly (default: the index's)")
-    ap.add_argument("--k-token", type=int, help="plaid: document tokens kept per query token")
+    ap.add_argument("--nfull", type=positive, help="plaid: candidates scored exactly (default: the index's)")
+    ap.add_argument("--k-token", type=positive, help="plaid: document tokens kept per query token")
     ap.add_argument("--out", type=Path, default=OUT / "bench-colbert-engines")
     args = ap.parse_args()
-    args.plaid_overrides = {k: v for k, v in (("nfull", args.nfull), ("k_token", args.k_token)) if v}
+    args.plaid_overrides = {k: v for k, v in (("nfull", args.nfull), ("k_token", args.k_token)) if v is not None}
+    from retrieval_kd.errors import RkdError
+
+    models = args.model or [default_model()]
+    for model in models:  # a path that is not there is named before any index is built
+        if model.startswith(("/", ".")) and not Path(model).is_dir():
+            raise SystemExit(f"error: --model {model}: no such folder")
     rows = {}
-    for model in args.model or [default_model()]:
-        tag = Path(model).parent.name if Path(model).name == "model" else Path(model).name
-        paths = build(model, args.dataset, tag, args.rebuild, (args.query_length, args.document_length))
-        rows[tag] = compare(paths, args.dataset, args.split, args.k, args.rounds, args.plaid_overrides)
-        print(json.dumps({tag: rows[tag]}, indent=1), flush=True)
+    try:
+        from retrieval_kd.data.registry import load_dataset
+
+        load_dataset(args.dataset, args.split)  # a wrong dataset or split fails before any build
+        for model in models:
+            tag = Path(model).parent.name if Path(model).name == "model" else Path(model).name
+            paths = build(model, args.dataset, tag, args.rebuild, (args.query_length, args.document_length))
+            rows[tag] = compare(paths, args.dataset, args.split, args.k, args.rounds, args.plaid_overrides)
+            print(json.dumps({tag: rows[tag]}, indent=1), flush=True)
+    except RkdError as e:
+        raise SystemExit(f"error: {e}") from None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(rows, args))

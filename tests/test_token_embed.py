@@ -156,3 +156,22 @@ def test_teacher_tokens_spill_what_encode_returns(train_env, tmp_path, on_disk):
     assert len(got) == len(texts) and len(set(blocks)) == len(texts)
     for g, w in zip(got, want):
         assert np.array_equal(g, _unit(w))
+
+
+def test_token_spill_reads_back_blocks_and_names_a_truncated_file(tmp_path):
+    from retrieval_kd.train.token_spill import TokenSpill
+
+    rng = np.random.default_rng(0)
+    blocks = [rng.normal(size=(n, 5)).astype(np.float32) for n in (3, 1, 7)]
+    with TokenSpill(tmp_path) as spill:
+        ids = [spill.add(b) for b in blocks]
+        assert [spill.rows(i) for i in ids] == [3, 1, 7]
+        for i, b in zip(ids, blocks):
+            assert np.array_equal(spill.get(i), b)
+        with pytest.raises(ValueError, match="width 4"):
+            spill.add(np.zeros((2, 4), np.float32))
+        os_size = (tmp_path / "tokens.f32").stat().st_size
+        with open(tmp_path / "tokens.f32", "r+b") as f:
+            f.truncate(os_size - 4)
+        with pytest.raises(OSError, match="shorter than its block 2"):
+            spill.get(ids[2])

@@ -146,8 +146,8 @@ def add_token_targets(cols: dict[str, list], spec: dict[str, Any], width: int, m
                       ) -> dict[str, Any]:
     """Every row's (one text, column ``text``) token targets as its ``label``, in place (the rows'
     dataset should read them as tensors: ``with_format("torch", columns=["label"])``, which the
-    collator stacks, rather than as Python lists). The labels are one float16 buffer wrapped as
-    an arrow column, so building the dataset does not copy every row through Python."""
+    collator stacks, rather than as Python lists). The labels are one float16 buffer (not an
+    array per row), wrapped as an arrow column."""
     import pyarrow as pa
 
     table = token_table(spec, cols["text"], width, max_length)

@@ -37,7 +37,8 @@ class TokenSpill:
             self._held.append(rows)
             return len(self._held) - 1
         data = rows.tobytes()
-        os.pwrite(self._fd, data, self._end)
+        if os.pwrite(self._fd, data, self._end) != len(data):
+            raise OSError(f"short write to the token spill file (block {len(self._where)})")
         self._where.append((self._end, len(rows)))
         self._end += len(data)
         return len(self._where) - 1
@@ -50,7 +51,10 @@ class TokenSpill:
         if self._fd is None:
             return self._held[i]
         off, n = self._where[i]
-        data = os.pread(self._fd, n * 4 * (self.dim or 0), off)
+        size = n * 4 * (self.dim or 0)
+        data = os.pread(self._fd, size, off)
+        if len(data) != size:
+            raise OSError(f"the token spill file is shorter than its block {i}")
         return np.frombuffer(data, dtype=np.float32).reshape(n, self.dim or 0)
 
     def close(self) -> None:
