@@ -9,4 +9,5 @@ source scripts/env.sh
 for m in minilm-l6 splade-tiny smollm2-135m; do
   rkd models fetch "$m" >/dev/null || echo "warning: could not fetch $m; the tests that load it will skip" >&2
 done
+export PYTHONFAULTHANDLER=1  # a native crash prints the Python stack of every thread
 exec python -m pytest -q "$@"
