@@ -24,7 +24,7 @@ os.environ.setdefault("RKD_BACKEND", "torch:fp32")
 
 # The suite loads torch, ONNX Runtime, OpenVINO and llama.cpp into one process. On 2026-12-02 one
 # of three full runs printed "784 passed" and then died in interpreter teardown (exit 139, a
-# segfault in native library finalisation; not reproduced since). The session's own exit status
+# segfault in native library finalisation, seen once). The session's own exit status
 # is what a test run means, so after pytest has finished and written every report the process
 # ends with it, skipping native teardown. RKD_TEST_NATIVE_TEARDOWN=1 keeps the normal teardown
 # (scripts/test.sh sets PYTHONFAULTHANDLER, so a crash there names its thread).
