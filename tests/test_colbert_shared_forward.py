@@ -38,8 +38,9 @@ def grads(value, params):
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got)]
 
 
+@pytest.mark.parametrize("default_similarity", [False, True], ids=["family-similarity", "library-default"])
 @pytest.mark.parametrize("chunks", [False, True])
-def test_shared_forward_gives_each_losses_value_and_gradients(colbert_batch, chunks):
+def test_shared_forward_gives_each_losses_value_and_gradients(colbert_batch, chunks, default_similarity):
     import torch
 
     from retrieval_kd.train.losses import WeightedLoss
@@ -54,6 +55,11 @@ def test_shared_forward_gives_each_losses_value_and_gradients(colbert_batch, chu
         for term in loss.terms.values():
             term.mini_batch_size = 2
         infonce.score_mini_batch_size = 2
+    family_similarity = {name: term.similarity_fct for name, term in loss.terms.items()}
+    assert None not in family_similarity.values()
+    if default_similarity:  # None: the library scores with the model's own similarity methods
+        for term in loss.terms.values():
+            term.similarity_fct = None
     try:
         params = [p for p in model.parameters() if p.requires_grad]
         shared = loss(features, labels)
@@ -69,6 +75,8 @@ def test_shared_forward_gives_each_losses_value_and_gradients(colbert_batch, chu
         for term in loss.terms.values():
             term.mini_batch_size = None
         infonce.score_mini_batch_size = None
+        for name, term in loss.terms.items():
+            term.similarity_fct = family_similarity[name]
 
 
 def test_shared_forward_encodes_queries_once_and_documents_once(colbert_batch, monkeypatch):

@@ -20,6 +20,7 @@ teacher            none
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,11 @@ class ColbertFamily(ModelFamily):
         from sentence_transformers.multi_vector_encoder import losses as L
 
         scale = infonce_scale(cfg)
-        return {"margin-mse": lambda: L.MultiVectorMarginMSELoss(model),
-                "kl": lambda: L.MultiVectorDistillKLDivLoss(model, temperature=cfg.temperature),
-                "infonce": lambda: L.MultiVectorMultipleNegativesRankingLoss(model, **scale)}[name]()
+        kd, pair, matrix = scoring(model)
+        return {"margin-mse": lambda: L.MultiVectorMarginMSELoss(model, similarity_fct=pair),
+                "kl": lambda: L.MultiVectorDistillKLDivLoss(model, similarity_fct=kd, temperature=cfg.temperature),
+                "infonce": lambda: L.MultiVectorMultipleNegativesRankingLoss(model, similarity_fct=matrix, **scale)
+                }[name]()
 
     def training_kwargs(self, cfg: Any) -> dict[str, Any]:
         if cfg.query_max_length:
@@ -133,3 +136,14 @@ class ColbertFamily(ModelFamily):
             return docs, s, {**counts, "query_tokens": len(q)}
         docs, s, ncand = searcher.late.search(q, k, searcher.k_token)
         return docs, s, {"candidates": ncand, "query_tokens": len(q)}
+
+
+def scoring(model: Any) -> tuple[Callable, Callable, Callable]:
+    """The model's MaxSim (or MeanMaxSim) as the losses' ``similarity_fct``: per candidate group
+    (KL), pairwise (Margin-MSE), against every document (InfoNCE). Passed explicitly because since
+    Sentence Transformers 6.3 ``None`` calls the model's methods, which a DDP wrapper hides."""
+    from sentence_transformers.multi_vector_encoder import scoring as S
+
+    if model.similarity_fn_name == "meanmaxsim":
+        return S.mean_colbert_kd_scores, S.mean_colbert_scores_pairwise, S.mean_colbert_scores
+    return S.colbert_kd_scores, S.colbert_scores_pairwise, S.colbert_scores

@@ -56,6 +56,34 @@ def encode(model: nn.Module, features: Iterable[dict[str, Any]],
     return TokenBatch(out["token_embeddings"], out["attention_mask"].bool(), docs, masks)
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The model under DDP / ``torch.compile`` wrappers, which hide its scoring methods."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _scores(loss: nn.Module, queries: Tensor, queries_mask: Tensor, docs: Tensor, docs_mask: Tensor,
+            pairwise: bool) -> Tensor:
+    """The scores ``loss.forward`` computes: its ``similarity_fct``, or, where that is ``None``
+    (Sentence Transformers >= 6.3), the model's own similarity. Documents ``(B, T, D)``: ``(Q,)``
+    pairwise. Stacked ``(B, N, T, D)``, per candidate column: ``(Q, N)`` pairwise (query ``i`` with
+    its own group), or ``(Q, B * N)`` against every group (each group's candidates together)."""
+    if loss.similarity_fct is not None:
+        return loss.similarity_fct(queries, docs, queries_mask=queries_mask, documents_mask=docs_mask)
+    model = _unwrapped(loss.model)
+    score = model.similarity_pairwise if pairwise else model.similarity
+    if docs.ndim == 3:
+        return score(queries, docs, a_mask=queries_mask, b_mask=docs_mask)
+    columns = [score(queries, docs[:, j], a_mask=queries_mask, b_mask=docs_mask[:, j])
+               for j in range(docs.shape[1])]
+    return torch.stack(columns, dim=1) if pairwise else torch.stack(columns, dim=2).reshape(len(queries), -1)
+
+
 def _need_two_docs(loss: nn.Module, b: TokenBatch) -> None:
     if len(b.docs) < 2:
         raise ValueError(f"{type(loss).__name__} needs at least 2 document columns, got {len(b.docs)}")
@@ -68,7 +96,7 @@ def kl(loss: MultiVectorDistillKLDivLoss, b: TokenBatch, labels: Tensor) -> Tens
         raise ValueError(f"{type(loss).__name__}: teacher scores of shape {tuple(labels.shape)}, expected "
                          f"{(len(b.queries), len(b.docs))}")
     docs, docs_mask = b.stacked
-    scores = loss.similarity_fct(b.queries, docs, queries_mask=b.queries_mask, documents_mask=docs_mask)
+    scores = _scores(loss, b.queries, b.queries_mask, docs, docs_mask, pairwise=True)
     student = F.log_softmax(scores / loss.student_temperature, dim=-1)
     teacher = F.log_softmax(labels.detach() / loss.teacher_temperature, dim=-1)
     if not loss._checked_teacher_scale:
@@ -90,8 +118,8 @@ def margin_mse(loss: MultiVectorMarginMSELoss, b: TokenBatch, labels: Tensor) ->
     if labels.shape != (rows, len(negs)):
         raise ValueError(f"{type(loss).__name__}: labels of shape {tuple(labels.shape)}, expected "
                          f"{(rows, len(negs))} margins or {(rows, len(negs) + 1)} scores")
-    pos_scores = loss._score(b.queries, pos, b.queries_mask, pos_mask)
-    margins = torch.stack([pos_scores - loss._score(b.queries, n, b.queries_mask, m)
+    pos_scores = _scores(loss, b.queries, b.queries_mask, pos, pos_mask, pairwise=True)
+    margins = torch.stack([pos_scores - _scores(loss, b.queries, b.queries_mask, n, m, pairwise=True)
                            for n, m in zip(negs, negs_masks)], dim=1)
     return loss.loss_function(margins, labels.detach().to(margins.dtype))
 
@@ -106,8 +134,8 @@ def infonce(loss: MultiVectorMultipleNegativesRankingLoss, b: TokenBatch, labels
     else:
         docs, docs_mask = b.stacked
     step = loss.score_mini_batch_size or rows
-    scores = torch.cat([loss.similarity_fct(b.queries[i:i + step], docs, documents_mask=docs_mask,
-                                            queries_mask=b.queries_mask[i:i + step])
+    scores = torch.cat([_scores(loss, b.queries[i:i + step], b.queries_mask[i:i + step], docs, docs_mask,
+                                pairwise=False)
                         for i in range(0, rows, step)], dim=0)
     target = torch.arange(rows, device=b.queries.device) * n
     if loss.gather_across_devices:
