@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -347,6 +346,12 @@ def _p(x) -> str:
     return "" if x is None else (f"{x:.1e}" if x < 1e-3 else f"{x:.3f}")
 
 
+def _machine(part: dict) -> str:
+    """The machine and library versions a part ran with (parts run in different sessions)."""
+    env = part.get("environment")
+    return f" Ran on {env['cpu']}, {env['threads']} torch threads; {env['versions']}." if env else ""
+
+
 def llm_markdown(res: dict) -> list[str]:
     lines = []
     if "llm_teachers" in res:
@@ -385,6 +390,7 @@ def llm_markdown(res: dict) -> list[str]:
             lines.append(f"**Best LLM teacher: {best[0]}, nDCG@10 {best[1]['metrics']['ndcg@10']:.4f}, "
                          f"{best[1]['vs_chance']['delta']:+.4f} over chance (p = {_p(best[1]['vs_chance']['t_p'])}), "
                          f"{vb.get('delta', float('nan')):+.4f} over BM25's order"
+                         + ("" if vb.get("t_p") is None else f" (p = {_p(vb['t_p'])})")
                          + ("" if same is None else f", top 10 identical to BM25's on {same:.0%} of queries") + ".** "
                          + (f"Significantly above chance (p < 0.05): {', '.join(sig)}." if sig else
                             "No offline LLM teacher is significantly above chance on these queries."))
@@ -393,7 +399,7 @@ def llm_markdown(res: dict) -> list[str]:
         if r.get("finding"):
             lines.append(f"**Finding:** {r['finding']}")
         lines.append(f"Wall time {r.get('seconds')} s; load average {r.get('load_avg_start')} at the start, "
-                     f"{r.get('load_avg_end')} at the end (a 2-core machine shared with other jobs).")
+                     f"{r.get('load_avg_end')} at the end." + _machine(r))
         lines.append("")
     if "gguf_speed" in res:
         g = res["gguf_speed"]
@@ -410,7 +416,8 @@ def llm_markdown(res: dict) -> list[str]:
         lines += ["", (f"**llama.cpp / transformers: {g['ratio_gguf_over_transformers_fp32']}x (float32), "
                        f"{g['ratio_gguf_over_transformers_bf16']}x (bfloat16).** " + g.get("note", ""))]
         if g.get("isa"):
-            lines.append(f"Kernels: llama.cpp built with `{g['isa']['llama.cpp']}`; torch runs `{g['isa']['torch']}`.")
+            lines.append(f"Kernels: llama.cpp built with `{g['isa']['llama.cpp']}`; torch runs `{g['isa']['torch']}`."
+                         + _machine(g))
         lines.append("")
     return lines
 
@@ -491,10 +498,14 @@ def main() -> None:
     out = Path(a.out)
     prior = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
     res = dict(prior)
-    res["environment"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "threads": torch.get_num_threads(), "versions": library_versions()}
+    from retrieval_kd.models.backends import cpu_name
+
+    env = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+           "versions": library_versions()}
+    res["environment"] = env
     if a.part in ("all", "throughput"):
         res["throughput"] = throughput(a.queries, a.depth, a.repeats, a.batch_size)
+        res["throughput"]["environment"] = env
         t = res["throughput"]
         print(f"throughput pairs/s: {t['pairs_per_s']}; rkd/ST {t['ratio_rkd_over_st']}x "
               f"(fp32 like-for-like {t['ratio_rkd_fp32_over_st']}x)", flush=True)
@@ -505,8 +516,10 @@ def main() -> None:
     if a.part == "llm-teachers":
         res["llm_teachers"] = llm_teachers(a.llm_models.split(","), a.llm_queries, a.llm_depth, a.chance_seeds,
                                            a.llm_budget_s, a.llm_modes.split(","))
+        res["llm_teachers"]["environment"] = env
     if a.part == "gguf-speed":
         res["gguf_speed"] = gguf_speed(a.speed_model, a.speed_queries, a.llm_depth)
+        res["gguf_speed"]["environment"] = env
     from retrieval_kd.artifacts import write_benchmark
 
     write_benchmark(out, res, markdown, a.note if a.note is not None else prior.get("notes"))

@@ -266,9 +266,9 @@ def environment(threads: int) -> dict:
     import torch
 
     from retrieval_kd.artifacts import library_versions, now_iso
+    from retrieval_kd.models.backends import cpu_name
 
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    cpu = next((x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")), "?")
+    cpu = cpu_name()
     git = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=ROOT,
                          capture_output=True, text=True).stdout.strip()
     vers = {"onnxruntime": "absent", "openvino": "absent", **library_versions()}

@@ -104,6 +104,18 @@ def check(backend: str, variant: str, *, dtype: str | None = None, what: str = "
                        f"{'int8' if variant.startswith('int8') else variant if variant == 'bf16' else 'float32'}")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the platform's machine type."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine() or "?"
+
+
 def cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
