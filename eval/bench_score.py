@@ -224,8 +224,22 @@ def _versus(per_q: dict[str, float], chance: dict[str, float]) -> dict:
             "n_queries": t["n_queries"]}
 
 
+def _llm_arms(model: str, modes: list[str], orders: list[int]) -> list[tuple[str, dict]]:
+    """(row name, teacher spec) of each arm run for ``model``: pointwise, and listwise once per
+    number of input orders (``orders`` > 1: permutation self-consistency)."""
+    arms = []
+    for mode in modes:
+        if mode == "pointwise":
+            arms.append((f"{model} (pointwise)", {"kind": "llm", "model": model}))
+        else:
+            arms += [(f"{model} (listwise)" if k == 1 else f"{model} (listwise, {k} orders)",
+                      {"kind": "llm-listwise", "model": model, **LISTWISE, **({"orders": k} if k > 1 else {})})
+                     for k in orders]
+    return arms
+
+
 def llm_teachers(models: list[str], n_queries: int, depth: int, seeds: int, budget_s: float,
-                 modes: list[str]) -> dict:
+                 modes: list[str], orders: list[int] = (1,)) -> dict:
     """Pointwise and listwise GGUF LLM teachers vs chance and BM25's order on the same candidates."""
     from retrieval_kd.data.trec import sorted_hits
     from retrieval_kd.eval.metrics import evaluate_run
@@ -264,13 +278,10 @@ def llm_teachers(models: list[str], n_queries: int, depth: int, seeds: int, budg
            "not_run": []}
     t_start = time.perf_counter()
     for model in models:
-        for mode in modes:
-            name = f"{model} ({mode})"
+        for name, spec in _llm_arms(model, modes, list(orders)):
             if time.perf_counter() - t_start > budget_s:
                 out["not_run"].append(name)
                 continue
-            spec = ({"kind": "llm", "model": model} if mode == "pointwise"
-                    else {"kind": "llm-listwise", "model": model, **LISTWISE})
             t0 = time.perf_counter()
             store = score_stage("scifact", "test", run_dir, parse_teacher(spec), root=WORK / "stores",
                                 top_k=depth, progress=sys.stderr.isatty())
@@ -362,7 +373,9 @@ def llm_markdown(res: dict) -> list[str]:
                    f"nDCG@10 averaged over {r['chance_seeds']} seeds per query. LLMs run on llama.cpp "
                    f"(the wheels' GGUF files as they are) with SciFact's task prompt (`{r['task']}`, "
                    "retrieval_kd/teachers/prompts.py); pointwise = logit(Yes) - logit(No); listwise = "
-                   f"RankGPT windows ({r['listwise']}), score = -ln(rank). p: paired t-test over queries "
+                   f"RankGPT windows ({r['listwise']}), score = -ln(rank); 'k orders': listwise from the "
+                   "first-stage order and k - 1 seeded shuffles, ranked by mean rank (permutation "
+                   "self-consistency). p: paired t-test over queries "
                    "against chance (Wilcoxon signed-rank beside it)."), "",
                   "| teacher | nDCG@10 | MRR@10 | delta vs chance | p (t-test) | p (Wilcoxon) | delta vs BM25 | "
                   "top-10 = BM25's | pairs/s | repairs | store |",
@@ -380,10 +393,9 @@ def llm_markdown(res: dict) -> list[str]:
                          f"{v.get('delta', '')} | {_p(v.get('t_p'))} | {_p(v.get('wilcoxon_p'))} | "
                          f"{vb.get('delta', '')} | {'' if same is None else f'{same:.0%} of queries'} | "
                          f"{row.get('pairs_per_s') or ''} | {rep_s} | {row.get('store_id', '')} |")
-        sig = [n for n, row in r["rows"].items() if "(" in n and n.split(" (")[1].startswith(("pointwise", "listwise"))
-               and (row["vs_chance"].get("t_p") or 1) < 0.05 and row["vs_chance"]["delta"] > 0]
-        best = max(((n, row) for n, row in r["rows"].items() if n.endswith(("(pointwise)", "(listwise)"))),
-                   key=lambda x: x[1]["metrics"]["ndcg@10"], default=None)
+        llms = [(n, row) for n, row in r["rows"].items() if "store_id" in row]  # not chance, not BM25
+        sig = [n for n, row in llms if (row["vs_chance"].get("t_p") or 1) < 0.05 and row["vs_chance"]["delta"] > 0]
+        best = max(llms, key=lambda x: x[1]["metrics"]["ndcg@10"], default=None)
         lines += [""]
         if best:
             vb, same = best[1].get("vs_bm25") or {}, best[1].get("same_top10_as_bm25")
@@ -484,6 +496,8 @@ def main() -> None:
     ap.add_argument("--llm-depth", type=int, default=20)
     ap.add_argument("--llm-models", default=",".join(LLM_MODELS))
     ap.add_argument("--llm-modes", default="pointwise,listwise")
+    ap.add_argument("--listwise-orders", default="1",
+                    help="listwise rows, one per number of input orders (e.g. 1,3: permutation self-consistency)")
     ap.add_argument("--chance-seeds", type=int, default=20)
     ap.add_argument("--llm-budget-s", type=float, default=1200)
     ap.add_argument("--speed-model", default="smollm2-135m")
@@ -515,7 +529,8 @@ def main() -> None:
         res["llm_quality"] = rerank_quality(LLMS, a.llm_depth, a.llm_queries)
     if a.part == "llm-teachers":
         res["llm_teachers"] = llm_teachers(a.llm_models.split(","), a.llm_queries, a.llm_depth, a.chance_seeds,
-                                           a.llm_budget_s, a.llm_modes.split(","))
+                                           a.llm_budget_s, a.llm_modes.split(","),
+                                           [int(k) for k in a.listwise_orders.split(",")])
         res["llm_teachers"]["environment"] = env
     if a.part == "gguf-speed":
         res["gguf_speed"] = gguf_speed(a.speed_model, a.speed_queries, a.llm_depth)

@@ -112,6 +112,46 @@ def test_listwise_teacher_moves_the_best_to_the_top_and_counts_repairs():
     assert t.identity()["window"] == 4 and t.identity()["rank_map"] == "neg_log_rank"
 
 
+def _copier(calls: list[str]):
+    """A 'model' that answers with the ids in the order shown (what small chat models often do)."""
+    def gen(system, user, max_tokens):
+        calls.append(user)
+        n = sum(ln.startswith("[") for ln in user.splitlines())
+        return " > ".join(f"[{i}]" for i in range(1, n + 1))
+    return gen
+
+
+def _oracle(system, user, max_tokens):
+    """A 'model' that ranks by the passage's number, whatever order it is shown in."""
+    nums = [int(ln.split()[3]) for ln in user.splitlines() if ln.startswith("[")]
+    return " > ".join(f"[{i + 1}]" for i in sorted(range(len(nums)), key=lambda i: -nums[i]))
+
+
+def test_orders_undo_a_copied_input_order_and_keep_a_real_ranking():
+    """orders=1 hands a copier's first-stage order back; several seeded input orders do not (and
+    repeat exactly), while a model that really ranks keeps its ranking under any input order."""
+    pairs = _pairs(12) + _pairs(12, "q2")
+    calls: list[str] = []
+    one = ListwiseTeacher(_copier(calls), "copier", "test", window=12, step=6, passage_words=5)
+    first = one.score(pairs)
+    assert (np.diff(first[:12]) < 0).all()  # the first-stage order, unchanged
+    assert len(calls) == 2 and "orders" not in one.identity()
+
+    calls.clear()
+    four = ListwiseTeacher(_copier(calls), "copier", "test", window=12, step=6, passage_words=5, orders=4)
+    mixed = four.score(pairs)
+    assert len(calls) == 2 * 4 and four.take_stats()["windows"] == 8
+    assert not (np.diff(mixed[:12]) < 0).all() and not np.array_equal(mixed[:12], mixed[12:])  # seeded by qid
+    assert np.array_equal(mixed, four.score(pairs))  # the same seeds on a rerun
+    assert four.identity()["orders"] == 4 and four.identity()["aggregate"] == "mean-rank"
+
+    real = ListwiseTeacher(_oracle, "oracle", "test", window=12, step=6, passage_words=5, orders=3)
+    s = real.score(_pairs(12))
+    assert (np.diff(s[::-1]) < 0).all()  # passage 11 first, then 10, ...: the model's ranking
+    with pytest.raises(DataError):
+        ListwiseTeacher(_oracle, "m", "t", orders=0)
+
+
 def test_task_templates_and_identity_from_spec():
     from retrieval_kd.teachers.identity import spec_identity
     from retrieval_kd.teachers.prompts import LISTWISE, POINTWISE, bind_task, task_of
@@ -130,6 +170,9 @@ def test_task_templates_and_identity_from_spec():
     assert spec_identity(bind_task(llm, "claim"))["template"] == POINTWISE["claim"]
     assert spec_identity(bind_task(llm, "qa")) == spec_identity(llm)  # qa: the template stores had before
     assert "task" not in llm.model_dump()  # at its default the task stays out of dumps (older keys)
+    assert "orders" not in spec.model_dump() and "orders" not in spec_identity(spec)  # nor orders at 1
+    psc = parse_teacher({"kind": "llm-listwise", "model": "m", "base_url": "http://x/v1", "orders": 3})
+    assert spec_identity(psc)["orders"] == 3 and spec_identity(psc) != spec_identity(spec)
     with pytest.raises(DataError):
         ListwiseTeacher(lambda *a: "", "m", "t", template="no passages {query}")
     with pytest.raises(DataError):

@@ -7,6 +7,12 @@ can climb to the top in one pass); the last window always starts at the top. For
 the model is asked (greedy, temperature 0) for a permutation ``[3] > [1] > [2] ...`` of the
 window's passages, which reorders them in place. ``passes`` repeats the whole sweep.
 
+Small chat models tend to answer with the ids in the order they were shown, which hands the
+first stage's order back. ``orders`` > 1 runs the sweeps from several input orders
+(permutation self-consistency, Tang et al., NAACL 2024): the first-stage order, then
+``orders - 1`` shuffles seeded by the query id (so a rerun gives the same scores); the final
+order sorts the candidates by their mean rank over those rankings (ties: first-stage order).
+
 The answer is parsed forgivingly (:func:`parse_permutation`): bracketed ids are read (bare
 numbers when no bracket is found), repeated ids and ids outside ``1..n`` are dropped, and ids
 the answer misses keep their prior order after those it ranked. Every repair is counted:
@@ -27,6 +33,7 @@ Backends: ``llama.cpp`` (a local GGUF model, :mod:`retrieval_kd.teachers.gguf`) 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Callable
@@ -174,34 +181,38 @@ class ListwiseTeacher(TaskPrompt, Teacher):
 
     def __init__(self, generate: Callable[[str, str, int], str], model_identity: Any, backend: str,
                  template: str | None = None, task: str | None = None, window: int = 20, step: int = 10,
-                 passes: int = 1, passage_words: int = 100, rank_map: str = "neg_log_rank",
+                 passes: int = 1, orders: int = 1, passage_words: int = 100, rank_map: str = "neg_log_rank",
                  max_new_tokens: int | None = None, chat: bool = True, concurrency: int = 1) -> None:
         self._set_prompt(template, task)
         sliding_windows(window + 1, window, step)  # checks window and step
         rank_scores([0], rank_map)  # checks the map's name
-        if passes < 1 or passage_words < 1:
-            raise DataError("<teacher spec>", "passes and passage_words must be >= 1")
+        if passes < 1 or orders < 1 or passage_words < 1:
+            raise DataError("<teacher spec>", "passes, orders and passage_words must be >= 1")
         self.generate, self.model_identity, self.backend = generate, model_identity, backend
         self.window, self.step, self.passes, self.passage_words = window, step, passes, passage_words
+        self.orders = orders
         self.rank_map, self.chat, self.concurrency = rank_map, chat, max(1, concurrency)
         self.max_new_tokens = max_new_tokens or listwise_max_new_tokens(window)
         self._stats: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "llm-listwise", "backend": self.backend, "model": self.model_identity,
-                "template": self.template, "system": LISTWISE_SYSTEM, "chat": self.chat,
-                "window": self.window, "step": self.step, "passes": self.passes,
-                "passage_words": self.passage_words, "rank_map": self.rank_map,
-                "max_new_tokens": self.max_new_tokens, "decoding": "greedy"}
+        out = {"kind": "llm-listwise", "backend": self.backend, "model": self.model_identity,
+               "template": self.template, "system": LISTWISE_SYSTEM, "chat": self.chat,
+               "window": self.window, "step": self.step, "passes": self.passes,
+               "passage_words": self.passage_words, "rank_map": self.rank_map,
+               "max_new_tokens": self.max_new_tokens, "decoding": "greedy"}
+        if self.orders > 1:  # absent at 1: stores made before the option keep their identity
+            out.update(orders=self.orders, order_seed="blake2b-64(qid)", aggregate="mean-rank")
+        return out
 
     def prompt(self, query: str, passages: list[str]) -> str:
         body = "\n".join(f"[{i}] {' '.join(p.split()[:self.passage_words])}" for i, p in enumerate(passages, 1))
         return self.template.format(query=query, passages=body, n=len(passages))
 
-    def rank_query(self, query: str, passages: list[str]) -> tuple[list[int], dict[str, int]]:
-        """Final order (indices into ``passages``, best first) and the repair counts."""
-        order, stats = list(range(len(passages))), dict.fromkeys(REPAIRS, 0)
+    def sweep(self, query: str, passages: list[str], order: list[int]) -> tuple[list[int], dict[str, int]]:
+        """``order`` (indices into ``passages``) after ``passes`` window sweeps, and the repair counts."""
+        order, stats = list(order), dict.fromkeys(REPAIRS, 0)
         for _ in range(self.passes):
             for s, e in sliding_windows(len(order), self.window, self.step):
                 sub = order[s:e]
@@ -211,6 +222,22 @@ class ListwiseTeacher(TaskPrompt, Teacher):
                 order[s:e] = [sub[i] for i in perm]
                 add_counts(stats, counts)
         return order, stats
+
+    def rank_query(self, query: str, passages: list[str], qid: str = "") -> tuple[list[int], dict[str, int]]:
+        """Final order (indices into ``passages``, best first) and the repair counts: one sweep
+        from the first-stage order, or the mean rank over ``orders`` input orders."""
+        n = len(passages)
+        order, stats = self.sweep(query, passages, list(range(n)))
+        if self.orders == 1:
+            return order, stats
+        rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(qid.encode(), digest_size=8).digest(), "big"))
+        rank_sum = np.empty(n)
+        rank_sum[order] = np.arange(n)
+        for _ in range(self.orders - 1):
+            shuffled, more = self.sweep(query, passages, [int(i) for i in rng.permutation(n)])
+            rank_sum[shuffled] += np.arange(n)
+            add_counts(stats, more)
+        return sorted(range(n), key=lambda i: (rank_sum[i], i)), stats
 
     def score(self, pairs: list[Pair]) -> np.ndarray:
         if not pairs:
@@ -223,7 +250,7 @@ class ListwiseTeacher(TaskPrompt, Teacher):
         out = np.empty(len(pairs), dtype=np.float64)
 
         def one(idx: list[int]) -> dict[str, int]:
-            order, stats = self.rank_query(pairs[idx[0]].query, [pairs[i].passage for i in idx])
+            order, stats = self.rank_query(pairs[idx[0]].query, [pairs[i].passage for i in idx], pairs[idx[0]].qid)
             out[np.asarray(idx)] = rank_scores(order, self.rank_map)
             return stats
 

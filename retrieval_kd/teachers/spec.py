@@ -79,6 +79,9 @@ class ListwiseSpec(Spec):
     window: int = Field(20, ge=2)
     step: int = Field(10, ge=1)
     passes: int = Field(1, ge=1)
+    orders: int = Field(1, ge=1)
+    """Input orders per query (permutation self-consistency): the first-stage order, then
+    ``orders - 1`` seeded shuffles; the final order is by mean rank over them."""
     passage_words: int = Field(100, ge=1)
     """Each passage is cut to its first words (RankGPT cuts by tokens; words need no tokenizer)."""
     rank_map: Literal["neg_log_rank", "linear"] = "neg_log_rank"
@@ -87,7 +90,7 @@ class ListwiseSpec(Spec):
     concurrency: int = 4
     timeout: float = 300
     threads: int | None = None
-    LATER: ClassVar[dict[str, Any]] = {"task": None}
+    LATER: ClassVar[dict[str, Any]] = {"task": None, "orders": 1}
 
     @model_validator(mode="after")
     def _resolve_backend(self):
@@ -240,7 +243,7 @@ def _build_listwise(spec: ListwiseSpec) -> Teacher:
     try:
         return ListwiseTeacher(gen, model_id, spec.backend, template=spec.template, task=spec.task,
                                window=spec.window, step=spec.step, passes=spec.passes,
-                               passage_words=spec.passage_words, rank_map=spec.rank_map,
+                               orders=spec.orders, passage_words=spec.passage_words, rank_map=spec.rank_map,
                                max_new_tokens=spec.max_new_tokens, chat=gen.chat, concurrency=concurrency)
     except BaseException:
         gen.close()
