@@ -238,6 +238,14 @@ def _llm_arms(model: str, modes: list[str], orders: list[int]) -> list[tuple[str
     return arms
 
 
+def grid_arms(models: list[str], modes: list[str], orders=(1,)) -> list[tuple[str, dict]]:
+    """Every model's arms at one input order first, then each larger number of orders: rows
+    already in their stores come back at once, so a rerun that adds arms spends its budget on
+    the new ones."""
+    return [arm for k in sorted(orders) for model in models
+            for arm in _llm_arms(model, modes if k == 1 else [m for m in modes if m == "listwise"], [k])]
+
+
 def llm_teachers(models: list[str], n_queries: int, depth: int, seeds: int, budget_s: float,
                  modes: list[str], orders: list[int] = (1,)) -> dict:
     """Pointwise and listwise GGUF LLM teachers vs chance and BM25's order on the same candidates."""
@@ -277,29 +285,28 @@ def llm_teachers(models: list[str], n_queries: int, depth: int, seeds: int, budg
                "bm25 (first-stage order)": {"metrics": mean(top), "vs_chance": _versus(bm25_q, chance)}},
            "not_run": []}
     t_start = time.perf_counter()
-    for model in models:
-        for name, spec in _llm_arms(model, modes, list(orders)):
-            if time.perf_counter() - t_start > budget_s:
-                out["not_run"].append(name)
-                continue
-            t0 = time.perf_counter()
-            store = score_stage("scifact", "test", run_dir, parse_teacher(spec), root=WORK / "stores",
-                                top_k=depth, progress=sys.stderr.isatty())
-            seconds = time.perf_counter() - t0
-            sc = store.scores()
-            man = store.manifest
-            sess = man.get("sessions", [])
-            same = np.mean([[d for d, _ in sorted(sc[q].items(), key=lambda x: -x[1])[:10]] ==
-                            [d for d, _ in sorted_hits(top[q])[:10]] for q in sc])
-            out["rows"][name] = {
-                "metrics": mean(sc), "vs_chance": _versus(per_query(sc), chance), "store_id": store.id,
-                "vs_bm25": _versus(per_query(sc), bm25_q), "same_top10_as_bm25": float(same),
-                "pairs_per_s": next((x["pairs_per_s"] for x in reversed(sess) if x.get("pairs_per_s")), None),
-                "seconds_this_run": round(seconds, 1), "teacher_stats": man.get("teacher_stats"),
-                "backend": man["teacher"].get("backend"), "spec": spec}
-            r = out["rows"][name]
-            print(f"{name:36s} nDCG@10 {r['metrics']['ndcg@10']:.4f} vs chance p={r['vs_chance']['t_p']} "
-                  f"({r['pairs_per_s']} pairs/s, {seconds:.0f} s)", flush=True)
+    for name, spec in grid_arms(models, modes, orders):
+        if time.perf_counter() - t_start > budget_s:
+            out["not_run"].append(name)
+            continue
+        t0 = time.perf_counter()
+        store = score_stage("scifact", "test", run_dir, parse_teacher(spec), root=WORK / "stores",
+                            top_k=depth, progress=sys.stderr.isatty())
+        seconds = time.perf_counter() - t0
+        sc = store.scores()
+        man = store.manifest
+        sess = man.get("sessions", [])
+        same = np.mean([[d for d, _ in sorted(sc[q].items(), key=lambda x: -x[1])[:10]] ==
+                        [d for d, _ in sorted_hits(top[q])[:10]] for q in sc])
+        out["rows"][name] = {
+            "metrics": mean(sc), "vs_chance": _versus(per_query(sc), chance), "store_id": store.id,
+            "vs_bm25": _versus(per_query(sc), bm25_q), "same_top10_as_bm25": float(same),
+            "pairs_per_s": next((x["pairs_per_s"] for x in reversed(sess) if x.get("pairs_per_s")), None),
+            "seconds_this_run": round(seconds, 1), "teacher_stats": man.get("teacher_stats"),
+            "backend": man["teacher"].get("backend"), "spec": spec}
+        r = out["rows"][name]
+        print(f"{name:36s} nDCG@10 {r['metrics']['ndcg@10']:.4f} vs chance p={r['vs_chance']['t_p']} "
+              f"({r['pairs_per_s']} pairs/s, {seconds:.0f} s)", flush=True)
     out["seconds"] = round(time.perf_counter() - t_start, 1)
     out["load_avg_end"] = round(os.getloadavg()[0], 2)
     return out
