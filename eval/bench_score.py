@@ -364,10 +364,6 @@ def _p(x) -> str:
     return "" if x is None else (f"{x:.1e}" if x < 1e-3 else f"{x:.3f}")
 
 
-PARTS = ("throughput", "quality", "llm_quality", "llm_teachers", "gguf_speed")
-"""The result keys of the parts, each run in its own session (with its own environment)."""
-
-
 def _machine(part: dict) -> str:
     """The machine and library versions a part ran with (parts run in different sessions)."""
     env = part.get("environment")
@@ -419,8 +415,8 @@ def llm_markdown(res: dict) -> list[str]:
                             "No offline LLM teacher is significantly above chance on these queries."))
         if r.get("not_run"):
             lines.append(f"Not run within the time budget: {', '.join(r['not_run'])}.")
-        if r.get("finding"):
-            lines.append(f"**Finding:** {r['finding']}")
+        if r.get("provenance"):
+            lines.append(r["provenance"])
         lines.append(f"Wall time {r.get('seconds')} s; load average {r.get('load_avg_start')} at the start, "
                      f"{r.get('load_avg_end')} at the end." + _machine(r))
         lines.append("")
@@ -497,6 +493,17 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _positive_ints(text: str) -> list[int]:
+    """``1,3`` -> [1, 3] (an argparse type: a bad value is one usage error)."""
+    try:
+        values = [int(k) for k in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["all", "throughput", "quality", "llm", "llm-teachers", "gguf-speed"],
@@ -510,7 +517,7 @@ def main() -> None:
     ap.add_argument("--llm-depth", type=int, default=20)
     ap.add_argument("--llm-models", default=",".join(LLM_MODELS))
     ap.add_argument("--llm-modes", default="pointwise,listwise")
-    ap.add_argument("--listwise-orders", default="1",
+    ap.add_argument("--listwise-orders", type=_positive_ints, default=[1],
                     help="listwise rows, one per number of input orders (e.g. 1,3: permutation self-consistency)")
     ap.add_argument("--chance-seeds", type=int, default=20)
     ap.add_argument("--llm-budget-s", type=float, default=1200)
@@ -528,9 +535,6 @@ def main() -> None:
     res = dict(prior)
     from retrieval_kd.models.backends import cpu_name
 
-    for part in PARTS:  # parts measured before parts kept their own environment ran with the prior one
-        if part in res and "environment" not in res[part] and "environment" in prior:
-            res[part]["environment"] = prior["environment"]
     env = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
            "versions": library_versions()}
     res["environment"] = env
@@ -547,7 +551,7 @@ def main() -> None:
     if a.part == "llm-teachers":
         res["llm_teachers"] = llm_teachers(a.llm_models.split(","), a.llm_queries, a.llm_depth, a.chance_seeds,
                                            a.llm_budget_s, a.llm_modes.split(","),
-                                           [int(k) for k in a.listwise_orders.split(",")])
+                                           a.listwise_orders)
         res["llm_teachers"]["environment"] = env
     if a.part == "gguf-speed":
         res["gguf_speed"] = gguf_speed(a.speed_model, a.speed_queries, a.llm_depth)
