@@ -433,12 +433,24 @@ def llm_markdown(res: dict) -> list[str]:
             lines.append(f"| {name} | {row['seconds']} | {row['pairs_per_s']} | {row['pairs_per_s'] / base:.2f} | "
                          f"{row['spearman_vs_gguf']} | {row['max_abs_diff_vs_gguf']} | {row['load_avg']} |")
         lines += ["", (f"**llama.cpp / transformers: {g['ratio_gguf_over_transformers_fp32']}x (float32), "
-                       f"{g['ratio_gguf_over_transformers_bf16']}x (bfloat16).** " + g.get("note", ""))]
+                       f"{g['ratio_gguf_over_transformers_bf16']}x (bfloat16).** " + _gguf_verdict(g)
+                       + g.get("note", ""))]
         if g.get("isa"):
             lines.append(f"Kernels: llama.cpp built with `{g['isa']['llama.cpp']}`; torch runs `{g['isa']['torch']}`."
                          + _machine(g))
         lines.append("")
     return lines
+
+
+def _gguf_verdict(g: dict) -> str:
+    """Issue 22's target against each transformers path: >= 3x the pairs/s, Spearman >= 0.95."""
+    parts = []
+    for dtype, short in (("float32", "fp32"), ("bfloat16", "bf16")):
+        ratio = g[f"ratio_gguf_over_transformers_{short}"]
+        rho = g["scorers"][f"transformers {dtype}"]["spearman_vs_gguf"]
+        met = ratio >= 3 and rho >= 0.95
+        parts.append(f"{dtype}: {'met' if met else 'not met'} ({ratio}x, Spearman {rho})")
+    return "Target >= 3x with Spearman >= 0.95: " + "; ".join(parts) + ". "
 
 
 def markdown(res: dict) -> str:
