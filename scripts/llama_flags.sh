@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # CMake flags for compiling llama.cpp (llama-cpp-python) on this machine: AVX2 always, plus the
 # AVX512 / VNNI / BF16 kernels this CPU has (1.1-1.6x prompt evaluation on an AVX512 Xeon,
-# research/llm/FINDINGS.md). Never -march=native and never AMX: the AMX kernels' tile
-# instructions trap (SIGILL) in VMs that do not grant the AMX state, though the CPU lists them.
+# research/llm/FINDINGS.md). Never -march=native and never AMX: ggml's AMX kernels took SIGILL at
+# their first tile instruction on a Xeon where oneDNN's AMX kernels run.
 # The flags describe the build host, which install.sh makes the run host (the wheel is not cached).
 # Usage: llama_flags.sh [cpuinfo file]   (default /proc/cpuinfo; prints one line)
 set -euo pipefail
