@@ -298,12 +298,3 @@ def test_store_keeps_repair_counts_per_part_and_in_the_manifest(tmp_path):
     score_into_store(ds, cands, factory, ident, tmp_path / "scores", chunk_size=6)
     assert len(made) == n  # complete: no teacher built again
 
-
-def test_bench_grid_runs_every_model_at_one_order_before_more_orders():
-    from eval.bench_score import grid_arms
-
-    arms = grid_arms(["small", "large"], ["pointwise", "listwise"], [3, 1])
-    assert [n for n, _ in arms] == ["small (pointwise)", "small (listwise)", "large (pointwise)", "large (listwise)",
-                                    "small (listwise, 3 orders)", "large (listwise, 3 orders)"]
-    assert arms[-1][1]["orders"] == 3 and "orders" not in arms[1][1] and arms[0][1]["kind"] == "llm"
-    assert [n for n, _ in grid_arms(["m"], ["pointwise"], [1, 3])] == ["m (pointwise)"]

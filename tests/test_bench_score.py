@@ -1,0 +1,31 @@
+"""eval/bench_score.py: the LLM grid's arm order and the GGUF speed verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from eval.bench_score import _gguf_verdict, grid_arms
+
+
+def test_bench_grid_runs_every_model_at_one_order_before_more_orders():
+    arms = grid_arms(["small", "large"], ["pointwise", "listwise"], [3, 1])
+    assert [n for n, _ in arms] == ["small (pointwise)", "small (listwise)", "large (pointwise)", "large (listwise)",
+                                    "small (listwise, 3 orders)", "large (listwise, 3 orders)"]
+    assert arms[-1][1]["orders"] == 3 and "orders" not in arms[1][1] and arms[0][1]["kind"] == "llm"
+    assert [n for n, _ in grid_arms(["m"], ["pointwise"], [1, 3])] == ["m (pointwise)"]
+
+
+def _speed(fp32: float, bf16: float, rho32: float, rho16: float) -> dict:
+    return {"ratio_gguf_over_transformers_fp32": fp32, "ratio_gguf_over_transformers_bf16": bf16,
+            "scorers": {"transformers float32": {"spearman_vs_gguf": rho32},
+                        "transformers bfloat16": {"spearman_vs_gguf": rho16}}}
+
+
+@pytest.mark.parametrize(("g", "want"), [
+    (_speed(3.0, 1.2, 0.96, 0.99), ["float32: met", "bfloat16: not met"]),
+    (_speed(4.0, 3.5, 0.94, 0.95), ["float32: not met", "bfloat16: met"]),  # speed alone is not enough
+    (_speed(0.38, 0.13, 0.90, 0.89), ["float32: not met", "bfloat16: not met"]),
+])
+def test_gguf_verdict_needs_both_speed_and_agreement(g, want):
+    text = _gguf_verdict(g)
+    assert [p.split(" (")[0] for p in text.removeprefix("Target >= 3x with Spearman >= 0.95: ").split("; ")] == want
