@@ -224,6 +224,33 @@ def _versus(per_q: dict[str, float], chance: dict[str, float]) -> dict:
             "n_queries": t["n_queries"]}
 
 
+def copier_run(ds, top: dict[str, dict[str, float]], orders: int) -> dict[str, dict[str, float]]:
+    """The control line of a listwise teacher at ``orders`` input orders: the product's listwise
+    teacher with a model that answers every window with the order it was shown (an empty answer
+    keeps it). At one order that is the first-stage order; above, the mean rank of the
+    first-stage order and the teacher's own seeded shuffles, so a row that equals it added
+    nothing to what it was shown."""
+    from retrieval_kd.data.trec import sorted_hits
+    from retrieval_kd.teachers.base import Pair
+    from retrieval_kd.teachers.listwise import ListwiseTeacher
+
+    teacher = ListwiseTeacher(lambda *_: "", "copier", "none", task="claim", orders=orders, **LISTWISE)
+    pairs = [Pair(q, d, ds.queries.texts[q], ds.corpus.docs[d].joined())
+             for q in top for d, _ in sorted_hits(top[q])]
+    run: dict[str, dict[str, float]] = {}
+    for p, x in zip(pairs, teacher.score(pairs)):
+        run.setdefault(p.qid, {})[p.docid] = float(x)
+    return run
+
+
+def same_top10(run: dict[str, dict[str, float]], other: dict[str, dict[str, float]]) -> float:
+    """Share of ``run``'s queries whose top 10 (in order) is ``other``'s."""
+    from retrieval_kd.data.trec import sorted_hits
+
+    return float(np.mean([[d for d, _ in sorted_hits(run[q])[:10]] == [d for d, _ in sorted_hits(other[q])[:10]]
+                          for q in run]))
+
+
 def _llm_arms(model: str, modes: list[str], orders: list[int]) -> list[tuple[str, dict]]:
     """(row name, teacher spec) of each arm run for ``model``: pointwise, and listwise once per
     number of input orders (``orders`` > 1: permutation self-consistency)."""
@@ -284,6 +311,12 @@ def llm_teachers(models: list[str], n_queries: int, depth: int, seeds: int, budg
                            "ndcg@10_sd_over_seeds": round(float(np.std(chance_means, ddof=1)), 4)}},
                "bm25 (first-stage order)": {"metrics": mean(top), "vs_chance": _versus(bm25_q, chance)}},
            "not_run": []}
+    copiers = {1: top}
+    for k in sorted(set(orders) - {1}) if "listwise" in modes else ():
+        copiers[k] = run = copier_run(ds, top, k)
+        out["rows"][f"copier of its input ({k} orders)"] = {
+            "metrics": mean(run), "vs_chance": _versus(per_query(run), chance),
+            "vs_bm25": _versus(per_query(run), bm25_q), "same_top10_as_bm25": same_top10(run, top)}
     t_start = time.perf_counter()
     for name, spec in grid_arms(models, modes, orders):
         if time.perf_counter() - t_start > budget_s:
@@ -296,11 +329,11 @@ def llm_teachers(models: list[str], n_queries: int, depth: int, seeds: int, budg
         sc = store.scores()
         man = store.manifest
         sess = man.get("sessions", [])
-        same = np.mean([[d for d, _ in sorted(sc[q].items(), key=lambda x: -x[1])[:10]] ==
-                        [d for d, _ in sorted_hits(top[q])[:10]] for q in sc])
+        copier = copiers[spec.get("orders", 1)]
         out["rows"][name] = {
             "metrics": mean(sc), "vs_chance": _versus(per_query(sc), chance), "store_id": store.id,
-            "vs_bm25": _versus(per_query(sc), bm25_q), "same_top10_as_bm25": float(same),
+            "vs_bm25": _versus(per_query(sc), bm25_q), "same_top10_as_bm25": same_top10(sc, top),
+            "vs_copier": _versus(per_query(sc), per_query(copier)), "same_top10_as_copier": same_top10(sc, copier),
             "pairs_per_s": next((x["pairs_per_s"] for x in reversed(sess) if x.get("pairs_per_s")), None),
             "seconds_this_run": round(seconds, 1), "teacher_stats": man.get("teacher_stats"),
             "backend": man["teacher"].get("backend"), "spec": spec}
@@ -383,22 +416,26 @@ def llm_markdown(res: dict) -> list[str]:
                    f"RankGPT windows ({r['listwise']}), score = -ln(rank); 'k orders': listwise from the "
                    "first-stage order and k - 1 seeded shuffles, ranked by mean rank (permutation "
                    "self-consistency). p: paired t-test over queries "
-                   "against chance (Wilcoxon signed-rank beside it)."), "",
+                   "against chance (Wilcoxon signed-rank beside it). Copier: the listwise teacher with a "
+                   "model that answers every window with the order it was shown, at the row's number of "
+                   "orders (at one order, BM25's order; pointwise rows are set against that): a row "
+                   "equal to its copier added nothing to its input."), "",
                   "| teacher | nDCG@10 | MRR@10 | delta vs chance | p (t-test) | p (Wilcoxon) | delta vs BM25 | "
-                  "top-10 = BM25's | pairs/s | repairs | store |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+                  "delta vs copier (p) | top-10 = copier's | pairs/s | repairs | store |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for name, row in r["rows"].items():
             m, v = row["metrics"], row.get("vs_chance") or {}
             rep = row.get("teacher_stats") or {}
             rep_s = (f"{rep.get('windows', 0)} windows: {rep.get('missing', 0)} missing, "
                      f"{rep.get('duplicate', 0)} repeated, {rep.get('unknown', 0)} unknown, "
                      f"{rep.get('unparsed', 0)} unparsed") if rep else ""
-            vb = row.get("vs_bm25") or {}
-            same = row.get("same_top10_as_bm25")
+            vb, vc = row.get("vs_bm25") or {}, row.get("vs_copier") or {}
+            same = row.get("same_top10_as_copier")
             mrr = f"{m['mrr@10']:.4f}" if "mrr@10" in m else ""
+            vc_s = f"{vc['delta']} ({_p(vc.get('t_p')) or 'equal on every query'})" if vc else ""
             lines.append(f"| {name} | {m['ndcg@10']:.4f} | {mrr} | "
                          f"{v.get('delta', '')} | {_p(v.get('t_p'))} | {_p(v.get('wilcoxon_p'))} | "
-                         f"{vb.get('delta', '')} | {'' if same is None else f'{same:.0%} of queries'} | "
+                         f"{vb.get('delta', '')} | {vc_s} | {'' if same is None else f'{same:.0%} of queries'} | "
                          f"{row.get('pairs_per_s') or ''} | {rep_s} | {row.get('store_id', '')} |")
         llms = [(n, row) for n, row in r["rows"].items() if "store_id" in row]  # not chance, not BM25
         sig = [n for n, row in llms if (row["vs_chance"].get("t_p") or 1) < 0.05 and row["vs_chance"]["delta"] > 0]
@@ -406,11 +443,13 @@ def llm_markdown(res: dict) -> list[str]:
         lines += [""]
         if best:
             vb, same = best[1].get("vs_bm25") or {}, best[1].get("same_top10_as_bm25")
+            copied = best[1].get("same_top10_as_copier")
             lines.append(f"**Best LLM teacher: {best[0]}, nDCG@10 {best[1]['metrics']['ndcg@10']:.4f}, "
                          f"{best[1]['vs_chance']['delta']:+.4f} over chance (p = {_p(best[1]['vs_chance']['t_p'])}), "
                          f"{vb.get('delta', float('nan')):+.4f} over BM25's order"
                          + ("" if vb.get("t_p") is None else f" (p = {_p(vb['t_p'])})")
-                         + ("" if same is None else f", top 10 identical to BM25's on {same:.0%} of queries") + ".** "
+                         + ("" if same is None else f", top 10 identical to BM25's on {same:.0%} of queries")
+                         + ("" if copied is None else f" and to its copier's on {copied:.0%}") + ".** "
                          + (f"Significantly above chance (p < 0.05): {', '.join(sig)}." if sig else
                             "No offline LLM teacher is significantly above chance on these queries."))
         if r.get("not_run"):

@@ -29,3 +29,38 @@ def _speed(fp32: float, bf16: float, rho32: float, rho16: float) -> dict:
 def test_gguf_verdict_needs_both_speed_and_agreement(g, want):
     text = _gguf_verdict(g)
     assert [p.split(" (")[0] for p in text.removeprefix("Target >= 3x with Spearman >= 0.95: ").split("; ")] == want
+
+
+def _copier_inputs(n_queries: int = 3, n_docs: int = 20):
+    from types import SimpleNamespace
+
+    docs = {f"q{i}d{j}": SimpleNamespace(joined=lambda i=i, j=j: f"passage {j} of {i}")
+            for i in range(n_queries) for j in range(n_docs)}
+    ds = SimpleNamespace(queries=SimpleNamespace(texts={f"q{i}": f"claim {i}" for i in range(n_queries)}),
+                         corpus=SimpleNamespace(docs=docs))
+    top = {f"q{i}": {f"q{i}d{j}": 100.0 - j for j in range(n_docs)} for i in range(n_queries)}
+    return ds, top
+
+
+def test_copier_at_one_order_is_the_first_stage_order():
+    from eval.bench_score import copier_run, same_top10
+
+    ds, top = _copier_inputs()
+    run = copier_run(ds, top, 1)
+    for q, hits in top.items():
+        assert sorted(run[q], key=lambda d: -run[q][d]) == sorted(hits, key=lambda d: -hits[d])
+    assert same_top10(run, top) == 1.0
+
+
+def test_copier_at_three_orders_mixes_in_the_teachers_own_shuffles():
+    """Mean rank over the first-stage order and two seeded shuffles: reproducible, not the input
+    order, and still leaning to it (the first-stage top passage ranks well above the middle on
+    average over queries: its mean rank is about (0 + 9.5 + 9.5) / 3)."""
+    from eval.bench_score import copier_run, same_top10
+
+    ds, top = _copier_inputs(n_queries=30)
+    run = copier_run(ds, top, 3)
+    assert run == copier_run(ds, top, 3)
+    assert same_top10(run, top) < 0.5
+    places = [sorted(run[q], key=lambda d: -run[q][d]).index(f"{q}d0") for q in top]
+    assert sum(places) / len(places) < 7
