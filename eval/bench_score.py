@@ -452,6 +452,16 @@ def llm_markdown(res: dict) -> list[str]:
                          + ("" if copied is None else f" and to its copier's on {copied:.0%}") + ".** "
                          + (f"Significantly above chance (p < 0.05): {', '.join(sig)}." if sig else
                             "No offline LLM teacher is significantly above chance on these queries."))
+        own = [(n, row) for n, row in llms if (row.get("vs_copier") or {}).get("t_p") is not None]
+        if own and "vs_copier" in best[1]:
+            n, row = max(own, key=lambda x: x[1]["metrics"]["ndcg@10"])
+            vc = row["vs_copier"]
+            lines.append(f"**Best LLM teacher whose ranking differs from its copier's: {n}, nDCG@10 "
+                         f"{row['metrics']['ndcg@10']:.4f}, {row['vs_chance']['delta']:+.4f} over chance "
+                         f"(p = {_p(row['vs_chance']['t_p'])}), {vc['delta']:+.4f} against its copier "
+                         f"(p = {_p(vc['t_p'])}).** Rows equal to their copier on every query: "
+                         + (", ".join(n for n, row in llms if "vs_copier" in row and row["vs_copier"].get("t_p") is None)
+                            or "none") + ".")
         if r.get("not_run"):
             lines.append(f"Not run within the time budget: {', '.join(r['not_run'])}.")
         if r.get("provenance"):

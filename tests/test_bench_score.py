@@ -64,3 +64,23 @@ def test_copier_at_three_orders_mixes_in_the_teachers_own_shuffles():
     assert same_top10(run, top) < 0.5
     places = [sorted(run[q], key=lambda d: -run[q][d]).index(f"{q}d0") for q in top]
     assert sum(places) / len(places) < 7
+
+
+def test_llm_table_names_the_best_row_that_is_not_its_copier():
+    from eval.bench_score import llm_markdown
+
+    def row(ndcg: float, delta_copier: float, p_copier: float | None, store: str) -> dict:
+        return {"metrics": {"ndcg@10": ndcg}, "store_id": store, "same_top10_as_copier": 1.0 if p_copier is None else 0.0,
+                "vs_chance": {"delta": ndcg - 0.1, "t_p": 0.01}, "vs_bm25": {"delta": ndcg - 0.7, "t_p": 0.5},
+                "vs_copier": {"delta": delta_copier, "t_p": p_copier}}
+
+    res = {"llm_teachers": {"queries": 10, "depth": 20, "task": "claim", "chance_seeds": 20, "listwise": {},
+                            "rows": {"chance (random order, mean of seeds)": {"metrics": {"ndcg@10": 0.1}},
+                                     "a (listwise)": row(0.7, 0.0, None, "s1"),
+                                     "b (pointwise)": row(0.45, -0.25, 0.05, "s2"),
+                                     "c (pointwise)": row(0.2, -0.5, 0.01, "s3")}}}
+    text = "\n".join(llm_markdown(res))
+    assert "**Best LLM teacher: a (listwise)" in text
+    assert "**Best LLM teacher whose ranking differs from its copier's: b (pointwise), nDCG@10 0.4500" in text
+    assert "Rows equal to their copier on every query: a (listwise)." in text
+    assert "| a (listwise) | 0.7000 |" in text and "0.0 (equal on every query) | 100% of queries" in text
