@@ -15,8 +15,9 @@ Part 3 (``--part llm-teachers``): each offline GGUF LLM (``--llm-models``) as a 
 yes/no judge and as a listwise RankGPT teacher, both on llama.cpp with SciFact's task prompt
 (claim verification), reranking BM25's top-``--llm-depth`` of the first ``--llm-queries``
 test queries, beside the same candidates in BM25's order and in random order (chance: the
-mean over ``--chance-seeds`` seeds, per query), each teacher tested against chance (paired
-t-test over queries, and Wilcoxon's signed-rank test). Models run smallest first until
+mean over ``--chance-seeds`` seeds, per query) and a copier (the listwise teacher echoing every
+window's input order, at each ``--listwise-orders``), each teacher tested against chance and its
+copier (paired t-test over queries, and Wilcoxon's signed-rank test). Models run smallest first until
 ``--llm-budget-s`` is spent; the rows not run are listed. Part 4 (``--part gguf-speed``):
 pairs/s of the llama.cpp backend against the transformers path (float32 and bfloat16) on the
 same model and the same pairs, and the Spearman correlation of their scores.
