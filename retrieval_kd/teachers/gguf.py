@@ -166,7 +166,11 @@ class GGUFTeacher(TaskPrompt, Teacher):
                 if a != b:
                     break
                 keep += 1
-        keep = min(keep, len(ids) - 1)  # at least one token is evaluated: its logits are read
+        # At least two tokens are evaluated (the last one's logits are read). A one-token batch
+        # takes llama.cpp's matrix-vector kernels, which on AVX512 builds quantise activations
+        # differently from the matrix kernels: a prompt found whole in the cache scored 0.0035
+        # off the same prompt evaluated after a shorter shared prefix.
+        keep = max(0, min(keep, len(ids) - 2))
         llm.n_tokens = keep
         if self._stateful:
             llm.reset()
