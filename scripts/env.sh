@@ -3,5 +3,4 @@ _root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${RKD_DATA_HOME:-}" ] && [ -d "$_root/../shared/datasets" ]; then
   export RKD_DATA_HOME="$(cd "$_root/../shared/datasets" && pwd)"
 fi
-export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$HOME/.cache/retrieval-kd/numba}"
 export PATH="$_root/.venv/bin:$PATH"

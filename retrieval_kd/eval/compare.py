@@ -65,19 +65,11 @@ def significance(qrels: Qrels, runs: dict[str, Run], baseline: str, metrics: lis
     {p_value, significant, delta}}}."""
     import warnings
 
-    from ranx import Qrels as RQrels
-    from ranx import Run as RRun
     from ranx import compare
 
-    from retrieval_kd.eval.metrics import drop_identical_ids, ranx_metric
+    from retrieval_kd.eval.metrics import ranx_metric, ranx_view
 
-    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
-    rq = RQrels(judged)
-    rruns = []
-    for name, run in runs.items():
-        if ignore_identical_ids:
-            run = drop_identical_ids(run)
-        rruns.append(RRun({q: dict(run.get(q, {})) for q in judged}, name=name))
+    rq, rruns = ranx_view(qrels, runs, ignore_identical_ids=ignore_identical_ids)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*unsafe cast.*")
         names = {m: ranx_metric(m, relevance_level) for m in metrics}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from retrieval_kd.data.types import Qrels, Run
 from retrieval_kd.errors import RkdError
 
@@ -24,6 +26,39 @@ def drop_identical_ids(run: Run) -> Run:
     return {q: {d: s for d, s in hits.items() if d != q} for q, hits in run.items()}
 
 
+def ranx_view(qrels: Qrels, runs: dict[str, Run], *, ignore_identical_ids: bool = True):
+    """ranx's ``Qrels`` of the judged queries and a ``Run`` of each run on exactly those queries
+    (a judged query the run misses: an empty ranking, which scores 0).
+
+    ranx pairs the i-th query of the qrels with the i-th query of a run; each is checked to list
+    the same queries in the same order, so that a ranx or numba fault which orders them differently
+    (seen with numba's on-disk kernel cache: :mod:`retrieval_kd.numba_cache`) is an error, not
+    wrong metrics.
+    """
+    from ranx import Qrels as RQrels
+    from ranx import Run as RRun
+
+    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
+    rq, order, out = RQrels(judged), None, []
+    for name, run in runs.items():
+        label = "the run" if name == "run" else f"run {name!r}"
+        if ignore_identical_ids:
+            run = drop_identical_ids(run)
+        view = {q: dict(run.get(q, {})) for q in judged}
+        if not any(view.values()):  # ranx fails on a run with no retrieved document at all
+            raise RkdError(f"{label} retrieves nothing for any of the {len(judged)} judged queries "
+                           "(no query id in common with the qrels: wrong dataset or split?)")
+        rr = RRun(view, name=name)
+        order = list(rq.keys()) if order is None else order
+        if list(rr.keys()) != order:
+            raise RkdError(f"{label}: ranx built it and the qrels in different query orders, so its "
+                           "metrics would pair one query's judgements with another query's ranking; "
+                           "numba's kernel cache is the known cause (NUMBA_CACHE_DIR="
+                           f"{os.environ.get('NUMBA_CACHE_DIR', 'unset')}): remove it and run again")
+        out.append(rr)
+    return rq, out
+
+
 def evaluate_run(
     qrels: Qrels,
     run: Run,
@@ -41,18 +76,9 @@ def evaluate_run(
     """
     import warnings
 
-    from ranx import Qrels as RQrels
-    from ranx import Run as RRun
     from ranx import evaluate
 
-    if ignore_identical_ids:
-        run = drop_identical_ids(run)
-    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
-    run = {q: dict(run.get(q, {})) for q in judged}
-    if not any(run.values()):  # ranx fails on a run with no retrieved document at all
-        raise RkdError(f"the run retrieves nothing for any of the {len(judged)} judged queries "
-                       "(no query id in common with the qrels: wrong dataset or split?)")
-    rq, rr = RQrels(judged), RRun(run)
+    rq, (rr,) = ranx_view(qrels, {"run": run}, ignore_identical_ids=ignore_identical_ids)
     names = [ranx_metric(m, relevance_level) for m in metrics]
     with warnings.catch_warnings():  # numba's uint64->int64 cast note on ranx's kernels
         warnings.filterwarnings("ignore", message=".*unsafe cast.*")
