@@ -36,5 +36,15 @@ def use_run_cache() -> str:
     numba = sys.modules.get("numba")
     if numba is not None:  # imported already: kernels decorated from now on use the new directory
         numba.config.CACHE_DIR = path
-    atexit.register(shutil.rmtree, path, True)
+    _made.append(path)
+    atexit.register(remove_run_cache)
     return path
+
+
+_made: list[str] = []
+
+
+def remove_run_cache() -> None:
+    """Remove the directory this process made (at exit; call it before an ``os._exit``)."""
+    while _made:
+        shutil.rmtree(_made.pop(), ignore_errors=True)

@@ -40,6 +40,9 @@ def pytest_unconfigure(config) -> None:
     if _EXIT_STATUS and os.environ.get("RKD_TEST_NATIVE_TEARDOWN") != "1":
         import sys
 
+        from retrieval_kd.numba_cache import remove_run_cache
+
+        remove_run_cache()  # os._exit skips the atexit hook that would
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS[-1])
