@@ -1,15 +1,14 @@
 """Numba's on-disk kernel cache, a new one per run (ranx's metrics and normalisers are numba kernels).
 
 ranx compiles its kernels with ``cache=True``, one specialisation per id width and value type,
-into a cache that later processes reuse. A process that loaded some specialisations from a cache
-an earlier install had written (the same venv path and versions) and compiled others itself was
-measured to build a run in a different query order from its qrels, so ranx paired one query's judgements with another query's ranking:
-SciFact test BM25 scored nDCG@10 0.1255 instead of 0.6762, with no error (research/FINDINGS.md,
-2026-12-03). So each run of retrieval-kd (a command, a test session) gets a new cache directory,
-under the system's temporary directory, shared with the processes it starts (which inherit
-:data:`OWNED`) and removed when it exits: ranx's kernels compile once per run (tens of seconds on
-2 cores), never from what an earlier run left. :func:`retrieval_kd.eval.metrics.ranx_view` checks
-the query order whatever the cache.
+into a cache that later processes reuse. Kernels loaded from a cache an earlier install had left,
+beside others compiled in the process, made ranx hold a run in another query order than its
+qrels and pair them by position: wrong metrics, no error (research/FINDINGS.md, "ranx metrics
+and numba's kernel cache"). So each run of retrieval-kd (a command, a test session) gets a new
+cache directory under the system's temporary directory, shared with the processes it starts
+(they inherit :data:`OWNED`) and removed when it exits: ranx's kernels compile once per run (tens
+of seconds on 2 cores). :func:`retrieval_kd.eval.metrics.ranx_view` checks the query order
+whatever the cache.
 """
 
 from __future__ import annotations

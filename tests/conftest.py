@@ -42,7 +42,7 @@ def pytest_unconfigure(config) -> None:
 
         from retrieval_kd.numba_cache import remove_run_cache
 
-        remove_run_cache()  # os._exit skips the atexit hook that would
+        remove_run_cache()  # os._exit skips the atexit hook that removes it
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS[-1])

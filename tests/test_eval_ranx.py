@@ -57,7 +57,8 @@ def test_run_and_qrels_in_different_query_orders_is_an_error(monkeypatch):
     expected = (_dcg([1]) / _dcg([2, 1]) + 1.0) / 2
     assert evaluate_run(QRELS, run, ["ndcg@10"])["ndcg@10"] == pytest.approx(expected)
     real_keys = ranx.Run.keys
-    def keys(self):  # run 'b' (and an unnamed one) come out in reverse query order
+
+    def keys(self):  # every run but 'a' comes out in reverse query order
         keys = list(real_keys(self))
         return keys if self.name == "a" else keys[::-1]
 

@@ -39,7 +39,8 @@ def ranx_view(qrels: Qrels, runs: dict[str, Run], *, ignore_identical_ids: bool 
     from ranx import Run as RRun
 
     judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
-    rq, order, out = RQrels(judged), None, []
+    rq, out = RQrels(judged), []
+    order = list(rq.keys())
     for name, run in runs.items():
         label = "the run" if name == "run" else f"run {name!r}"
         if ignore_identical_ids:
@@ -49,7 +50,6 @@ def ranx_view(qrels: Qrels, runs: dict[str, Run], *, ignore_identical_ids: bool 
             raise RkdError(f"{label} retrieves nothing for any of the {len(judged)} judged queries "
                            "(no query id in common with the qrels: wrong dataset or split?)")
         rr = RRun(view, name=name)
-        order = list(rq.keys()) if order is None else order
         if list(rr.keys()) != order:
             raise RkdError(f"{label}: ranx built it and the qrels in different query orders, so its "
                            "metrics would pair one query's judgements with another query's ranking; "
