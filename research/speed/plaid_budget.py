@@ -8,6 +8,7 @@ and plaid at each ``nfull`` taking whole passes over the queries in turn for two
 CPU-second. nDCG@10 of each run is compared with the exhaustive ranking's (every document scored).
 
     python research/speed/plaid_budget.py runs/scifact/stages/student-colbert-tiny-*-s4?-*/model splade-tiny
+    # -> research/speed/results/plaid-budget-train.{json,md}
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-OUT = ROOT / "eval" / "results" / "colbert-engine" / "train-rule2"
+OUT = ROOT / "research" / "speed" / "results" / "plaid-budget-train"
 NF = (32, 64, 96, 128)
 TOL = 0.005
 
 
 def measure(model: str, ds, qids: list[str]) -> tuple[str, dict]:
+    """One model's row: the exact engine and plaid at each ``nfull``, against the exhaustive ranking."""
     from eval import bench_colbert_engines as bce
     from retrieval_kd.eval.metrics import evaluate_run
     from retrieval_kd.index.search import Searcher, encoder_for
@@ -53,6 +55,7 @@ def measure(model: str, ds, qids: list[str]) -> tuple[str, dict]:
 
 
 def label(tag: str) -> str:
+    """A model's row name: its regime and seed, or the untrained init."""
     if "-s4" not in tag:
         return f"init ({tag} body)"
     return f"ColBERT {'distilled' if '-kd-' in tag else 'label-only'} s4{tag.split('-s4', 1)[1][0]}"
@@ -77,17 +80,31 @@ def markdown(rows: dict, env: dict) -> str:
 
 
 def main() -> None:
+    import argparse
     import subprocess
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", nargs="+", help="a trained ColBERT folder (its model/) or a registry name")
+    args = ap.parse_args()
+    for m in args.model:  # a path that is not there is named before any index is built
+        if ("/" in m or m.startswith(".")) and not Path(m).is_dir():
+            raise SystemExit(f"error: {m}: no such folder")
 
     from retrieval_kd.artifacts import library_versions, now_iso
     from retrieval_kd.data.registry import load_dataset
+    from retrieval_kd.errors import RkdError
     from retrieval_kd.models.backends import cpu_name
 
     ds = load_dataset("scifact", "train")
-    qids = ds.queries.ids()
-    rows = dict(measure(m, ds, qids) for m in sys.argv[1:])
+    rows = {}
+    for m in args.model:
+        try:
+            tag, rows[tag] = measure(m, ds, ds.queries.ids())
+        except (RkdError, OSError) as e:  # OSError: a name that is neither registered nor in the HF cache
+            raise SystemExit(f"error: {m}: {' '.join(str(e).split())[:300]}") from None
     env = {"date": now_iso(), "cpu": cpu_name(), "versions": library_versions(),
            "git": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.with_suffix(".json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1) + "\n")
     OUT.with_suffix(".md").write_text(markdown(rows, env))
     print(markdown(rows, env))
