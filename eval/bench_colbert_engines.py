@@ -46,6 +46,11 @@ def default_model() -> str:
     return str(found[-1].parent)
 
 
+def model_tag(model: str) -> str:
+    """A model's name in the tables: its stage folder for a trained ``.../model``, else its own name."""
+    return Path(model).parent.name if Path(model).name == "model" else Path(model).name
+
+
 def build(model: str, dataset: str, tag: str, rebuild: bool, lengths: tuple[int, int]) -> dict[str, Path]:
     from retrieval_kd.index.build import build_index
     from retrieval_kd.index.encoders import ColbertParams
@@ -195,7 +200,7 @@ def main() -> None:
 
         load_dataset(args.dataset, args.split)  # a wrong dataset or split fails before any build
         for model in models:
-            tag = Path(model).parent.name if Path(model).name == "model" else Path(model).name
+            tag = model_tag(model)
             paths = build(model, args.dataset, tag, args.rebuild, (args.query_length, args.document_length))
             rows[tag] = compare(paths, args.dataset, args.split, args.k, args.rounds, args.plaid_overrides)
             print(json.dumps({tag: rows[tag]}, indent=1), flush=True)

@@ -32,7 +32,7 @@ def measure(model: str, ds, qids: list[str]) -> tuple[str, dict]:
     from retrieval_kd.index.search import Searcher, encoder_for
     from retrieval_kd.index.stats import limit_threads
 
-    tag = Path(model).parent.name if Path(model).name == "model" else model
+    tag = bce.model_tag(model)
     paths = bce.build(model, "scifact", tag, False, (32, 128))
     exact, plaid = Searcher(paths["exact"]), Searcher(paths["plaid"])
     reps = encoder_for(exact.manifest).encode_queries([ds.queries.texts[q] for q in qids])
