@@ -22,6 +22,7 @@ import uuid
 
 OWNED = "RKD_NUMBA_CACHE_DIR"
 """The environment variable naming the directory a parent retrieval-kd process made (and removes)."""
+_made: list[str] = []  # the directory this process made, if it made one
 
 
 def use_run_cache() -> str:
@@ -38,9 +39,6 @@ def use_run_cache() -> str:
     _made.append(path)
     atexit.register(remove_run_cache)
     return path
-
-
-_made: list[str] = []
 
 
 def remove_run_cache() -> None:
