@@ -139,21 +139,16 @@ class PlaidSearch:
         self.ivf.nprobe = nprobe
         return self.ivf.search_preassigned(q, k_token, ci, cd)
 
-    def search(self, q: np.ndarray, k: int, overrides: dict[str, Any] | None = None
-               ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-        """Top-``k`` (doc numbers, scores) and the counts: candidates, exactly scored."""
+    def estimates(self, q: np.ndarray, p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Steps 1-2 for the float32 query matrix ``q``: the candidates and their XTR estimates."""
         import torch
 
-        p = {**self.params, **(overrides or {})}
-        q = np.ascontiguousarray(q, dtype=np.float32)
         nq = len(q)
-        if nq == 0 or k <= 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32), {"candidates": 0, "exact_scored": 0}
         tok_scores, tok_rows = self.candidates(q, int(p["nprobe"]), int(p["k_token"]),
                                                p.get("centroid_score_threshold"))
         found = tok_rows >= 0
         if not found.any():
-            return np.zeros(0, np.int64), np.zeros(0, np.float32), {"candidates": 0, "exact_scored": 0}
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
         # a query token's k_token-th score (its lowest found): what a token it did not retrieve may reach
         floor = np.where(found, tok_scores, np.inf).min(axis=1, keepdims=True)
         docs_of = np.searchsorted(self.offsets, tok_rows[found], side="right") - 1
@@ -162,7 +157,18 @@ class PlaidSearch:
         gain = torch.zeros(len(cand) * nq)
         gain.scatter_reduce_(0, torch.from_numpy(inv.astype(np.int64) * nq + qtok),
                              torch.from_numpy((tok_scores - floor)[found].astype(np.float32)), "amax")
-        est = gain.view(len(cand), nq).sum(1).numpy()
+        return cand, gain.view(len(cand), nq).sum(1).numpy()
+
+    def search(self, q: np.ndarray, k: int, overrides: dict[str, Any] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """Top-``k`` (doc numbers, scores) and the counts: candidates, exactly scored."""
+        import torch
+
+        p = {**self.params, **(overrides or {})}
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        cand, est = self.estimates(q, p) if len(q) and k > 0 else (np.zeros(0, np.int64), None)
+        if len(cand) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), {"candidates": 0, "exact_scored": 0}
         order = ranked(cand, est)
         full = cand[order[:int(p["nfull"])]]
         exact = maxsim_torch(torch.from_numpy(q), self.tokens_t, self.offsets, full)
