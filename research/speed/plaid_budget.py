@@ -79,11 +79,13 @@ def markdown(rows: dict, env: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def run_models(description: str, measure, markdown, out: Path) -> None:
+    """The command line of the train-query diagnostics: each model's row by ``measure(model, ds,
+    qids)``, then ``out``.json (rows, environment) and ``out``.md (``markdown(rows, env)``)."""
     import argparse
     import subprocess
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("model", nargs="+", help="a trained ColBERT folder (its model/) or a registry name")
     args = ap.parse_args()
     for m in args.model:  # a path that is not there is named before any index is built
@@ -102,13 +104,14 @@ def main() -> None:
             tag, rows[tag] = measure(m, ds, ds.queries.ids())
         except (RkdError, OSError) as e:  # OSError: a name that is neither registered nor in the HF cache
             raise SystemExit(f"error: {m}: {' '.join(str(e).split())[:300]}") from None
+        print(tag, json.dumps(rows[tag]), flush=True)
     env = {"date": now_iso(), "cpu": cpu_name(), "versions": library_versions(),
            "git": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.with_suffix(".json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1) + "\n")
-    OUT.with_suffix(".md").write_text(markdown(rows, env))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(rows, env))
     print(markdown(rows, env))
 
 
 if __name__ == "__main__":
-    main()
+    run_models(__doc__.split("\n\n")[0], measure, markdown, OUT)

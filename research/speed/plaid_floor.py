@@ -22,7 +22,6 @@ nDCG@10 of each ranking is compared with the exhaustive ranking's (every documen
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -169,37 +168,7 @@ def markdown(rows: dict, env: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    import argparse
-    import subprocess
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", nargs="+", help="a trained ColBERT folder (its model/) or a registry name")
-    args = ap.parse_args()
-    for m in args.model:
-        if ("/" in m or m.startswith(".")) and not Path(m).is_dir():
-            raise SystemExit(f"error: {m}: no such folder")
-
-    from retrieval_kd.artifacts import library_versions, now_iso
-    from retrieval_kd.data.registry import load_dataset
-    from retrieval_kd.errors import RkdError
-    from retrieval_kd.models.backends import cpu_name
-
-    ds = load_dataset("scifact", "train")
-    rows = {}
-    for m in args.model:
-        try:
-            tag, rows[tag] = measure(m, ds, ds.queries.ids())
-        except (RkdError, OSError) as e:
-            raise SystemExit(f"error: {m}: {' '.join(str(e).split())[:300]}") from None
-        print(tag, json.dumps(rows[tag]), flush=True)
-    env = {"date": now_iso(), "cpu": cpu_name(), "versions": library_versions(),
-           "git": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.with_suffix(".json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1) + "\n")
-    OUT.with_suffix(".md").write_text(markdown(rows, env))
-    print(markdown(rows, env))
-
-
 if __name__ == "__main__":
-    main()
+    from research.speed.plaid_budget import run_models
+
+    run_models(__doc__.split("\n\n")[0], measure, markdown, OUT)
