@@ -100,18 +100,6 @@ class FDE:
         return enc.reshape(n_docs, -1)
 
 
-def open_model(model: str, ds, qids):
-    from eval import bench_colbert_engines as bce
-    from retrieval_kd.index.search import Searcher, encoder_for
-
-    tag = bce.model_tag(model)
-    paths = bce.build(model, "scifact", tag, False, (32, 128))
-    exact, plaid = Searcher(paths["exact"]), Searcher(paths["plaid"])
-    reps = [np.ascontiguousarray(r, dtype=np.float32) for r in
-            encoder_for(exact.manifest).encode_queries([ds.queries.texts[q] for q in qids])]
-    return tag, paths, exact, plaid.plaid, reps
-
-
 def pq_index(enc):
     import faiss
 
@@ -125,10 +113,12 @@ def quality(model: str, ds, qids: list[str]) -> tuple[str, dict]:
     import torch
 
     from eval import bench_colbert_engines as bce
+    from research.speed.plaid_budget import open_model
     from retrieval_kd.eval.metrics import evaluate_run
     from retrieval_kd.index.plaid import maxsim_torch
 
-    tag, paths, exact, P, reps = open_model(model, ds, qids)
+    tag, paths, exact, plaid, reps = open_model(model, ds, qids)
+    P = plaid.plaid
     ref, _, _ = bce.exhaustive(paths["exact"], reps, 100)
     top10 = [set(d[:10].tolist()) for d, _, _ in ref]
     base = evaluate_run(ds.qrels, exact.to_run(qids, ref), ("ndcg@10",))["ndcg@10"]
@@ -162,10 +152,12 @@ def quality(model: str, ds, qids: list[str]) -> tuple[str, dict]:
 def timing(model: str, ds, qids: list[str]) -> tuple[str, dict]:
     import torch
 
+    from research.speed.plaid_budget import open_model
     from research.speed.plaid_floor import Blocks, passes
     from retrieval_kd.index.stats import limit_threads
 
-    tag, paths, exact, P, reps = open_model(model, ds, qids)
+    tag, paths, exact, plaid, reps = open_model(model, ds, qids)
+    P = plaid.plaid
     tokens = np.asarray(P.tokens_t.numpy())
     blocks = Blocks(tokens, P.offsets)
     f = FDE(tokens.shape[1], *SETTINGS[0])
@@ -219,8 +211,12 @@ def timing_md(rows: dict, env: dict) -> str:
 if __name__ == "__main__":
     from research.speed.plaid_budget import run_models
 
+    usage = "usage: fde_first_stage.py {quality,timing} MODEL [MODEL ...]"
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(f"{usage}\n\n{__doc__}")
+        raise SystemExit(0)
     what = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1] in ("quality", "timing") else None
     if what is None:
-        raise SystemExit("usage: fde_first_stage.py {quality,timing} MODEL [MODEL ...]")
+        raise SystemExit(f"error: the first argument is quality or timing ({usage})")
     run_models(__doc__.split("\n\n")[0], quality if what == "quality" else timing,
                quality_md if what == "quality" else timing_md, RESULTS / f"fde-{what}-train")

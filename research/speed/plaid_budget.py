@@ -25,17 +25,30 @@ NF = (32, 64, 96, 128)
 TOL = 0.005
 
 
-def measure(model: str, ds, qids: list[str]) -> tuple[str, dict]:
-    """One model's row: the exact engine and plaid at each ``nfull``, against the exhaustive ranking."""
+def open_model(model: str, ds, qids: list[str]):
+    """A model's exact and plaid indexes (built once, at the main job's lengths, under
+    indexes/bench-colbert) opened for search, and its float32 query matrices:
+    ``(tag, paths, exact Searcher, plaid Searcher, queries)``."""
+    import numpy as np
+
     from eval import bench_colbert_engines as bce
-    from retrieval_kd.eval.metrics import evaluate_run
     from retrieval_kd.index.search import Searcher, encoder_for
-    from retrieval_kd.index.stats import limit_threads
 
     tag = bce.model_tag(model)
     paths = bce.build(model, "scifact", tag, False, (32, 128))
     exact, plaid = Searcher(paths["exact"]), Searcher(paths["plaid"])
-    reps = encoder_for(exact.manifest).encode_queries([ds.queries.texts[q] for q in qids])
+    reps = [np.ascontiguousarray(r, dtype=np.float32) for r in
+            encoder_for(exact.manifest).encode_queries([ds.queries.texts[q] for q in qids])]
+    return tag, paths, exact, plaid, reps
+
+
+def measure(model: str, ds, qids: list[str]) -> tuple[str, dict]:
+    """One model's row: the exact engine and plaid at each ``nfull``, against the exhaustive ranking."""
+    from eval import bench_colbert_engines as bce
+    from retrieval_kd.eval.metrics import evaluate_run
+    from retrieval_kd.index.stats import limit_threads
+
+    tag, paths, exact, plaid, reps = open_model(model, ds, qids)
     fns = {"exact": lambda q: exact.search(q, 100),
            **{f"plaid nfull {n}": (lambda q, n=n: plaid.plaid.search(q, 100, {"nfull": n})) for n in NF}}
     cpu, res = dict.fromkeys(fns, 0.0), {}

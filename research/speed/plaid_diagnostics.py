@@ -25,15 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def open_model(model: str):
-    from eval import bench_colbert_engines as bce
+    """SciFact train, and the model's exact and plaid searchers and query matrices."""
+    from research.speed.plaid_budget import open_model as open_indexes
     from retrieval_kd.data.registry import load_dataset
-    from retrieval_kd.index.search import Searcher, encoder_for
 
-    tag = bce.model_tag(model)
-    paths = bce.build(model, "scifact", tag, False, (32, 128))
     ds = load_dataset("scifact", "train")
-    exact, plaid = Searcher(paths["exact"]), Searcher(paths["plaid"])
-    reps = encoder_for(exact.manifest).encode_queries([ds.queries.texts[q] for q in ds.queries.ids()])
+    _, _, exact, plaid, reps = open_indexes(model, ds, ds.queries.ids())
     return ds, exact, plaid, reps
 
 

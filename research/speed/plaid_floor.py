@@ -79,17 +79,13 @@ def measure(model: str, ds, qids: list[str]) -> tuple[str, dict]:
     import torch
 
     from eval import bench_colbert_engines as bce
+    from research.speed.plaid_budget import open_model
     from retrieval_kd.eval.metrics import evaluate_run
     from retrieval_kd.index.plaid import maxsim_torch
-    from retrieval_kd.index.search import Searcher, encoder_for
     from retrieval_kd.index.stats import limit_threads
 
-    tag = bce.model_tag(model)
-    paths = bce.build(model, "scifact", tag, False, (32, 128))
-    exact, plaid = Searcher(paths["exact"]), Searcher(paths["plaid"])
+    tag, paths, exact, plaid, reps = open_model(model, ds, qids)
     P = plaid.plaid
-    reps = [np.ascontiguousarray(r, dtype=np.float32) for r in
-            encoder_for(exact.manifest).encode_queries([ds.queries.texts[q] for q in qids])]
     B = Blocks(np.asarray(P.tokens_t.numpy()), P.offsets)
     prm = P.params
     surv = {}  # each query's candidates ranked by estimate (computed once, outside the timed passes)
