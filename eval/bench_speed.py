@@ -52,6 +52,11 @@ TOL, DEPTH, WARM = 0.005, 20, 64
 PLAIN, REF = "plain", "rkd torch float32"
 PLAIN_BF16 = "plain bf16"
 """``CrossEncoder.predict`` with bfloat16 weights: the like-for-like baseline of bf16 contenders."""
+PLAIN_INT8 = "plain int8"
+"""``CrossEncoder.predict`` after PyTorch's dynamic int8 quantisation of every ``nn.Linear``
+(``torch.ao.quantization.quantize_dynamic``): the like-for-like baseline of int8 contenders."""
+BASELINE_NAMES = {PLAIN: "plain (ST defaults)", PLAIN_BF16: "plain bf16 (ST, bfloat16 weights)",
+                  PLAIN_INT8: "plain int8 (ST, torch dynamic int8 linears)"}
 Variants = list[tuple[str, str]]
 
 
@@ -149,9 +154,22 @@ def bm25_pairs(ds, qids: list[str]) -> tuple[list, dict]:
             for q in qids for d, _ in sorted_hits(run[q])], run
 
 
-def is_bf16(contender: str) -> bool:
-    """Whether a contender computes in bfloat16 (its like-for-like baseline is then ``PLAIN_BF16``)."""
-    return "bf16" in contender or "bfloat16" in contender
+def like_for_like(contender: str) -> str:
+    """The plain baseline of the same precision: ``PLAIN_BF16`` for a bfloat16 contender,
+    ``PLAIN_INT8`` for an int8 one, else ``PLAIN``."""
+    if "bf16" in contender or "bfloat16" in contender:
+        return PLAIN_BF16
+    return PLAIN_INT8 if "int8" in contender else PLAIN
+
+
+def plain_int8(path: str) -> Any:
+    """The plain library's own int8: ``CrossEncoder`` with its linear layers dynamically quantised."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(path)
+    ce.model = torch.ao.quantization.quantize_dynamic(ce.model, {torch.nn.Linear}, dtype=torch.qint8)
+    return ce
 
 
 def agreement(pairs: list, a: np.ndarray, ref: np.ndarray) -> dict[str, float]:
@@ -193,13 +211,18 @@ def teacher_section(ds, qids: list[str], rounds: int, threads: int, variants: Va
         ces["rkd torch bfloat16"] = CrossEncoderTeacher(path, max_length=512, dtype="bfloat16", threads=threads)
     except Exception as e:  # reported in the table
         failed[PLAIN_BF16] = f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
+    if any(like_for_like(k) == PLAIN_INT8 for k in ces):
+        try:  # like for like for the int8 contenders: the plain library, linears in dynamic int8
+            ces[PLAIN_INT8] = plain_int8(path)
+        except Exception as e:  # reported in the table
+            failed[PLAIN_INT8] = f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
     fns = {k: m.score if not k.startswith(PLAIN) else (lambda ps, m=m: m.predict(
         [(p.query, p.passage) for p in ps], activation_fn=ident, show_progress_bar=False))
            for k, m in ces.items()}
     rates, outs = alternate(fns, pairs, rounds)
     for k, r in rates.items():
         r.update(agreement(pairs, outs[k], outs[REF]) if REF in outs else {})
-        same = PLAIN_BF16 if is_bf16(k) and PLAIN_BF16 in rates else PLAIN
+        same = like_for_like(k) if like_for_like(k) in rates else PLAIN
         r["like_for_like"] = same
         r["x_like_cpu"] = r["per_cpu_s"] / rates[same]["per_cpu_s"]
         r["x_like_wall"] = r["per_wall_s"] / rates[same]["per_wall_s"]
@@ -285,7 +308,7 @@ def table(sec: dict, unit: str, extra: list[tuple[str, Callable[[dict], str]]]) 
     head += [h for h, _ in extra]
     out = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for k, r in sec["rows"].items():
-        name = {PLAIN: "plain (ST defaults)", PLAIN_BF16: "plain bf16 (ST, bfloat16 weights)"}.get(k, k)
+        name = BASELINE_NAMES.get(k, k)
         cells = [name, _f(r["per_cpu_s"]), _f(r["per_wall_s"]),
                  f"{r['x_plain_cpu']:.2f}", f"{r['x_plain_wall']:.2f}"] + [fn(r) for _, fn in extra]
         out.append("| " + " | ".join(cells) + " |")
@@ -302,7 +325,7 @@ def markdown(res: dict) -> str:
                ("Δ vs torch fp32", has("within_tol", lambda r: f"{r['delta_vs_torch_fp32']:+.4f}")),
                (f"within {TOL}", has("within_tol", lambda r: "yes" if r["within_tol"] else "**no**"))]
     like = [("x like for like (CPU)", has("x_like_cpu", lambda r: f"**{r['x_like_cpu']:.2f}** vs "
-                                          + ("plain bf16" if r["like_for_like"] == PLAIN_BF16 else "plain"))),
+                                          + r["like_for_like"])),
             ("x like for like (wall)", has("x_like_wall", lambda r: f"{r['x_like_wall']:.2f}"))]
     agree = [("max abs diff", has("spearman", lambda r: f"{r['max_abs_diff']:.1e}")),
              ("Spearman/query", has("spearman", lambda r: f"{r['spearman']:.4f}")),
@@ -331,8 +354,9 @@ def markdown(res: dict) -> str:
              f"`CrossEncoder.predict` at defaults (batch 32, max_length {ce['plain_max_length']}), identity "
              "activation (logits); ours: `CrossEncoderTeacher(dtype='float32', max_length=512)` on each "
              "backend. Like for like = the same precision: a bf16 contender against `plain bf16` "
-             "(`CrossEncoder(..., model_kwargs={'dtype': torch.bfloat16}).predict`), an fp32 one against "
-             "plain.", "",
+             "(`CrossEncoder(..., model_kwargs={'dtype': torch.bfloat16}).predict`), an int8 one against "
+             "`plain int8` (its `nn.Linear` layers through `torch.ao.quantization.quantize_dynamic`), an "
+             "fp32 one against plain.", "",
              *table(ce, "pairs", like + agree), "",
              f"## 2b. Bi-encoder teacher (minilm-l6) scoring the same {t['pairs']} pairs", "",
              "Plain: per query `encode([query])`, `encode(passages)`, `util.cos_sim`; ours: "
