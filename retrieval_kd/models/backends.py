@@ -162,6 +162,8 @@ def preferred(dtype: str | None = None, device: str | None = None) -> tuple[str,
     or AMX, ``openvino`` installed, no CUDA GPU, no device or dtype asked of torch), else torch
     fp32. eval/results/backend-default/ is the rule and its evidence: every encoder and scorer of
     the main job within 0.005 nDCG@10 of torch fp32 on SciFact test, at about twice the speed.
+    Dynamic int8 on CPUs without bf16 was read the same way and not adopted
+    (eval/results/backend-int8/: MiniLM-L6 dense lost 0.0069 on train).
     ``RKD_BACKEND=backend[:variant]`` overrides it for a whole process (``torch:fp32``: the old
     default)."""
     env = os.environ.get("RKD_BACKEND", "").strip()
