@@ -173,8 +173,9 @@ def preferred(dtype: str | None = None, device: str | None = None) -> tuple[str,
         return b, v or "fp32"
     if dtype not in (None, "auto", "float32") or device not in (None, "cpu"):
         return DEFAULT
-    native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-    if native and importlib.util.find_spec("openvino") is not None and not has_cuda():
+    from retrieval_kd.teachers.torch_utils import cpu_has_bf16
+
+    if cpu_has_bf16() and importlib.util.find_spec("openvino") is not None and not has_cuda():
         return "openvino", "bf16"
     return DEFAULT
 

@@ -30,12 +30,9 @@ def torch_dtype(name: str):
 
 def cpu_has_bf16() -> bool:
     """Native bfloat16 matmuls on this CPU (AVX512-BF16 or AMX), where bf16 pays off."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    from retrieval_kd.models import backends
+
+    return bool({"avx512_bf16", "amx_bf16"} & backends.cpu_flags())
 
 
 def resolve_dtype(name: str, device: str | None) -> str:
