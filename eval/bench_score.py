@@ -595,7 +595,7 @@ def main() -> None:
     out = Path(a.out)
     prior = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
     res = dict(prior)
-    from retrieval_kd.models.backends import cpu_name
+    from retrieval_kd.cpu import cpu_name
 
     env = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
            "versions": library_versions()}

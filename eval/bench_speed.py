@@ -294,7 +294,7 @@ def environment(threads: int) -> dict:
     import torch
 
     from retrieval_kd.artifacts import library_versions, now_iso
-    from retrieval_kd.models.backends import cpu_name
+    from retrieval_kd.cpu import cpu_name
 
     cpu = cpu_name()
     git = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=ROOT,

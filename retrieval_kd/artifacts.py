@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+from retrieval_kd.cpu import faiss_blas_core
+
 MANIFEST = "manifest.json"
 _TRACKED_LIBRARIES = (
     "retrieval-kd", "torch", "sentence-transformers", "transformers", "faiss-cpu", "faiss-gpu", "faiss-gpu-cu12",
@@ -160,6 +162,9 @@ def library_versions() -> dict[str, str]:
     for name in _TRACKED_LIBRARIES:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
+    core = faiss_blas_core()
+    if core:  # faiss's matrix products round alike only on the same kernels (retrieval_kd/cpu.py)
+        out["faiss_openblas_core"] = core
     return out
 
 

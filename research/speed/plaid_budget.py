@@ -106,9 +106,9 @@ def run_models(description: str, measure, markdown, out: Path) -> None:
             raise SystemExit(f"error: {m}: no such folder")
 
     from retrieval_kd.artifacts import library_versions, now_iso
+    from retrieval_kd.cpu import cpu_name
     from retrieval_kd.data.registry import load_dataset
     from retrieval_kd.errors import RkdError
-    from retrieval_kd.models.backends import cpu_name
 
     ds = load_dataset("scifact", "train")
     rows = {}

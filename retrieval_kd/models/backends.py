@@ -55,6 +55,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, PrivateAttr, model_serializer, model_validator
 
+from retrieval_kd.cpu import cpu_flags
 from retrieval_kd.errors import IntegrityError, RkdError
 
 Backend = Literal["torch", "onnx", "openvino"]
@@ -102,29 +103,6 @@ def check(backend: str, variant: str, *, dtype: str | None = None, what: str = "
     if backend != "torch" and dtype not in (None, "auto", "float32"):
         raise RkdError(f"{where}dtype {dtype} runs on the torch backend only; backend {backend} runs "
                        f"{'int8' if variant.startswith('int8') else variant if variant == 'bf16' else 'float32'}")
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else the platform's machine type."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine() or "?"
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def int8_isa() -> str:
