@@ -48,8 +48,9 @@ def child(kind: str, tokens: Path, out: Path) -> None:
     if kind == "plain":
         import faiss  # first: retrieval-kd then leaves faiss's kernels alone
     else:
-        import retrieval_kd  # noqa: F401  (first: it pins the kernels)
         import faiss
+
+        import retrieval_kd  # noqa: F401  (first: it pins the kernels)
     import numpy as np
 
     from retrieval_kd.cpu import faiss_blas_core
