@@ -46,11 +46,12 @@ def default_tokens() -> Path:
 def child(kind: str, tokens: Path, out: Path) -> None:
     """One process of ``kind``: build, search, write timings and candidate ids to ``out``."""
     if kind == "plain":
-        import faiss  # first: retrieval-kd then leaves faiss's kernels alone
+        import faiss  # loaded first: retrieval-kd then leaves faiss's kernels alone
     else:
-        import faiss
+        from retrieval_kd.cpu import pin_openblas_core
 
-        import retrieval_kd  # noqa: F401  (first: it pins the kernels)
+        pin_openblas_core()  # what importing retrieval-kd did already: faiss is not loaded yet
+        import faiss
     import numpy as np
 
     from retrieval_kd.cpu import faiss_blas_core
