@@ -43,6 +43,25 @@ def default_tokens() -> Path:
     return found[-1]
 
 
+def check_tokens(path: Path) -> None:
+    """One line naming the file and the problem, before any process starts, for anything but a
+    2-D float array of token vectors (as a ColBERT index's ``tokens.npy``)."""
+    import numpy as np
+
+    if not path.is_file():
+        raise SystemExit(f"error: --tokens {path}: no such file")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise SystemExit(f"error: --tokens {path}: not a .npy file")
+    try:
+        t = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: --tokens {path}: not a .npy array ({' '.join(str(e).split())[:200]})") from None
+    if t.ndim != 2 or t.dtype.kind != "f" or min(t.shape) == 0:
+        raise SystemExit(f"error: --tokens {path}: expected a 2-D float array of token vectors, "
+                         f"found shape {t.shape} of {t.dtype}")
+
+
 def child(kind: str, tokens: Path, out: Path) -> None:
     """One process of ``kind``: build, search, write timings and candidate ids to ``out``."""
     if kind == "plain":
@@ -136,14 +155,15 @@ def markdown(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=Path, help="a ColBERT index's tokens.npy (default: the newest under runs/scifact)")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--rounds", type=int, default=2, help="plain/pinned process pairs, alternating (default 2)")
+    ap.add_argument("--out", type=Path, default=OUT, help="output path without suffix (.json and .md are written)")
     ap.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rounds < 1:
+        raise SystemExit(f"error: --rounds must be at least 1, not {args.rounds}")
     tokens = (args.tokens or default_tokens()).resolve()
-    if not tokens.is_file():
-        raise SystemExit(f"error: --tokens {tokens}: no such file")
+    check_tokens(tokens)
     if args.child:
         return child(args.child, tokens, args.child_out)
     import tempfile

@@ -193,12 +193,12 @@ def teacher_section(ds, qids: list[str], rounds: int, threads: int, variants: Va
     from sentence_transformers import CrossEncoder, SentenceTransformer, util
 
     from eval.bench_score import make_cross_encoder
+    from retrieval_kd.cpu import cpu_has_bf16
     from retrieval_kd.eval.metrics import evaluate_run
     from retrieval_kd.models.load import load_st_model
     from retrieval_kd.models.resolve import resolve_model
     from retrieval_kd.teachers.cross_encoder import CrossEncoderTeacher
     from retrieval_kd.teachers.encoders import BiEncoderTeacher
-    from retrieval_kd.teachers.torch_utils import cpu_has_bf16
 
     pairs, bm25 = bm25_pairs(ds, qids)
     qrels = {q: ds.qrels[q] for q in qids}

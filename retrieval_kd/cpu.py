@@ -17,6 +17,7 @@ import platform
 import sys
 
 CORETYPE = "OPENBLAS_CORETYPE"
+_faiss_core: list[str | None] = []  # faiss's kernels, asked once: they cannot change after it loads
 AVX512 = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"})
 
 
@@ -42,6 +43,11 @@ def cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
+
+
+def cpu_has_bf16() -> bool:
+    """Native bfloat16 matmuls on this CPU (AVX512-BF16 or AMX), where bf16 pays off."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def openblas_core(flags: set[str]) -> str | None:
@@ -75,10 +81,16 @@ def faiss_blas_core() -> str | None:
     faiss = sys.modules.get("faiss")
     if faiss is None:
         return None
+    if not _faiss_core:
+        _faiss_core.append(_ask_openblas(faiss.__file__))
+    return _faiss_core[0]
+
+
+def _ask_openblas(faiss_file: str) -> str | None:
     import ctypes
     import glob
 
-    libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(faiss.__file__)), "faiss_cpu.libs", "libopenblas*"))
+    libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(faiss_file)), "faiss_cpu.libs", "libopenblas*"))
     if not libs:
         return None
     try:

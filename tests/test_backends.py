@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from retrieval_kd import cpu as C
 from retrieval_kd.errors import RkdError
 from retrieval_kd.models import backends as B
 from retrieval_kd.teachers.base import Pair
@@ -310,7 +311,7 @@ def test_auto_backend_is_openvino_bf16_only_where_it_runs_natively(monkeypatch):
     monkeypatch.setattr(B, "has_cuda", lambda: False)
     monkeypatch.setattr(B.importlib.util, "find_spec",
                         lambda name, *a: object() if name == "openvino" else real_find(name, *a))
-    monkeypatch.setattr(B, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(C, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert B.preferred() == ("openvino", "bf16")
     assert DenseParams().model_dump()["backend"] == "openvino"
     assert DenseParams(backend="torch").model_dump().get("backend") is None  # explicit wins, old key
@@ -331,7 +332,7 @@ def test_auto_backend_is_openvino_bf16_only_where_it_runs_natively(monkeypatch):
         B.preferred()
     monkeypatch.delenv("RKD_BACKEND")
     for flags, cuda in (({"avx512f"}, False), ({"amx_bf16"}, True)):  # no native bf16 / a GPU
-        monkeypatch.setattr(B, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(C, "cpu_flags", lambda flags=flags: flags)
         monkeypatch.setattr(B, "has_cuda", lambda cuda=cuda: cuda)
         assert B.preferred() == B.DEFAULT
         assert "backend" not in DenseParams().model_dump()

@@ -38,3 +38,13 @@ def test_bench_blas_names_a_missing_file(tmp_path: Path):
     p = subprocess.run([sys.executable, "-m", "eval.bench_blas", "--tokens", str(tmp_path / "none.npy")],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode != 0 and "none.npy: no such file" in p.stderr
+
+
+def test_bench_blas_rejects_what_is_not_a_token_matrix(tmp_path: Path):
+    (tmp_path / "text.npy").write_text("not an array\n")
+    np.save(tmp_path / "flat.npy", np.zeros(5, np.float32))
+    for name, msg in (("text.npy", "not a .npy file"), ("flat.npy", "expected a 2-D float array")):
+        p = subprocess.run([sys.executable, "-m", "eval.bench_blas", "--tokens", str(tmp_path / name)],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "res").exists()

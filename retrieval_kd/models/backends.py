@@ -55,7 +55,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, PrivateAttr, model_serializer, model_validator
 
-from retrieval_kd.cpu import cpu_flags
+from retrieval_kd import cpu
 from retrieval_kd.errors import IntegrityError, RkdError
 
 Backend = Literal["torch", "onnx", "openvino"]
@@ -109,7 +109,7 @@ def int8_isa() -> str:
     """The dynamic-quantisation config for this CPU, best first (sentence-transformers' names)."""
     if platform.machine().lower() in ("aarch64", "arm64"):
         return "arm64"
-    flags = cpu_flags()
+    flags = cpu.cpu_flags()
     if "avx512_vnni" in flags:
         return "avx512_vnni"
     if "avx512f" in flags and "avx512bw" in flags:
@@ -151,9 +151,7 @@ def preferred(dtype: str | None = None, device: str | None = None) -> tuple[str,
         return b, v or "fp32"
     if dtype not in (None, "auto", "float32") or device not in (None, "cpu"):
         return DEFAULT
-    from retrieval_kd.teachers.torch_utils import cpu_has_bf16
-
-    if cpu_has_bf16() and importlib.util.find_spec("openvino") is not None and not has_cuda():
+    if cpu.cpu_has_bf16() and importlib.util.find_spec("openvino") is not None and not has_cuda():
         return "openvino", "bf16"
     return DEFAULT
 

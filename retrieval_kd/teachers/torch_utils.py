@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from retrieval_kd import cpu
+
 
 def set_threads(threads: int | None) -> None:
     if threads:
@@ -28,13 +30,6 @@ def torch_dtype(name: str):
     return table[name]
 
 
-def cpu_has_bf16() -> bool:
-    """Native bfloat16 matmuls on this CPU (AVX512-BF16 or AMX), where bf16 pays off."""
-    from retrieval_kd.models import backends
-
-    return bool({"avx512_bf16", "amx_bf16"} & backends.cpu_flags())
-
-
 def resolve_dtype(name: str, device: str | None) -> str:
     """``auto``: bfloat16 on a GPU with bf16 (else float16) or on a CPU with native bf16,
     else float32. Other names pass through. The resolved name is what identities record."""
@@ -45,4 +40,4 @@ def resolve_dtype(name: str, device: str | None) -> str:
     dev = pick_device(device)
     if dev.startswith("cuda"):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "bfloat16" if dev == "cpu" and cpu_has_bf16() else "float32"
+    return "bfloat16" if dev == "cpu" and cpu.cpu_has_bf16() else "float32"
