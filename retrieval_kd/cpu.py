@@ -3,10 +3,9 @@
 faiss-cpu's wheels bundle their own OpenBLAS (0.3.15 in faiss-cpu 1.15.1), older than numpy's.
 OpenBLAS picks its kernels when it loads, from the CPU's family and model; a CPU newer than its
 table gets the generic SSE3 kernels ("Prescott"). On a 2-core Xeon with AVX-512 whose model the
-bundled copy does not know, faiss's matrix products (k-means assignment, flat and coarse
-searches) ran at 21 GFLOP/s on "Prescott" and 82 GFLOP/s on "SkylakeX", the kernels numpy's newer
-OpenBLAS picks on the same CPU; the main job's ColBERT IVF-PQ build became 3x faster, with the
-same candidates (eval/results/bench-blas/). :func:`pin_openblas_core` names the kernels from the CPU's flags
+bundled copy does not know, faiss on "SkylakeX" (the kernels numpy's newer OpenBLAS picks there)
+built the main job's ColBERT IVF-PQ index 3x faster, with the same candidates
+(eval/results/bench-blas/). :func:`pin_openblas_core` names the kernels from the CPU's flags
 before faiss loads, through OpenBLAS's own ``OPENBLAS_CORETYPE``; a value the user set wins.
 """
 
